@@ -1,0 +1,435 @@
+"""The two-stage VAE of Arvanitidis, Hansen & Hauberg (ICLR 2018), as one LightningModule.
+
+Stage 1 trains the encoder and the generator mean mu(z) with a constant generator standard
+deviation. Stage 2 freezes both and fits only the generator's variance: by default the paper's RBF
+precision network beta(z) = W v(z) + zeta (k-means centres on the encoder means of the whole
+training set, eq.-12 bandwidths, W >= 0 by projection), or a standard MLP variance head (the
+paper's baseline). Each stage is a separate ``Trainer.fit`` on a new Trainer (see
+``scripts/train.py``); the stage is fixed at construction or checkpoint load, before DDP wraps the
+model, and the optimiser only ever sees the stage's trainable parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from lightning_modules.checkpoints import (
+    FORMAT_VERSION,
+    MARKER_KEY,
+    MODEL_NAME,
+    CheckpointError,
+    check_checkpoint_dict,
+    read_checkpoint,
+)
+from lightning_modules.networks import (
+    ConvEncoder,
+    ConvMeanDecoder,
+    MLPEncoder,
+    MLPMeanDecoder,
+    MLPStdHead,
+    make_activation,
+    make_output_activation,
+)
+from lightning_modules.rbf import RBFPrecision
+
+ARCHITECTURES = ("mlp", "conv")
+VARIANCE_HEADS = ("rbf", "mlp")
+LOG_2PI = math.log(2 * math.pi)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run stops and earlier checkpoints stay valid."""
+
+
+class TwoStageVAE(pl.LightningModule):
+    """Gaussian VAE with a two-stage generator: mean first, then an RBF (or MLP) variance.
+
+    Args:
+        data_shape: shape of one data point, e.g. ``[1, 28, 28]`` (the datamodule provides it).
+        latent_dim: d >= 1 (the paper: 2).
+        architecture: ``"mlp"`` (paper, Appendix D) or ``"conv"`` (28x28-style images).
+        hidden_dims: MLP hidden widths of the encoder (decoder mirrored); paper: ``[64, 32]``.
+        conv_channels: the two convolution widths for ``architecture="conv"``.
+        conv_hidden_dim: width of the dense layer of the convolutional networks.
+        activation: hidden activation; twice differentiable by default (``tanh``).
+        output_activation: generator mean output, ``sigmoid`` for data in [0, 1], ``tanh`` for
+            [-1, 1], ``identity`` for unbounded data.
+        stage1_std: the constant generator standard deviation used in stage 1 (paper: not stated).
+        variance_head: stage-2 variance model, ``"rbf"`` (paper) or ``"mlp"`` (baseline).
+        num_centers: K, RBF centres (paper: 64 for MNIST).
+        bandwidth_scale: a of eq. 12 (paper: 2 for MNIST).
+        zeta: precision floor zeta > 0; far from the data sigma^2 -> 1 / zeta.
+        mlp_head_activation: hidden activation of the MLP variance head.
+        kmeans_seed: seed of the k-means restarts.
+        kmeans_restarts: number of k-means restarts.
+        lr: Adam learning rate in stage 1.
+        stage2_lr: Adam learning rate in stage 2.
+        weight_decay: L2 regularisation of stage-1 weights (paper: 1e-5).
+        kl_warmup_epochs: linear KL warm-up over this many stage-1 epochs (0 = off).
+        stage: 1 or 2.
+    """
+
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 2,
+        architecture: str = "mlp",
+        hidden_dims: Sequence[int] = (64, 32),
+        conv_channels: Sequence[int] = (32, 64),
+        conv_hidden_dim: int = 128,
+        activation: str = "tanh",
+        output_activation: str = "sigmoid",
+        stage1_std: float = 0.1,
+        variance_head: str = "rbf",
+        num_centers: int = 64,
+        bandwidth_scale: float = 2.0,
+        zeta: float = 1e-3,
+        mlp_head_activation: str = "softplus",
+        kmeans_seed: int = 0,
+        kmeans_restarts: int = 10,
+        lr: float = 3e-3,
+        stage2_lr: float = 1e-2,
+        weight_decay: float = 1e-5,
+        kl_warmup_epochs: int = 0,
+        stage: int = 1,
+    ):
+        super().__init__()
+        data_shape = tuple(int(s) for s in data_shape)
+        hidden_dims = tuple(int(h) for h in hidden_dims)
+        conv_channels = tuple(int(c) for c in conv_channels)
+        _validate_hparams(
+            data_shape=data_shape,
+            latent_dim=latent_dim,
+            architecture=architecture,
+            hidden_dims=hidden_dims,
+            conv_channels=conv_channels,
+            activation=activation,
+            output_activation=output_activation,
+            stage1_std=stage1_std,
+            variance_head=variance_head,
+            num_centers=num_centers,
+            bandwidth_scale=bandwidth_scale,
+            zeta=zeta,
+            lr=lr,
+            stage2_lr=stage2_lr,
+            weight_decay=weight_decay,
+            kl_warmup_epochs=kl_warmup_epochs,
+            stage=stage,
+        )
+        self.save_hyperparameters(
+            {
+                **{k: v for k, v in locals().items() if k not in ("self", "__class__")},
+                "data_shape": list(data_shape),
+                "hidden_dims": list(hidden_dims),
+                "conv_channels": list(conv_channels),
+            }
+        )
+        self.data_shape = data_shape
+        self.data_dim = math.prod(data_shape)
+        self.latent_dim = latent_dim
+
+        if architecture == "mlp":
+            self.encoder: nn.Module = MLPEncoder(self.data_dim, latent_dim, hidden_dims, activation)
+            self.mean_decoder: nn.Module = MLPMeanDecoder(
+                data_shape, latent_dim, hidden_dims, activation, output_activation
+            )
+        else:
+            self.encoder = ConvEncoder(data_shape, latent_dim, conv_channels, conv_hidden_dim, activation)
+            self.mean_decoder = ConvMeanDecoder(
+                data_shape, latent_dim, conv_channels, conv_hidden_dim, activation, output_activation
+            )
+        if variance_head == "rbf":
+            self.variance_net: nn.Module = RBFPrecision(data_shape, latent_dim, num_centers, zeta)
+        else:
+            self.variance_net = MLPStdHead(data_shape, latent_dim, hidden_dims, mlp_head_activation)
+        self._stage = 0
+        self.set_stage(stage)
+
+    # ------------------------------------------------------------------ stage logic
+    @property
+    def stage(self) -> int:
+        """The training stage, 1 (encoder + mean) or 2 (variance only)."""
+        return self._stage
+
+    def set_stage(self, stage: int) -> None:
+        """Fix which parameters train. Call before the Trainer wraps the model (never mid-fit).
+
+        Stage 1: encoder and generator mean train; the variance network is frozen and unused.
+        Stage 2: only the variance network trains (RBF: only W).
+        """
+        if stage not in (1, 2):
+            raise ValueError(f"stage={stage!r} must be 1 or 2")
+        self._stage = int(stage)
+        self.hparams["stage"] = self._stage
+        for p in self.encoder.parameters():
+            p.requires_grad_(stage == 1)
+        for p in self.mean_decoder.parameters():
+            p.requires_grad_(stage == 1)
+        for p in self.variance_net.parameters():
+            p.requires_grad_(stage == 2)
+
+    @property
+    def variance_ready(self) -> bool:
+        """Whether the stage-2 variance network has been initialised (RBF centres placed)."""
+        if isinstance(self.variance_net, RBFPrecision):
+            return bool(self.variance_net.initialised)
+        return True
+
+    # ------------------------------------------------------------------ public model API
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|x): x (B, *data_shape) -> mu (B, d), logvar (B, d)."""
+        return self.encoder(x)
+
+    def generator_std(self, z: Tensor) -> Tensor:
+        """sigma(z): (B, d) -> (B, *data_shape). Constant ``stage1_std`` in stage 1."""
+        if self._stage == 1:
+            return z.new_full((z.shape[0], *self.data_shape), self.hparams.stage1_std)
+        return self.variance_net(z)
+
+    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """p(x|z) = N(mu(z), diag sigma^2(z)): z (B, d) -> mu_x, sigma_x, each (B, *data_shape)."""
+        return self.mean_decoder(z), self.generator_std(z)
+
+    def embed(self, z: Tensor) -> Tensor:
+        """h(z) = [mu(z), sigma(z)] flattened: (B, d) -> (B, 2 D).
+
+        The Euclidean pull-back of h is the paper's expected metric
+        M(z) = J_mu^T J_mu + J_sigma^T J_sigma (Theorem 1); pass this to ``geometry``.
+        """
+        mu, sigma = self.decode(z)
+        return torch.cat([mu.flatten(1), sigma.flatten(1)], dim=1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Reconstruction through the encoder mean: x -> (mu_x, sigma_x)."""
+        mu_z, _ = self.encode(x)
+        return self.decode(mu_z)
+
+    # ------------------------------------------------------------------ losses
+    def kl_weight(self) -> float:
+        """KL warm-up factor in [0, 1] (stage 1 only; 1 in stage 2)."""
+        warm = self.hparams.kl_warmup_epochs
+        if self._stage == 2 or warm <= 0 or self._trainer is None:
+            return 1.0
+        trainer = self.trainer
+        progress = trainer.current_epoch + trainer.fit_loop.epoch_loop.batch_progress.current.ready / max(
+            1, trainer.num_training_batches
+        )
+        return float(min(1.0, progress / warm))
+
+    def loss_terms(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One-sample ELBO terms, averaged over the batch (nats per data point).
+
+        Returns:
+            ``rec`` = -E_q log p(x|z), ``kl`` = KL(q(z|x) || N(0, I)), ``elbo`` = -(rec + kl).
+        """
+        mu_z, logvar_z = self.encode(x)  # (B, d) each
+        eps = torch.randn(mu_z.shape, generator=generator, device=mu_z.device, dtype=mu_z.dtype)
+        z = mu_z + (0.5 * logvar_z).exp() * eps  # (B, d)
+        mu_x, sigma_x = self.decode(z)  # (B, *data_shape)
+        nll = 0.5 * (((x - mu_x) / sigma_x) ** 2 + LOG_2PI) + sigma_x.log()
+        rec = nll.flatten(1).sum(1)  # (B,)
+        kl = 0.5 * (mu_z**2 + logvar_z.exp() - 1.0 - logvar_z).sum(1)  # (B,)
+        return {"rec": rec.mean(), "kl": kl.mean(), "elbo": -(rec + kl).mean()}
+
+    def _step(self, batch: Any, split: str) -> Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        terms = self.loss_terms(x)
+        loss = terms["rec"] + self.kl_weight() * terms["kl"]
+        if split == "train":
+            self._check_finite(loss)
+        on_step = split == "train"
+        for name, value in terms.items():
+            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=True, sync_dist=True,
+                     prog_bar=name == "elbo", batch_size=x.shape[0])
+        if split == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            self.log("stage", float(self._stage), on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def _check_finite(self, loss: Tensor) -> None:
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every rank must stop together, or the others hang in the next all-reduce
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            where = ""
+            if self._trainer is not None:
+                where = f" at epoch {self.trainer.current_epoch}, global step {self.trainer.global_step}"
+            raise NonFiniteLossError(
+                f"non-finite training loss ({float(loss)}) in stage {self._stage}{where}. "
+                "The run stopped; the last checkpoint written before this step is intact. "
+                "Lower the learning rate (lr / stage2_lr), raise stage1_std or zeta, and resume."
+            )
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self._stage == 1:
+            return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(params, lr=self.hparams.stage2_lr)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self._stage == 2 and isinstance(self.variance_net, RBFPrecision):
+            self.variance_net.project_()  # W >= 0 after every step
+
+    # ------------------------------------------------------------------ stage-2 initialisation
+    @torch.no_grad()
+    def encode_dataset(self, dataloader: Any) -> Tensor:
+        """Encoder means of every batch of ``dataloader``: (n, d), on this module's device."""
+        was_training = self.training
+        self.eval()
+        codes = []
+        for batch in dataloader:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            codes.append(self.encode(x.to(self.device))[0])
+        self.train(was_training)
+        return torch.cat(codes)
+
+    def init_variance_net(self, codes: Tensor) -> None:
+        """Initialise the stage-2 RBF network from latent codes (k-means + eq. 12); no-op for MLP."""
+        if isinstance(self.variance_net, RBFPrecision):
+            self.variance_net.fit(
+                codes,
+                a=self.hparams.bandwidth_scale,
+                init_std=self.hparams.stage1_std,
+                seed=self.hparams.kmeans_seed,
+                n_init=self.hparams.kmeans_restarts,
+            )
+
+    def setup(self, stage: str) -> None:
+        """Before stage-2 fitting: place RBF centres on the encoder means of the whole training set.
+
+        Runs on every rank before DDP wraps the model; rank 0's centres are broadcast so all ranks
+        hold bit-identical buffers.
+        """
+        if stage != "fit" or self._stage != 2 or self.variance_ready:
+            return
+        dm = self.trainer.datamodule
+        if dm is None or not hasattr(dm, "full_train_dataloader"):
+            raise RuntimeError(
+                "stage 2 with an uninitialised RBF network needs a datamodule with "
+                "full_train_dataloader() (or call model.init_variance_net(codes) before fit)"
+            )
+        codes = self.encode_dataset(dm.full_train_dataloader())
+        self.init_variance_net(codes)
+        rbf = self.variance_net
+        strategy = self.trainer.strategy
+        for name in ("centers", "bandwidths", "weight_scale"):
+            buf = getattr(rbf, name)
+            buf.copy_(strategy.broadcast(buf.detach().clone(), src=0))
+
+    def validate_data(self, n_train: int, data_shape: Sequence[int]) -> None:
+        """Raise a clear error before training when the data cannot fit this model's settings."""
+        if tuple(data_shape) != self.data_shape:
+            raise ValueError(
+                f"model data_shape={list(self.data_shape)} does not match the data's "
+                f"{list(data_shape)}; set --model.data_shape or use the CLI's automatic link"
+            )
+        K = self.hparams.num_centers
+        if self.hparams.variance_head == "rbf" and n_train < K:
+            raise ValueError(
+                f"num_centers={K} exceeds the number of training points ({n_train}); "
+                f"choose num_centers <= {n_train}"
+            )
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MARKER_KEY] = {
+            "model": MODEL_NAME,
+            "format": FORMAT_VERSION,
+            "stage": self._stage,
+            "variance_ready": self.variance_ready,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        marker = check_checkpoint_dict(checkpoint)
+        self.set_stage(int(marker["stage"]))
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike, map_location: Any = None, **kwargs: Any
+    ) -> TwoStageVAE:
+        """Lightning's loader, preceded by a check that names a missing, corrupt or foreign file."""
+        read_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
+    @classmethod
+    def stage2_from_stage1(cls, checkpoint_path: str | os.PathLike, **overrides: Any) -> TwoStageVAE:
+        """A stage-2 model carrying the encoder and generator mean of any stage-1 checkpoint.
+
+        Args:
+            checkpoint_path: a TwoStageVAE checkpoint (stage 1, or stage 2 to refit the variance).
+            **overrides: hyper-parameters to change for stage 2 (``variance_head``,
+                ``num_centers``, ``bandwidth_scale``, ``zeta``, ``stage2_lr``, ...). Architecture
+                settings must match the checkpoint.
+
+        Returns:
+            A model in stage 2 whose variance network is not yet initialised (its centres are
+            placed by :meth:`setup` at the start of ``fit``, or by :meth:`init_variance_net`).
+        """
+        ckpt = read_checkpoint(checkpoint_path)
+        hparams = {**ckpt.get("hyper_parameters", {}), **overrides, "stage": 2}
+        model = cls(**hparams)
+        keep = ("encoder.", "mean_decoder.")
+        state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(keep)}
+        expected = {k for k in model.state_dict() if k.startswith(keep)}
+        if set(state) != expected:
+            raise CheckpointError(
+                f"checkpoint {os.fspath(checkpoint_path)!r} does not match the architecture "
+                f"(missing {sorted(expected - set(state))[:3]}, unexpected "
+                f"{sorted(set(state) - expected)[:3]})"
+            )
+        try:
+            model.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"checkpoint {os.fspath(checkpoint_path)!r} does not match the model's shapes: {err}"
+            ) from err
+        return model
+
+
+def _validate_hparams(**h: Any) -> None:
+    """Clear errors for bad hyper-parameters, raised before any network is built."""
+    if not isinstance(h["latent_dim"], int) or h["latent_dim"] < 1:
+        raise ValueError(f"latent_dim={h['latent_dim']!r} must be an integer >= 1")
+    if len(h["data_shape"]) < 1 or any(s < 1 for s in h["data_shape"]):
+        raise ValueError(f"data_shape={list(h['data_shape'])} must be a non-empty list of positive sizes")
+    if h["architecture"] not in ARCHITECTURES:
+        raise ValueError(f"architecture={h['architecture']!r} must be one of {ARCHITECTURES}")
+    if not h["hidden_dims"] or any(w < 1 for w in h["hidden_dims"]):
+        raise ValueError(f"hidden_dims={list(h['hidden_dims'])} must be a non-empty list of widths >= 1")
+    if len(h["conv_channels"]) != 2 or any(c < 1 for c in h["conv_channels"]):
+        raise ValueError(f"conv_channels={list(h['conv_channels'])} must be two widths >= 1")
+    make_activation(h["activation"])
+    make_output_activation(h["output_activation"])
+    if h["variance_head"] not in VARIANCE_HEADS:
+        raise ValueError(f"variance_head={h['variance_head']!r} must be one of {VARIANCE_HEADS}")
+    for name in ("stage1_std", "bandwidth_scale", "zeta", "lr", "stage2_lr"):
+        if not (isinstance(h[name], (int, float)) and math.isfinite(h[name]) and h[name] > 0):
+            label = "a (bandwidth_scale)" if name == "bandwidth_scale" else name
+            raise ValueError(f"{label}={h[name]!r} must be a finite number > 0")
+    if not h["weight_decay"] >= 0:
+        raise ValueError(f"weight_decay={h['weight_decay']!r} must be >= 0")
+    if not isinstance(h["num_centers"], int) or h["num_centers"] < 1:
+        raise ValueError(f"num_centers={h['num_centers']!r} must be an integer >= 1")
+    if h["kl_warmup_epochs"] < 0:
+        raise ValueError(f"kl_warmup_epochs={h['kl_warmup_epochs']!r} must be >= 0")
+    if h["stage"] not in (1, 2):
+        raise ValueError(f"stage={h['stage']!r} must be 1 or 2")
