@@ -20,7 +20,9 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or not written by this project's model."""
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load a checkpoint file and check that it is a TwoStageVAE checkpoint.
 
     Args:
@@ -49,7 +51,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def check_checkpoint_dict(ckpt: Any, path: str = "<checkpoint>") -> dict[str, Any]:
-    """Raise :class:`CheckpointError` unless ``ckpt`` is a TwoStageVAE checkpoint; return its marker."""
+    """Raise :class:`CheckpointError` unless ``ckpt`` is a TwoStageVAE checkpoint.
+
+    Returns:
+        The checkpoint's latent-oddity marker dictionary.
+    """
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(
             f"checkpoint {path!r} is not a Lightning checkpoint (no 'state_dict' entry)"

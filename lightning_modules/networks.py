@@ -62,8 +62,10 @@ def make_output_activation(name: str) -> nn.Module:
     return table[name]()
 
 
-def mlp(sizes: Sequence[int], activation: str, final_activation: nn.Module | None = None) -> nn.Module:
-    """A fully connected network ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between layers.
+def mlp(
+    sizes: Sequence[int], activation: str, final_activation: nn.Module | None = None
+) -> nn.Module:
+    """A fully connected network ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between layers.
 
     Args:
         sizes: layer widths, input first, output last (at least two entries).
@@ -215,7 +217,9 @@ class MLPStdHead(nn.Module):
     ):
         super().__init__()
         self.data_shape = tuple(data_shape)
-        self.net = mlp([latent_dim, *reversed(list(hidden_dims)), math.prod(self.data_shape)], activation)
+        self.net = mlp(
+            [latent_dim, *reversed(list(hidden_dims)), math.prod(self.data_shape)], activation
+        )
         self.min_std = min_std
 
     def forward(self, z: Tensor) -> Tensor:

@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 
 
-def kmeans_centers(codes: Tensor, num_centers: int, seed: int = 0, n_init: int = 10) -> tuple[Tensor, Tensor]:
+def kmeans_centers(
+    codes: Tensor, num_centers: int, seed: int = 0, n_init: int = 10
+) -> tuple[Tensor, Tensor]:
     """k-means (scikit-learn, seeded) on latent codes.
 
     Args:
@@ -74,7 +76,9 @@ def rbf_bandwidths(codes: Tensor, centers: Tensor, assignments: Tensor, a: float
     mean_dist = sums / counts.clamp(min=1)  # (K,)
     good = mean_dist > 0
     if not good.any():
-        raise ValueError("every k-means cluster has zero spread: the latent codes are all identical")
+        raise ValueError(
+            "every k-means cluster has zero spread: the latent codes are all identical"
+        )
     mean_dist = torch.where(good, mean_dist, mean_dist[good].quantile(0.5))
     return 0.5 * (a * mean_dist) ** -2
 
@@ -85,7 +89,8 @@ class RBFPrecision(nn.Module):
     W (D x K) is parameterised as ``weight_scale * raw_weight`` with ``raw_weight >= 0`` enforced by
     projection after each optimiser step (:meth:`project_`). The fixed positive scale puts the raw
     parameter at O(1), so a first-order optimiser's step size is meaningful; projecting the raw
-    weight onto the non-negative orthant is the same projected gradient method in scaled coordinates.
+    weight onto the non-negative orthant is the same projected gradient method in scaled
+    coordinates.
 
     Centres and bandwidths are buffers (saved in checkpoints) filled by :meth:`fit`.
 
@@ -130,7 +135,9 @@ class RBFPrecision(nn.Module):
         return self.precision(z).rsqrt().reshape(z.shape[0], *self.data_shape)
 
     @torch.no_grad()
-    def fit(self, codes: Tensor, a: float, init_std: float, seed: int = 0, n_init: int = 10) -> None:
+    def fit(
+        self, codes: Tensor, a: float, init_std: float, seed: int = 0, n_init: int = 10
+    ) -> None:
         """Place centres by k-means, set eq.-12 bandwidths and initialise W.
 
         W starts constant, at the value that makes the mean precision over the codes equal

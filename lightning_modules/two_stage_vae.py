@@ -45,7 +45,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the run stops and earlier checkpoints stay valid."""
+    """The training loss became NaN or infinite; the run stops, earlier checkpoints stay valid."""
 
 
 class TwoStageVAE(pl.LightningModule):
@@ -141,9 +141,16 @@ class TwoStageVAE(pl.LightningModule):
                 data_shape, latent_dim, hidden_dims, activation, output_activation
             )
         else:
-            self.encoder = ConvEncoder(data_shape, latent_dim, conv_channels, conv_hidden_dim, activation)
+            self.encoder = ConvEncoder(
+                data_shape, latent_dim, conv_channels, conv_hidden_dim, activation
+            )
             self.mean_decoder = ConvMeanDecoder(
-                data_shape, latent_dim, conv_channels, conv_hidden_dim, activation, output_activation
+                data_shape,
+                latent_dim,
+                conv_channels,
+                conv_hidden_dim,
+                activation,
+                output_activation,
             )
         if variance_head == "rbf":
             self.variance_net: nn.Module = RBFPrecision(data_shape, latent_dim, num_centers, zeta)
@@ -218,8 +225,10 @@ class TwoStageVAE(pl.LightningModule):
         if self._stage == 2 or warm <= 0 or self._trainer is None:
             return 1.0
         trainer = self.trainer
-        progress = trainer.current_epoch + trainer.fit_loop.epoch_loop.batch_progress.current.ready / max(
-            1, trainer.num_training_batches
+        progress = (
+            trainer.current_epoch
+            + trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            / max(1, trainer.num_training_batches)
         )
         return float(min(1.0, progress / warm))
 
@@ -246,11 +255,20 @@ class TwoStageVAE(pl.LightningModule):
             self._check_finite(loss)
         on_step = split == "train"
         for name, value in terms.items():
-            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=True, sync_dist=True,
-                     prog_bar=name == "elbo", batch_size=x.shape[0])
+            self.log(
+                f"{split}/{name}",
+                value,
+                on_step=on_step,
+                on_epoch=True,
+                sync_dist=True,
+                prog_bar=name == "elbo",
+                batch_size=x.shape[0],
+            )
         if split == "train":
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=x.shape[0])
-            self.log("stage", float(self._stage), on_step=False, on_epoch=True, batch_size=x.shape[0])
+            self.log(
+                "stage", float(self._stage), on_step=False, on_epoch=True, batch_size=x.shape[0]
+            )
         return loss
 
     def _check_finite(self, loss: Tensor) -> None:
@@ -261,9 +279,10 @@ class TwoStageVAE(pl.LightningModule):
         if not finite:
             where = ""
             if self._trainer is not None:
-                where = f" at epoch {self.trainer.current_epoch}, global step {self.trainer.global_step}"
+                t = self.trainer
+                where = f" at epoch {t.current_epoch}, global step {t.global_step}"
             raise NonFiniteLossError(
-                f"non-finite training loss ({float(loss)}) in stage {self._stage}{where}. "
+                f"non-finite training loss ({float(loss.detach())}) in stage {self._stage}{where}. "
                 "The run stopped; the last checkpoint written before this step is intact. "
                 "Lower the learning rate (lr / stage2_lr), raise stage1_std or zeta, and resume."
             )
@@ -281,7 +300,9 @@ class TwoStageVAE(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         if self._stage == 1:
-            return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+            return torch.optim.Adam(
+                params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            )
         return torch.optim.Adam(params, lr=self.hparams.stage2_lr)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -303,7 +324,7 @@ class TwoStageVAE(pl.LightningModule):
         return torch.cat(codes)
 
     def init_variance_net(self, codes: Tensor) -> None:
-        """Initialise the stage-2 RBF network from latent codes (k-means + eq. 12); no-op for MLP."""
+        """Initialise the stage-2 RBF network from codes (k-means + eq. 12); no-op for MLP."""
         if isinstance(self.variance_net, RBFPrecision):
             self.variance_net.fit(
                 codes,
@@ -371,7 +392,9 @@ class TwoStageVAE(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     @classmethod
-    def stage2_from_stage1(cls, checkpoint_path: str | os.PathLike, **overrides: Any) -> TwoStageVAE:
+    def stage2_from_stage1(
+        cls, checkpoint_path: str | os.PathLike, **overrides: Any
+    ) -> TwoStageVAE:
         """A stage-2 model carrying the encoder and generator mean of any stage-1 checkpoint.
 
         Args:
@@ -400,7 +423,8 @@ class TwoStageVAE(pl.LightningModule):
             model.load_state_dict(state, strict=False)
         except RuntimeError as err:
             raise CheckpointError(
-                f"checkpoint {os.fspath(checkpoint_path)!r} does not match the model's shapes: {err}"
+                f"checkpoint {os.fspath(checkpoint_path)!r} does not match the model's shapes: "
+                f"{err}"
             ) from err
         return model
 
@@ -410,11 +434,15 @@ def _validate_hparams(**h: Any) -> None:
     if not isinstance(h["latent_dim"], int) or h["latent_dim"] < 1:
         raise ValueError(f"latent_dim={h['latent_dim']!r} must be an integer >= 1")
     if len(h["data_shape"]) < 1 or any(s < 1 for s in h["data_shape"]):
-        raise ValueError(f"data_shape={list(h['data_shape'])} must be a non-empty list of positive sizes")
+        raise ValueError(
+            f"data_shape={list(h['data_shape'])} must be a non-empty list of positive sizes"
+        )
     if h["architecture"] not in ARCHITECTURES:
         raise ValueError(f"architecture={h['architecture']!r} must be one of {ARCHITECTURES}")
     if not h["hidden_dims"] or any(w < 1 for w in h["hidden_dims"]):
-        raise ValueError(f"hidden_dims={list(h['hidden_dims'])} must be a non-empty list of widths >= 1")
+        raise ValueError(
+            f"hidden_dims={list(h['hidden_dims'])} must be a non-empty list of widths >= 1"
+        )
     if len(h["conv_channels"]) != 2 or any(c < 1 for c in h["conv_channels"]):
         raise ValueError(f"conv_channels={list(h['conv_channels'])} must be two widths >= 1")
     make_activation(h["activation"])

@@ -37,7 +37,9 @@ class _DigitsData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.train_dataset, self.batch_size, shuffle=True,
+            self.train_dataset,
+            self.batch_size,
+            shuffle=True,
             generator=torch.Generator().manual_seed(1),
         )
 
@@ -60,8 +62,13 @@ def stage1_ckpt(tmp_path_factory, digits) -> str:
     path = tmp_path_factory.mktemp("stage1") / "stage1.ckpt"
     model = TwoStageVAE(num_centers=16)
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=8, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        accelerator="cpu",
+        max_epochs=8,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=digits)
     trainer.save_checkpoint(path)
@@ -74,7 +81,7 @@ def _fit(model: TwoStageVAE, data: pl.LightningDataModule, make_trainer, epochs:
     return trainer
 
 
-# ---------------------------------------------------------------------------------------- basics
+# ------------------------------------------------------------------------------------ basics
 def test_embed_is_flattened_mean_and_std():
     model = TwoStageVAE(latent_dim=3)
     z = torch.randn(5, 3)
@@ -89,7 +96,9 @@ def test_embed_is_flattened_mean_and_std():
 
 def test_elbo_terms_match_closed_form():
     """Gaussian NLL and KL computed by hand for one batch with a fixed noise draw."""
-    model = TwoStageVAE(latent_dim=2, data_shape=(6,), output_activation="identity", hidden_dims=(8,))
+    model = TwoStageVAE(
+        latent_dim=2, data_shape=(6,), output_activation="identity", hidden_dims=(8,)
+    )
     x = torch.randn(4, 6)
     g = torch.Generator().manual_seed(3)
     terms = model.loss_terms(x, generator=torch.Generator().manual_seed(3))
@@ -125,7 +134,7 @@ def test_elbo_improves_in_stage1(digits, make_trainer):
     assert after > before + 100, (float(before), float(after))
 
 
-# ---------------------------------------------------------------------------------------- stage 2
+# ------------------------------------------------------------------------------------ stage 2
 def test_stage2_trains_only_rbf_weights(stage1_ckpt, digits, make_trainer):
     model = TwoStageVAE.stage2_from_stage1(stage1_ckpt)
     assert model.stage == 2 and not model.variance_ready
@@ -144,7 +153,7 @@ def test_stage2_trains_only_rbf_weights(stage1_ckpt, digits, make_trainer):
 
 
 def _far_over_median_variance(model: TwoStageVAE, codes: torch.Tensor) -> torch.Tensor:
-    """sigma^2 (mean over pixels) at 8 points 10 code-radii from the data, over its median on codes."""
+    """sigma^2 (pixel mean) at 8 points 10 code-radii from the data over its median on codes."""
     with torch.no_grad():
         var_codes = model.generator_std(codes).flatten(1).pow(2).mean(1)
         radius = (codes - codes.mean(0)).norm(dim=1).max()
@@ -174,7 +183,9 @@ def test_variance_far_from_data(head, stage1_ckpt, digits, make_trainer):
 
 
 def test_rbf_bandwidths_equation_12():
-    codes = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [10.0, 13.0], [10.0, 7.0], [50.0, 50.0]])
+    codes = torch.tensor(
+        [[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [10.0, 13.0], [10.0, 7.0], [50.0, 50.0]]
+    )
     centers = torch.tensor([[1.0, 0.0], [10.0, 10.0], [50.0, 50.0]])
     assign = torch.tensor([0, 0, 1, 1, 1, 2])
     lam = rbf_bandwidths(codes, centers, assign, a=2.0)
@@ -201,7 +212,7 @@ def test_rbf_precision_formula():
     assert mean_precision.item() == pytest.approx(1 / 0.5**2, rel=1e-4)
 
 
-# ---------------------------------------------------------------------------------------- checkpoints
+# ------------------------------------------------------------------------------------ checkpoints
 def test_checkpoint_round_trip_in_stage2(stage1_ckpt, digits, make_trainer, tmp_path):
     model = TwoStageVAE.stage2_from_stage1(stage1_ckpt, num_centers=16)
     trainer = _fit(model, digits, make_trainer, epochs=1)
@@ -209,7 +220,9 @@ def test_checkpoint_round_trip_in_stage2(stage1_ckpt, digits, make_trainer, tmp_
     trainer.save_checkpoint(path)
     loaded = TwoStageVAE.load_from_checkpoint(path)
     assert loaded.stage == 2 and loaded.variance_ready
-    assert [n for n, p in loaded.named_parameters() if p.requires_grad] == ["variance_net.raw_weight"]
+    assert [n for n, p in loaded.named_parameters() if p.requires_grad] == [
+        "variance_net.raw_weight"
+    ]
     z = torch.randn(5, 2)
     torch.testing.assert_close(loaded.embed(z), model.embed(z))
     stage1 = TwoStageVAE.load_from_checkpoint(stage1_ckpt)
@@ -218,7 +231,8 @@ def test_checkpoint_round_trip_in_stage2(stage1_ckpt, digits, make_trainer, tmp_
 
 def test_corrupt_and_foreign_checkpoints(tmp_path, stage1_ckpt):
     corrupt = tmp_path / "corrupt.ckpt"
-    corrupt.write_bytes(open(stage1_ckpt, "rb").read()[:1000])
+    with open(stage1_ckpt, "rb") as fh:
+        corrupt.write_bytes(fh.read()[:1000])
     with pytest.raises(CheckpointError, match="corrupt"):
         TwoStageVAE.load_from_checkpoint(corrupt)
     foreign = tmp_path / "foreign.ckpt"
@@ -231,7 +245,7 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, stage1_ckpt):
         TwoStageVAE.stage2_from_stage1(stage1_ckpt, hidden_dims=[32, 16])
 
 
-# ---------------------------------------------------------------------------------------- bad input
+# ------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -261,7 +275,9 @@ def test_relu_warns_not_twice_differentiable():
 
 def test_too_many_centres_for_the_data():
     model = TwoStageVAE(num_centers=64)
-    with pytest.raises(ValueError, match="num_centers=64 exceeds the number of training points \\(50\\)"):
+    with pytest.raises(
+        ValueError, match="num_centers=64 exceeds the number of training points \\(50\\)"
+    ):
         model.validate_data(50, (1, 28, 28))
     with pytest.raises(ValueError, match="data_shape"):
         model.validate_data(500, (3, 32, 32))
