@@ -1,0 +1,75 @@
+"""Riemannian geometry of generators: metrics, curves, geodesics, graphs, distances, walks.
+
+Pure torch (plus numpy/scipy/tqdm). Every function takes the generator as a callable
+``embed(z: (B, d)) -> (B, D')`` whose Euclidean pull-back is the metric; for the project's VAE
+that is ``TwoStageVAE.embed`` (the concatenation ``[mu(z), sigma(z)]``, giving the paper's
+expected metric ``M = J_mu^T J_mu + J_sigma^T J_sigma``). Tensors are batch first; outputs are
+on the device and dtype of the inputs.
+"""
+
+from geometry.curves import (
+    constant_speed_curves,
+    curve_energy,
+    curve_length,
+    resample_curves,
+    segment_lengths,
+    straight_lines,
+    subdivide_curves,
+)
+from geometry.distances import (
+    auxiliary_points,
+    build_graph,
+    geodesic_distance_matrix,
+    refined_pair_distances,
+)
+from geometry.geodesics import GeodesicResult, connecting_geodesics
+from geometry.graph import (
+    DisconnectedGraphError,
+    LatentGraph,
+    check_connected,
+    graph_distances,
+    knn_graph,
+    shortest_path_curves,
+)
+from geometry.maps import exp_map, geodesic_acceleration, log_map
+from geometry.metric import (
+    embed_and_jacobian,
+    embed_and_tangents,
+    jacobian,
+    log_magnification_factor,
+    magnification_factor,
+    metric_tensor,
+)
+from geometry.sampling import random_walk
+
+__all__ = [
+    "DisconnectedGraphError",
+    "GeodesicResult",
+    "LatentGraph",
+    "auxiliary_points",
+    "build_graph",
+    "check_connected",
+    "connecting_geodesics",
+    "constant_speed_curves",
+    "curve_energy",
+    "curve_length",
+    "embed_and_jacobian",
+    "embed_and_tangents",
+    "exp_map",
+    "geodesic_acceleration",
+    "geodesic_distance_matrix",
+    "graph_distances",
+    "jacobian",
+    "knn_graph",
+    "log_magnification_factor",
+    "log_map",
+    "magnification_factor",
+    "metric_tensor",
+    "random_walk",
+    "refined_pair_distances",
+    "resample_curves",
+    "segment_lengths",
+    "shortest_path_curves",
+    "straight_lines",
+    "subdivide_curves",
+]

@@ -1,0 +1,215 @@
+"""All-pairs geodesic distance matrices.
+
+``method="graph"``: shortest paths on a kNN graph whose edges are straight latent segments
+weighted by their Riemannian length (:mod:`geometry.graph`). Optionally auxiliary nodes (random
+points in the bounding box of the codes) are added to the graph; they only serve as way points.
+Graph distances are lengths of actual latent curves (polylines), so they are upper bounds of
+the geodesic distance up to the sub-step discretisation of each edge.
+
+``method="refined"``: the graph path of every pair initialises :func:`connecting_geodesics`;
+the reported distance is ``min(graph distance, refined length)``, both measured with the same
+``n_substeps`` sub-segments per curve segment. Cost grows with the number of pairs
+(``n (n - 1) / 2`` geodesics), so use it for small ``n`` or on samples
+(:func:`refined_pair_distances`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from geometry._checks import Embed, check_points, check_positive_int
+from geometry.curves import curve_length, subdivide_curves
+from geometry.geodesics import GeodesicResult, connecting_geodesics
+from geometry.graph import LatentGraph, graph_distances, knn_graph, shortest_path_curves
+
+__all__ = ["geodesic_distance_matrix", "refined_pair_distances", "auxiliary_points", "build_graph"]
+
+
+def auxiliary_points(
+    z: Tensor, n_points: int, margin: float = 0.05, generator: torch.Generator | None = None
+) -> Tensor:
+    """Uniform random points in the bounding box of ``z`` (enlarged by ``margin`` per side).
+
+    Args:
+        z: ``(n, d)`` codes.
+        n_points: number of points.
+        margin: relative enlargement of the box on each side.
+        generator: CPU ``torch.Generator`` for reproducibility.
+
+    Returns:
+        ``(n_points, d)`` on ``z``'s device and dtype.
+    """
+    check_points(z)
+    lo, hi = z.min(dim=0).values, z.max(dim=0).values  # (d,)
+    pad = margin * (hi - lo)
+    u = torch.rand(n_points, z.shape[1], generator=generator, dtype=z.dtype).to(z.device)
+    return lo - pad + u * (hi - lo + 2 * pad)
+
+
+def build_graph(
+    embed: Embed,
+    z: Tensor,
+    k: int = 40,
+    n_substeps: int = 4,
+    aux_points: int | Tensor | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> LatentGraph:
+    """kNN graph on ``z`` (nodes ``0..n-1``) plus optional auxiliary nodes (``n..``).
+
+    Args:
+        embed: ``(m, d) -> (m, D')`` callable.
+        z: ``(n, d)`` codes.
+        k: neighbours per node (capped at the number of nodes minus one).
+        n_substeps: sub-segments per edge for the length measurement.
+        aux_points: ``None``, a number of random points in the bounding box of ``z`` (seeded by
+            ``seed``), or an ``(m, d)`` tensor of way points.
+        seed: seed for the auxiliary points.
+        progress: progress bar for the edge lengths.
+
+    Returns:
+        The :class:`~geometry.graph.LatentGraph`.
+    """
+    check_points(z)
+    nodes = z.detach()
+    if aux_points is not None:
+        if isinstance(aux_points, Tensor):
+            aux = check_points(aux_points, "aux_points", dim=z.shape[1]).to(z)
+        else:
+            check_positive_int(aux_points, "aux_points", minimum=0)
+            aux = auxiliary_points(z, aux_points, generator=torch.Generator().manual_seed(seed))
+        nodes = torch.cat([nodes, aux.detach()])
+    k = min(k, nodes.shape[0] - 1)
+    return knn_graph(embed, nodes, k=k, n_substeps=n_substeps, progress=progress)
+
+
+def refined_pair_distances(
+    embed: Embed,
+    graph: LatentGraph,
+    sources: Tensor | np.ndarray,
+    targets: Tensor | np.ndarray,
+    batch_size: int = 256,
+    on_disconnected: str = "raise",
+    progress: bool = False,
+    **geodesic_options: Any,
+) -> tuple[Tensor, Tensor, GeodesicResult | None]:
+    """Graph-initialised geodesics between node pairs.
+
+    Args:
+        embed: ``(m, d) -> (m, D')`` callable.
+        graph: the graph (pairs index its nodes).
+        sources: ``(P,)`` node indices.
+        targets: ``(P,)`` node indices.
+        batch_size: pairs per :func:`connecting_geodesics` call.
+        on_disconnected: ``"raise"`` or ``"inf"`` (unreachable pairs get ``inf`` and are not
+            refined).
+        progress: progress bar over batches.
+        **geodesic_options: forwarded to :func:`connecting_geodesics`.
+
+    Returns:
+        ``refined (P,)`` = min(graph length, refined length) measured with ``graph.n_substeps``
+        sub-segments per segment, ``graph_lengths (P,)``, and the concatenated
+        :class:`GeodesicResult` of the refined pairs (``None`` if no pair was refined).
+    """
+    check_positive_int(batch_size, "batch_size")
+    src = torch.as_tensor(sources).cpu().long().reshape(-1)
+    tgt = torch.as_tensor(targets).cpu().long().reshape(-1)
+    curves, glen = shortest_path_curves(graph, src, tgt, on_disconnected=on_disconnected)
+    out = glen.clone()
+    finite = torch.isfinite(glen).nonzero().flatten().to(glen.device)
+    results: list[GeodesicResult] = []
+    nodes = graph.nodes
+    for start in tqdm(
+        range(0, finite.numel(), batch_size), disable=not progress, desc="geodesics", leave=False
+    ):
+        idx = finite[start : start + batch_size]
+        res = connecting_geodesics(
+            embed,
+            nodes[src.to(nodes.device)[idx]],
+            nodes[tgt.to(nodes.device)[idx]],
+            init_curves=curves[idx],
+            **geodesic_options,
+        )
+        with torch.no_grad():
+            fine = curve_length(embed, subdivide_curves(res.curves, graph.n_substeps))
+        out[idx] = torch.minimum(glen[idx], fine)
+        results.append(res)
+    merged = None
+    if results:
+        merged = GeodesicResult(
+            **{f: torch.cat([getattr(r, f) for r in results]) for f in results[0].__dict__}
+        )
+    return out, glen, merged
+
+
+def geodesic_distance_matrix(
+    embed: Embed,
+    z: Tensor,
+    method: str = "graph",
+    *,
+    k: int = 40,
+    n_substeps: int = 4,
+    aux_points: int | Tensor | None = None,
+    seed: int = 0,
+    on_disconnected: str = "raise",
+    batch_size: int = 256,
+    progress: bool = True,
+    **geodesic_options: Any,
+) -> Tensor:
+    """Geodesic distances between all pairs of ``n`` latent points.
+
+    Args:
+        embed: ``(m, d) -> (m, D')`` callable (e.g. ``TwoStageVAE.embed``).
+        z: ``(n, d)`` latent points, any ``d``.
+        method: ``"graph"`` (kNN-graph shortest paths) or ``"refined"`` (graph paths refined by
+            :func:`connecting_geodesics`, ``n (n - 1) / 2`` geodesics).
+        k: neighbours per graph node (capped at ``n - 1``); larger is more accurate and
+            slower; increase it if the graph is disconnected.
+        n_substeps: sub-segments per graph edge / per curve segment when measuring lengths.
+        aux_points: optional auxiliary way points (a count of random points in the bounding box
+            of ``z``, or an ``(m, d)`` tensor); they refine the graph in empty regions.
+        seed: seed of the random auxiliary points.
+        on_disconnected: ``"raise"`` (``ValueError`` naming the components and the remedy) or
+            ``"inf"`` (infinite distances between components).
+        batch_size: pairs per geodesic batch (``"refined"``).
+        progress: tqdm progress bars.
+        **geodesic_options: forwarded to :func:`connecting_geodesics` (``"refined"``).
+
+    Returns:
+        Symmetric ``(n, n)`` tensor with zero diagonal, on ``z``'s device and dtype.
+    """
+    check_points(z)
+    if method not in ("graph", "refined"):
+        raise ValueError(f"method must be 'graph' or 'refined', got {method!r}")
+    if on_disconnected not in ("raise", "inf"):
+        raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
+    if geodesic_options and method == "graph":
+        raise ValueError(f"geodesic options {sorted(geodesic_options)} need method='refined'")
+    n = z.shape[0]
+    graph = build_graph(embed, z, k, n_substeps, aux_points, seed, progress)
+    idx = np.arange(n)
+    D = graph_distances(graph, idx, idx, on_disconnected=on_disconnected, progress=progress)
+    D = torch.as_tensor(D, dtype=z.dtype, device=z.device)
+    if method == "refined" and n > 1:
+        iu = torch.triu_indices(n, n, offset=1)  # (2, n(n-1)/2)
+        refined, _, _ = refined_pair_distances(
+            embed,
+            graph,
+            iu[0],
+            iu[1],
+            batch_size=batch_size,
+            on_disconnected="inf",
+            progress=progress,
+            **geodesic_options,
+        )
+        iu = iu.to(z.device)
+        D[iu[0], iu[1]] = refined.to(D)
+        D[iu[1], iu[0]] = refined.to(D)
+    D = 0.5 * (D + D.T)
+    D.fill_diagonal_(0)
+    return D

@@ -1,0 +1,264 @@
+"""k-nearest-neighbour graphs in latent space and shortest paths on them.
+
+Nodes are latent points (data codes, optionally with auxiliary points); every node is joined to
+its ``k`` Euclidean nearest neighbours (union, so the graph is undirected), and each edge is
+weighted by the Riemannian length of the straight latent segment between its end points,
+measured with ``n_substeps`` sub-segments (:func:`geometry.curves.curve_length`). All edges are
+pushed through ``embed`` in large batches. Shortest paths use
+``scipy.sparse.csgraph.dijkstra``. Works for any latent dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import connected_components, dijkstra
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from geometry._checks import Embed, check_points, check_positive_int
+from geometry.curves import curve_length, straight_lines
+
+__all__ = [
+    "LatentGraph",
+    "DisconnectedGraphError",
+    "knn_graph",
+    "check_connected",
+    "graph_distances",
+    "shortest_path_curves",
+]
+
+
+class DisconnectedGraphError(ValueError):
+    """The kNN graph splits the requested points into several connected components."""
+
+
+@dataclass
+class LatentGraph:
+    """A weighted undirected kNN graph on latent points.
+
+    Attributes:
+        nodes: ``(n, d)`` latent coordinates of the nodes.
+        adjacency: ``(n, n)`` symmetric ``scipy.sparse.csr_matrix`` of edge lengths (float64).
+        k: number of nearest neighbours used.
+        n_substeps: sub-segments used to measure each edge.
+    """
+
+    nodes: Tensor
+    adjacency: sp.csr_matrix
+    k: int
+    n_substeps: int
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.nodes.shape[0])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.adjacency.nnz // 2)
+
+
+def _knn_indices(nodes: Tensor, k: int, chunk: int = 1024) -> Tensor:
+    """Indices ``(n, k)`` of the k Euclidean nearest neighbours of every node (self excluded)."""
+    n = nodes.shape[0]
+    out = []
+    for start in range(0, n, chunk):
+        q = nodes[start : start + chunk]  # (c, d)
+        dist = torch.cdist(q, nodes)  # (c, n)
+        rows = torch.arange(start, start + q.shape[0], device=nodes.device)
+        dist[torch.arange(q.shape[0], device=nodes.device), rows] = torch.inf  # no self loops
+        out.append(dist.topk(k, dim=1, largest=False).indices)  # (c, k)
+    return torch.cat(out)
+
+
+def knn_graph(
+    embed: Embed,
+    nodes: Tensor,
+    k: int = 40,
+    n_substeps: int = 4,
+    chunk_size: int = 8192,
+    progress: bool = False,
+) -> LatentGraph:
+    """Build the kNN graph with Riemannian edge lengths.
+
+    Args:
+        embed: ``(n, d) -> (n, D')`` callable.
+        nodes: ``(n, d)`` latent points, n >= 2.
+        k: neighbours per node (``1 <= k < n``); the union of the kNN relations is used.
+        n_substeps: sub-segments per edge for the length measurement (>= 1).
+        chunk_size: at most this many latent points per ``embed`` call.
+        progress: show a tqdm bar over edge chunks.
+
+    Returns:
+        A :class:`LatentGraph`. Edges between coincident points get a tiny positive length so
+        that scipy does not drop them.
+    """
+    check_points(nodes, "nodes")
+    n = nodes.shape[0]
+    if n < 2:
+        raise ValueError(f"a graph needs at least 2 nodes, got {n}")
+    check_positive_int(k, "k")
+    if k >= n:
+        raise ValueError(f"k must be smaller than the number of nodes ({n}), got k={k}")
+    check_positive_int(n_substeps, "n_substeps")
+    with torch.no_grad():
+        nbrs = _knn_indices(nodes, k).cpu().numpy()  # (n, k)
+        rows = np.repeat(np.arange(n), k)
+        cols = nbrs.reshape(-1)
+        lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+        edges = np.unique(np.stack([lo, hi], axis=1), axis=0)  # (E, 2), i < j
+        e_idx = torch.as_tensor(edges, device=nodes.device)
+        per_chunk = max(1, chunk_size // (n_substeps + 1))
+        lengths = []
+        for start in tqdm(
+            range(0, len(edges), per_chunk), disable=not progress, desc="graph edges", leave=False
+        ):
+            ij = e_idx[start : start + per_chunk]
+            seg = straight_lines(nodes[ij[:, 0]], nodes[ij[:, 1]], n_substeps + 1)  # (c, S+1, d)
+            lengths.append(curve_length(embed, seg).double().cpu())
+        w = torch.cat(lengths).numpy()  # (E,)
+    if not np.isfinite(w).all():
+        raise ValueError(
+            f"embed produced non-finite edge lengths on {int((~np.isfinite(w)).sum())} edges"
+        )
+    positive = w[w > 0]
+    floor = 1e-12 * (float(np.median(positive)) if positive.size else 1.0)
+    w = np.maximum(w, floor)
+    adj = sp.coo_matrix(
+        (
+            np.concatenate([w, w]),
+            (
+                np.concatenate([edges[:, 0], edges[:, 1]]),
+                np.concatenate([edges[:, 1], edges[:, 0]]),
+            ),
+        ),
+        shape=(n, n),
+    ).tocsr()
+    return LatentGraph(nodes=nodes.detach(), adjacency=adj, k=k, n_substeps=n_substeps)
+
+
+def check_connected(graph: LatentGraph, subset: np.ndarray | None = None) -> None:
+    """Raise :class:`DisconnectedGraphError` if the ``subset`` nodes are not all connected.
+
+    Args:
+        graph: the graph.
+        subset: node indices that must lie in one component (default: all nodes).
+
+    Raises:
+        DisconnectedGraphError: naming the number and sizes of the components and the remedy.
+    """
+    n_comp, labels = connected_components(graph.adjacency, directed=False)
+    if n_comp == 1:
+        return
+    sub = labels if subset is None else labels[np.unique(np.asarray(subset))]
+    present, sizes = np.unique(sub, return_counts=True)
+    if present.size > 1:
+        order = np.argsort(-sizes)
+        raise DisconnectedGraphError(
+            f"the kNN graph (k={graph.k}) splits the {sub.size} points into {present.size} "
+            f"connected components of sizes {sizes[order].tolist()}; increase k (currently "
+            f"{graph.k}), add auxiliary nodes, or pass on_disconnected='inf' to get infinite "
+            "distances between components"
+        )
+
+
+def graph_distances(
+    graph: LatentGraph,
+    sources: np.ndarray | Tensor | None = None,
+    targets: np.ndarray | Tensor | None = None,
+    on_disconnected: str = "raise",
+    chunk: int = 256,
+    progress: bool = False,
+) -> np.ndarray:
+    """Shortest-path lengths from ``sources`` to ``targets`` (Dijkstra).
+
+    Args:
+        graph: the graph.
+        sources: ``(S,)`` node indices (default: all nodes).
+        targets: ``(T,)`` node indices (default: all nodes).
+        on_disconnected: ``"raise"`` (a :class:`DisconnectedGraphError` if any source and target
+            are in different components) or ``"inf"`` (their distance is ``inf``).
+        chunk: sources per Dijkstra call (progress granularity).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(S, T)`` float64 numpy array.
+    """
+    if on_disconnected not in ("raise", "inf"):
+        raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
+    n = graph.n_nodes
+    src = np.arange(n) if sources is None else np.asarray(torch.as_tensor(sources).cpu())
+    tgt = np.arange(n) if targets is None else np.asarray(torch.as_tensor(targets).cpu())
+    if on_disconnected == "raise":
+        check_connected(graph, np.concatenate([src, tgt]))
+    out = np.empty((src.size, tgt.size))
+    for start in tqdm(
+        range(0, src.size, chunk), disable=not progress, desc="dijkstra", leave=False
+    ):
+        idx = src[start : start + chunk]
+        dist = dijkstra(graph.adjacency, directed=False, indices=idx)  # (c, n)
+        out[start : start + idx.size] = dist[:, tgt]
+    return out
+
+
+def shortest_path_curves(
+    graph: LatentGraph,
+    sources: np.ndarray | Tensor,
+    targets: np.ndarray | Tensor,
+    on_disconnected: str = "raise",
+) -> tuple[Tensor, Tensor]:
+    """Shortest graph paths between node pairs, as padded latent polylines.
+
+    Args:
+        graph: the graph.
+        sources: ``(P,)`` node indices.
+        targets: ``(P,)`` node indices.
+        on_disconnected: ``"raise"`` or ``"inf"``; with ``"inf"`` an unreachable pair gets
+            length ``inf`` and the straight segment as its polyline.
+
+    Returns:
+        ``curves`` of shape ``(P, M, d)`` (M = most vertices on any path; shorter paths repeat
+        their last vertex, i.e. zero-length padding segments) and graph ``lengths`` ``(P,)``,
+        on the nodes' device and dtype.
+    """
+    src = np.asarray(torch.as_tensor(sources).cpu()).astype(np.int64).reshape(-1)
+    tgt = np.asarray(torch.as_tensor(targets).cpu()).astype(np.int64).reshape(-1)
+    if src.shape != tgt.shape:
+        raise ValueError(f"sources and targets must have the same length: {src.size} vs {tgt.size}")
+    if on_disconnected not in ("raise", "inf"):
+        raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
+    if on_disconnected == "raise":
+        check_connected(graph, np.concatenate([src, tgt]))
+    uniq, inv = np.unique(src, return_inverse=True)
+    dist, pred = dijkstra(graph.adjacency, directed=False, indices=uniq, return_predecessors=True)
+    lengths = dist[inv, tgt]  # (P,)
+    # Walk the predecessor trees backwards from every target at once.
+    paths = [tgt.copy()]
+    cur = tgt.copy()
+    for _ in range(graph.n_nodes):
+        nxt = pred[inv, cur]  # -9999 at the source or when unreachable
+        done = nxt < 0
+        if done.all():
+            break
+        cur = np.where(done, cur, nxt)
+        paths.append(cur.copy())
+    verts = np.stack(paths[::-1], axis=1)  # (P, M): the path ends at the right, padded on the left
+    # Move the padding (repeated sources) to the end: shift each row to start at its source.
+    unreachable = ~np.isfinite(lengths)
+    n_pad = (verts == verts[:, :1]).cumprod(axis=1).sum(axis=1) - 1  # leading repeats
+    M = verts.shape[1]
+    col = (np.arange(M)[None, :] + n_pad[:, None]).clip(max=M - 1)
+    verts = np.take_along_axis(verts, col, axis=1)  # (P, M), padded at the end with the target
+    curves = graph.nodes[torch.as_tensor(verts, device=graph.nodes.device)]  # (P, M, d)
+    if unreachable.any():
+        bad = torch.as_tensor(np.flatnonzero(unreachable), device=graph.nodes.device)
+        a = graph.nodes[torch.as_tensor(src, device=graph.nodes.device)[bad]]
+        b = graph.nodes[torch.as_tensor(tgt, device=graph.nodes.device)[bad]]
+        line = a[:, None].expand(-1, M, -1).clone()  # (u, M, d): the segment a -> b
+        line[:, -1] = b
+        curves[bad] = line
+    lengths_t = torch.as_tensor(lengths, dtype=graph.nodes.dtype, device=graph.nodes.device)
+    return curves, lengths_t

@@ -1,0 +1,279 @@
+"""Batched connecting geodesics (geometry.geodesics) and the exp / log maps (geometry.maps)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import geometry as G
+import geometry.geodesics as geodesics_module
+from geometry.toy_models import LinearEmbed, SphereEmbed, ToyConvDecoder, ToyRBFDecoder
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """These tests are dominated by small-op overhead; one thread avoids OpenMP contention with
+    other jobs on the 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def rbf() -> ToyRBFDecoder:
+    """Trained-like decoder: small sigma near 6 centres, large far away (float64)."""
+    return ToyRBFDecoder(data_dim=24, n_centres=6, seed=3).double()
+
+
+def _codes(dec: ToyRBFDecoder, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    k = dec.centres.shape[0]
+    idx = torch.randint(0, k, (n,), generator=g)
+    return dec.centres[idx] + 0.3 * torch.randn(
+        n, dec.centres.shape[1], generator=g, dtype=dec.centres.dtype
+    )
+
+
+def _distance_to_segment(curves: torch.Tensor) -> torch.Tensor:
+    a, b = curves[:, :1], curves[:, -1:]  # (B, 1, d)
+    ab = b - a
+    t = ((curves - a) * ab).sum(-1, keepdim=True) / (ab * ab).sum(-1, keepdim=True)
+    return (curves - (a + t.clamp(0, 1) * ab)).norm(dim=-1)  # (B, N)
+
+
+def test_linear_decoder_geodesics_are_straight_lines() -> None:
+    A = torch.randn(6, 3, dtype=torch.float64)
+    emb = LinearEmbed(A)
+    z0, z1 = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64)
+    # Start from bent curves so that the solver has to straighten them.
+    t = torch.linspace(0, 1, 9, dtype=torch.float64)[None, :, None]
+    bent = (
+        z0[:, None]
+        + t * (z1 - z0)[:, None]
+        + torch.sin(torch.pi * t) * torch.randn(8, 1, 3, dtype=torch.float64)
+    )
+    res = G.connecting_geodesics(emb, z0, z1, init_curves=bent, n_nodes=20, tolerance=1e-12)
+    true = ((z1 - z0) @ A.T).norm(dim=1)
+    assert res.converged.all() and not res.reverted.any()
+    assert (res.initial_lengths > true * 1.05).all()
+    torch.testing.assert_close(res.lengths, true, rtol=1e-9, atol=0)
+    assert (_distance_to_segment(res.curves).max(dim=1).values < 1e-3 * (z1 - z0).norm(dim=1)).all()
+    torch.testing.assert_close(res.energies, true**2, rtol=1e-9, atol=0)  # constant speed
+
+
+def test_sphere_geodesics_match_great_circles() -> None:
+    g = torch.Generator().manual_seed(1)
+    B = 24
+    theta = 0.6 + (math.pi - 1.2) * torch.rand(
+        2, B, generator=g, dtype=torch.float64
+    )  # off the poles
+    phi = -1.2 + 2.4 * torch.rand(2, B, generator=g, dtype=torch.float64)
+    z0, z1 = torch.stack([theta[0], phi[0]], 1), torch.stack([theta[1], phi[1]], 1)
+    sphere = SphereEmbed(radius=2.0)
+    res = G.connecting_geodesics(sphere, z0, z1, n_nodes=32)
+    gc = sphere.great_circle(z0, z1)
+    assert res.converged.all()
+    assert ((res.lengths - gc).abs() / gc < 0.01).all()
+    straight = G.curve_length(sphere, G.straight_lines(z0, z1, 32))
+    assert ((straight - gc) / gc > 0.01).sum() >= 5  # the test is not trivially passed
+
+
+def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
+    rbf: ToyRBFDecoder,
+) -> None:
+    z = _codes(rbf, 96)
+    z0, z1 = z[:48], z[48:]
+    res = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=16)
+    assert res.converged.float().mean() > 0.95
+    # Compare at a common fine resolution, not only on the optimisation nodes.
+    fine = G.curve_length(rbf.embed, G.subdivide_curves(res.curves, 8))
+    line = G.curve_length(rbf.embed, G.straight_lines(z0, z1, 121))
+    assert (res.lengths <= res.initial_lengths).all()
+    assert (fine <= line * 1.005).all()
+    assert (fine < 0.98 * line).float().mean() > 0.5
+    assert (res.iterations > 0).any() and (res.iterations <= 100).all()
+
+
+def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 80, seed=5)
+    big = G.connecting_geodesics(rbf.embed, z[:40], z[40:], n_nodes=12)
+    for i in (0, 17, 39):
+        one = G.connecting_geodesics(rbf.embed, z[i : i + 1], z[40 + i : 41 + i], n_nodes=12)
+        torch.testing.assert_close(one.curves[0], big.curves[i], rtol=1e-7, atol=1e-9)
+        assert one.iterations[0] == big.iterations[i]
+
+
+def test_no_curve_is_returned_longer_than_its_initial_curve(
+    rbf: ToyRBFDecoder, monkeypatch
+) -> None:
+    """Force the optimiser to return worse curves: they must be replaced and flagged."""
+    z = _codes(rbf, 10, seed=2)
+
+    def bad_lm(embed, x, h0, h1, *args, **kwargs):
+        B, n, d = x.shape
+        worse = x + 0.5 * torch.randn_like(x)
+        worse[: B // 2] = x[: B // 2]  # half of them unchanged
+
+        def s_and_l(nodes):
+            h = embed(nodes.reshape(B * n, d)).reshape(B, n, -1)
+            r = torch.diff(torch.cat([h0[:, None], h, h1[:, None]], dim=1), dim=1)
+            return r.pow(2).sum((1, 2)), r.norm(dim=2).sum(1)
+
+        ok = torch.ones(B, dtype=torch.bool)
+        return worse, ok, torch.ones(B, dtype=torch.long), *s_and_l(worse), *s_and_l(x)
+
+    z0, z1 = z[0:10:2], z[1:10:2]
+    start = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=10, max_iterations=0).curves
+    monkeypatch.setattr(geodesics_module, "_lm", bad_lm)
+    res = G.connecting_geodesics(rbf.embed, z[: 5 * 2 : 2], z[1 : 5 * 2 : 2], n_nodes=10)
+    assert (res.lengths <= res.initial_lengths).all()
+    assert not res.reverted[:2].any() and res.converged[:2].all()
+    assert res.reverted[3:].all() and not res.converged[3:].any()
+    torch.testing.assert_close(res.curves[3:], start[3:])
+
+
+def test_random_initial_curves_only_get_shorter(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 20, seed=7)
+    t = torch.linspace(0, 1, 7, dtype=torch.float64)[None, :, None]
+    wiggly = z[:10, None] + t * (z[10:] - z[:10])[:, None]
+    wiggly[:, 1:-1] += 0.8 * torch.randn(10, 5, 2, dtype=torch.float64)
+    res = G.connecting_geodesics(rbf.embed, z[:10], z[10:], init_curves=wiggly, n_nodes=14)
+    assert (res.lengths <= res.initial_lengths).all()
+    assert torch.equal(res.curves[:, 0], z[:10]) and torch.equal(res.curves[:, -1], z[10:])
+
+
+def test_unconverged_curves_are_flagged(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 12, seed=3)
+    res = G.connecting_geodesics(rbf.embed, z[:6], z[6:], max_iterations=1, tolerance=0.0)
+    assert not res.converged.any()
+    assert (res.iterations == 1).all()
+
+
+def test_zero_length_pairs_and_two_nodes(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 3)
+    res = G.connecting_geodesics(rbf.embed, z, z.clone(), n_nodes=8)
+    assert res.converged.all() and (res.lengths < 1e-12).all()
+    two = G.connecting_geodesics(rbf.embed, z, z.flip(0), n_nodes=2)
+    assert two.curves.shape == (3, 2, 2) and two.converged.all()
+
+
+@pytest.mark.parametrize("d", [1, 3, 5])
+def test_other_latent_dimensions(d: int) -> None:
+    dec = ToyRBFDecoder(latent_dim=d, data_dim=16, n_centres=4, seed=d).double()
+    z = _codes(dec, 8, seed=d)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10)
+    assert res.curves.shape == (4, 10, d)
+    assert res.converged.all() and (res.lengths <= res.initial_lengths).all()
+
+
+def test_conv_decoder_geodesics() -> None:
+    dec = ToyConvDecoder(latent_dim=2).double()
+    z = torch.randn(8, 2, dtype=torch.float64)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10)
+    assert res.converged.all() and (res.lengths <= res.initial_lengths).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_device_preserved(dtype: torch.dtype) -> None:
+    dec = ToyRBFDecoder(data_dim=16, seed=1).to(dtype)
+    z = _codes(dec, 8).to(dtype)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10)
+    for t in (res.curves, res.lengths, res.energies, res.initial_lengths):
+        assert t.dtype == dtype and t.device == z.device
+    assert res.converged.dtype == torch.bool and res.iterations.dtype == torch.long
+    assert res.converged.all()
+
+
+def test_adam_and_graph_initialisation(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 60, seed=9)
+    z0, z1 = z[:4], z[4:8]
+    adam = G.connecting_geodesics(
+        rbf.embed, z0, z1, n_nodes=12, optimiser="adam", max_iterations=200
+    )
+    assert (adam.lengths <= adam.initial_lengths).all()
+    assert (adam.lengths < 0.9 * adam.initial_lengths).any()
+    line = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=12)
+    graph = G.connecting_geodesics(
+        rbf.embed, z0, z1, n_nodes=12, init="graph", graph_points=z[8:], graph_k=10
+    )
+    assert graph.converged.all()
+    # The graph path starts in a good homotopy class: never clearly worse than the line start.
+    assert (graph.lengths <= line.lengths * 1.01).all()
+
+
+def test_block_tridiagonal_solver_matches_dense() -> None:
+    b, n, d = 3, 40, 4  # n * d > 128: the block Thomas path
+    J = torch.randn(b, n + 1, 6, d, dtype=torch.float64)
+    diag = 2 * J[:, :-1].transpose(2, 3) @ J[:, :-1] + torch.eye(d, dtype=torch.float64)
+    off = -J[:, :-2].transpose(2, 3) @ J[:, 1:-1]
+    rhs = torch.randn(b, n, d, dtype=torch.float64)
+    x = G.geodesics.solve_block_tridiagonal(diag, off, rhs)
+    torch.testing.assert_close(x, geodesics_module._solve_dense(diag, off, rhs))
+    torch.testing.assert_close(geodesics_module._solve(diag, off, rhs), x)
+
+
+def test_geodesics_leave_no_parameter_gradients(rbf: ToyRBFDecoder) -> None:
+    dec = ToyRBFDecoder(data_dim=8, seed=2)
+    z = _codes(dec, 4)
+    G.connecting_geodesics(dec.embed, z[:2], z[2:], n_nodes=6)
+    G.connecting_geodesics(dec.embed, z[:2], z[2:], n_nodes=6, optimiser="adam", max_iterations=5)
+    assert all(p.grad is None for p in dec.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(z0=torch.zeros(3, 2), z1=torch.zeros(3, 3)), "different latent dimensions"),
+        (dict(z0=torch.zeros(3, 2), z1=torch.zeros(2, 2)), "same number of points"),
+        (dict(z0=torch.zeros(3, 2), z1=torch.ones(3, 2), n_nodes=1), "n_nodes"),
+        (dict(z0=torch.zeros(3, 2), z1=torch.full((3, 2), float("nan"))), "non-finite"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), optimiser="sgd"), "optimiser"),
+        (
+            dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), init_curves=torch.zeros(2, 4, 2)),
+            "end points",
+        ),
+        (
+            dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), init_curves=torch.zeros(3, 4, 2)),
+            "init_curves",
+        ),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), init="graph"), "graph_points"),
+    ],
+)
+def test_bad_input_is_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        G.connecting_geodesics(LinearEmbed(torch.eye(2)), **kwargs)
+
+
+# ------------------------------------------------------------------------------------ maps
+
+
+def test_exp_map_linear_and_sphere() -> None:
+    A = torch.randn(4, 2, dtype=torch.float64)
+    z, v = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(G.exp_map(LinearEmbed(A), z, v, n_steps=4), z + v)
+    sphere = SphereEmbed()
+    eq = torch.tensor([[math.pi / 2, 0.3]], dtype=torch.float64)
+    out = G.exp_map(sphere, eq, torch.tensor([[0.0, 1.2]], dtype=torch.float64))
+    torch.testing.assert_close(out, torch.tensor([[math.pi / 2, 1.5]], dtype=torch.float64))
+    # Off the equator the latent path is curved, but its length is ||v||_M.
+    z0, v0 = (
+        torch.tensor([[1.0, 0.3]], dtype=torch.float64),
+        torch.tensor([[0.3, 0.5]], dtype=torch.float64),
+    )
+    path = G.exp_map(sphere, z0, v0, n_steps=64, return_path=True)
+    speed = (v0 @ G.metric_tensor(sphere, z0)[0] @ v0.T).sqrt()[0]
+    torch.testing.assert_close(G.curve_length(sphere, path), speed, rtol=1e-5, atol=0)
+    assert _distance_to_segment(path).max() > 1e-2
+
+
+def test_log_map_inverts_exp_map_on_the_sphere() -> None:
+    sphere = SphereEmbed()
+    z0 = torch.tensor([[1.0, 0.3], [2.0, -0.5]], dtype=torch.float64)
+    v = torch.tensor([[0.3, 0.5], [-0.4, 0.2]], dtype=torch.float64)
+    z1 = G.exp_map(sphere, z0, v)
+    v_hat, res = G.log_map(sphere, z0, z1, n_nodes=48)
+    assert res.converged.all()
+    torch.testing.assert_close(v_hat, v, rtol=0, atol=3e-3)

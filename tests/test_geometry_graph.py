@@ -1,0 +1,141 @@
+"""kNN graphs, shortest paths and geodesic distance matrices (geometry.graph, .distances)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import geometry as G
+from geometry.toy_models import LinearEmbed, ToyRBFDecoder
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Small-op dominated tests: one thread avoids OpenMP contention on the 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def rbf() -> ToyRBFDecoder:
+    return ToyRBFDecoder(data_dim=24, n_centres=6, seed=3).double()
+
+
+def _codes(dec: ToyRBFDecoder, n: int, spread: float = 0.5, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    k, d = dec.centres.shape
+    idx = torch.randint(0, k, (n,), generator=g)
+    return dec.centres[idx] + spread * torch.randn(n, d, generator=g, dtype=dec.centres.dtype)
+
+
+def test_graph_distances_close_to_refined_geodesics(rbf: ToyRBFDecoder) -> None:
+    """Stated tolerance: graph distances (k=40, 4 sub-steps per edge) are upper bounds of the
+    refined geodesic lengths up to 2 %, with a median relative excess below 5 %."""
+    z = _codes(rbf, 200)
+    graph = G.build_graph(rbf.embed, z, k=40, n_substeps=4)
+    g = torch.Generator().manual_seed(1)
+    src, tgt = torch.randint(0, 200, (60,), generator=g), torch.randint(0, 200, (60,), generator=g)
+    keep = src != tgt
+    src, tgt = src[keep], tgt[keep]
+    refined, glen, res = G.refined_pair_distances(rbf.embed, graph, src, tgt, n_nodes=16)
+    line = G.connecting_geodesics(rbf.embed, z[src], z[tgt], n_nodes=16)
+    line_len = G.curve_length(rbf.embed, G.subdivide_curves(line.curves, 4))
+    ref = torch.minimum(refined, line_len)
+    assert res is not None and res.converged.float().mean() > 0.95
+    assert (refined <= glen).all()
+    rel = (glen - ref) / ref
+    assert (rel > -0.02).all()
+    assert rel.median() < 0.05
+    assert (rel > 1e-3).any()  # the graph is not exact: refinement does something
+    D = G.geodesic_distance_matrix(rbf.embed, z, k=40, n_substeps=4, progress=False)
+    torch.testing.assert_close(D[src, tgt], glen)
+
+
+def test_shortest_path_curves_have_the_graph_lengths(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 80, seed=2)
+    graph = G.knn_graph(rbf.embed, z, k=12, n_substeps=3)
+    src, tgt = torch.tensor([0, 5, 7, 9]), torch.tensor([50, 5, 60, 1])
+    curves, lengths = G.shortest_path_curves(graph, src, tgt)
+    assert curves.shape[0] == 4 and curves.shape[2] == 2
+    torch.testing.assert_close(curves[:, 0], z[src])
+    torch.testing.assert_close(curves[:, -1], z[tgt])
+    measured = G.curve_length(rbf.embed, G.subdivide_curves(curves, 3))
+    torch.testing.assert_close(measured, lengths, rtol=1e-8, atol=1e-10)
+    assert lengths[1] == 0
+    D = G.graph_distances(graph, src.numpy(), tgt.numpy())
+    np.testing.assert_allclose(np.diag(D), lengths.numpy())
+
+
+def test_disconnected_graph_raises_clear_error_or_gives_inf() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 2, generator=g, dtype=torch.float64) * 0.3 - torch.tensor(
+        [6.0, 0.0], dtype=torch.float64
+    )
+    b = torch.randn(20, 2, generator=g, dtype=torch.float64) * 0.3 + torch.tensor(
+        [6.0, 0.0], dtype=torch.float64
+    )
+    z = torch.cat([a, b])
+    emb = LinearEmbed(torch.eye(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"2 connected components of sizes \[30, 20\].*increase k"):
+        G.geodesic_distance_matrix(emb, z, k=5, progress=False)
+    with pytest.raises(G.DisconnectedGraphError):
+        G.connecting_geodesics(emb, a[:1], b[:1], init="graph", graph_points=z, graph_k=5)
+    D = G.geodesic_distance_matrix(emb, z, k=5, on_disconnected="inf", progress=False)
+    assert torch.isinf(D[:30, 30:]).all() and torch.isinf(D[30:, :30]).all()
+    assert torch.isfinite(D[:30, :30]).all() and torch.isfinite(D[30:, 30:]).all()
+    Dr = G.geodesic_distance_matrix(
+        emb, z[25:35], method="refined", k=4, on_disconnected="inf", progress=False
+    )
+    assert torch.isinf(Dr[:5, 5:]).all() and torch.isfinite(Dr[:5, :5]).all()
+    # Larger k connects the clusters.
+    assert torch.isfinite(G.geodesic_distance_matrix(emb, z, k=25, progress=False)).all()
+
+
+def test_graph_in_three_dimensions() -> None:
+    A = torch.randn(5, 3, dtype=torch.float64)
+    z = torch.randn(120, 3, dtype=torch.float64)
+    D = G.geodesic_distance_matrix(LinearEmbed(A), z, k=20, progress=False)
+    true = torch.cdist(z @ A.T, z @ A.T)
+    assert D.shape == (120, 120) and torch.equal(D, D.T) and (D.diagonal() == 0).all()
+    off = ~torch.eye(120, dtype=torch.bool)
+    ratio = D[off] / true[off]
+    assert (ratio >= 1 - 1e-12).all() and ratio.median() < 1.05
+    # Shortest paths satisfy the triangle inequality.
+    assert (D[:, None, :] <= D[:, :, None] + D[None, :, :] + 1e-9).all()
+    dec = ToyRBFDecoder(latent_dim=3, data_dim=16, seed=1).double()
+    Dd = G.geodesic_distance_matrix(dec.embed, _codes(dec, 60, spread=0.8), k=15, progress=False)
+    assert torch.isfinite(Dd).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_distance_matrix_dtype_and_refined_method(dtype: torch.dtype) -> None:
+    dec = ToyRBFDecoder(data_dim=16, seed=2).to(dtype)
+    z = _codes(dec, 14, spread=0.8, seed=3).to(dtype)
+    Dg = G.geodesic_distance_matrix(dec.embed, z, k=6, progress=False)
+    Dr = G.geodesic_distance_matrix(dec.embed, z, method="refined", k=6, progress=False, n_nodes=10)
+    for D in (Dg, Dr):
+        assert D.dtype == dtype and D.device == z.device and D.shape == (14, 14)
+        assert torch.equal(D, D.T) and (D.diagonal() == 0).all()
+    assert (Dr <= Dg * (1 + 1e-6)).all() and (Dr < 0.999 * Dg).any()
+
+
+def test_auxiliary_points_and_bad_options(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 40, seed=4)
+    graph = G.build_graph(rbf.embed, z, k=8, aux_points=30)
+    assert graph.n_nodes == 70
+    lo, hi = z.min(0).values, z.max(0).values
+    aux = graph.nodes[40:]
+    assert ((aux >= lo - 0.06 * (hi - lo)) & (aux <= hi + 0.06 * (hi - lo))).all()
+    D_aux = G.geodesic_distance_matrix(rbf.embed, z, k=8, aux_points=30, progress=False)
+    assert D_aux.shape == (40, 40)
+    with pytest.raises(ValueError, match="method"):
+        G.geodesic_distance_matrix(rbf.embed, z, method="bvp")
+    with pytest.raises(ValueError, match="on_disconnected"):
+        G.geodesic_distance_matrix(rbf.embed, z, on_disconnected="ignore")
+    with pytest.raises(ValueError, match="need method='refined'"):
+        G.geodesic_distance_matrix(rbf.embed, z, n_nodes=10)
+    with pytest.raises(ValueError, match="k must be smaller"):
+        G.knn_graph(rbf.embed, z, k=40)
