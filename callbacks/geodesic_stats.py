@@ -1,0 +1,453 @@
+"""Geodesic versus straight-line distance statistics on validation latent codes, during training.
+
+For a fixed, seeded set of P pairs of validation points (their encoder means ``z_a``, ``z_b``) the
+callback computes, every ``every_n_epochs`` epochs and at the end of each stage:
+
+* the geodesic length ``L_geo`` (``geometry.connecting_geodesics``, initialised on the straight
+  line, in the model's expected metric: the Euclidean pull-back of ``pl_module.embed``);
+* ``L_line``: the Riemannian length of the straight latent line between the same end points,
+  measured on the same number of nodes (the solver's ``initial_lengths``: the line with its nodes
+  at equal Riemannian arc length). The solver never returns a curve longer than its initial curve,
+  so ``line_ratio = L_geo / L_line <= 1``; the further below 1, the more curved the geometry;
+* ``euclid_ratio = L_geo / ||z_b - z_a||`` (how the metric scales latent distances) and
+  ``data_ratio = L_geo / ||mu(z_b) - mu(z_a)||`` (geodesic length against the Euclidean distance
+  of the decoded means of the end points, in data space).
+
+Logged scalars (prefix ``geo/`` by default; every one identical on all DDP ranks):
+
+``line_ratio_{mean,median,q10,q90}``, ``euclid_ratio_{...}``, ``data_ratio_{...}``,
+``spearman_geodesic_euclid`` (rank correlation of ``L_geo`` and ``||z_b - z_a||``),
+``converged_fraction``, ``mean_geodesic_length``, ``mean_line_length``, ``seconds`` (slowest
+rank), ``num_pairs``; with labels also ``within_class_*`` / ``between_class_*`` (``pairs``,
+``line_ratio_mean``, ``euclid_ratio_mean``, ``data_ratio_mean``) and ``class_stretch`` = mean
+between-class ``euclid_ratio`` / mean within-class ``euclid_ratio`` (> 1 when the geometry
+stretches the distances between classes: the paper's clustering result in miniature).
+With a W&B logger also the table ``geo/pairs`` (end points, labels, lengths, ratios) and the
+histogram ``geo/line_ratio_hist``. Ratios whose denominator is (numerically) zero are left out of
+the statistics.
+
+DDP: every rank encodes the same points; the pairs are split into equal shards, each rank solves
+its shard and the per-pair results are gathered with ``pl_module.all_gather`` (a collective that
+every rank reaches; never inside ``if trainer.is_global_zero``), so every rank logs identical
+values. W&B media are written by rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from callbacks._common import (
+    EpochScheduledCallback,
+    dataset_labels,
+    draw_pairs,
+    encode_means,
+    fetch_items,
+    geometry_api,
+    geometry_mode,
+    log_scalars,
+    model_stage,
+    spearman,
+    summary,
+    validation_dataset,
+    wandb_loggers,
+    warn_once,
+)
+
+__all__ = ["GeodesicDistanceStats", "PairStatistics", "pair_statistics", "summarize_pairs"]
+
+RATIOS = ("line_ratio", "euclid_ratio", "data_ratio")
+_EPS = 1e-12
+
+
+@dataclass
+class PairStatistics:
+    """Per-pair results (all ``(P,)`` tensors on the CPU, float64 unless noted).
+
+    Attributes:
+        geodesic: geodesic lengths.
+        line: Riemannian lengths of the straight latent lines (same nodes as the geodesic solver).
+        euclidean: Euclidean latent distances ``||z1 - z0||``.
+        data: data-space distances ``||mu(z1) - mu(z0)||`` of the decoded means.
+        converged: bool, the solver's per-curve convergence flag.
+        iterations: solver iterations per curve.
+        curves: ``(P, N, d)`` geodesic nodes.
+    """
+
+    geodesic: Tensor
+    line: Tensor
+    euclidean: Tensor
+    data: Tensor
+    converged: Tensor
+    iterations: Tensor
+    curves: Tensor
+
+    def ratios(self) -> dict[str, np.ndarray]:
+        """``line_ratio``, ``euclid_ratio``, ``data_ratio`` per pair (NaN where undefined)."""
+        geo = self.geodesic.double().numpy()
+        out = {}
+        for name, den in (
+            ("line_ratio", self.line),
+            ("euclid_ratio", self.euclidean),
+            ("data_ratio", self.data),
+        ):
+            d = den.double().numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[name] = np.where(d > _EPS, geo / np.where(d > _EPS, d, 1.0), np.nan)
+        return out
+
+
+def pair_statistics(
+    embed: Callable[[Tensor], Tensor],
+    mean_fn: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    z1: Tensor,
+    **geodesic_options: Any,
+) -> PairStatistics:
+    """Geodesic, straight-line, latent and data-space distances for pairs ``z0[i] -> z1[i]``.
+
+    Call under ``torch.enable_grad()`` in eval mode (see ``callbacks._common.geometry_mode``).
+
+    Args:
+        embed: ``(B, d) -> (B, D')``, its Euclidean pull-back is the metric (``model.embed``).
+        mean_fn: ``(B, d) -> (B, ...)`` the decoded mean, for the data-space distance.
+        z0: start points ``(P, d)``.
+        z1: end points ``(P, d)``.
+        **geodesic_options: passed to ``geometry.connecting_geodesics`` (``n_nodes``,
+            ``tolerance``, ``max_iterations``, ...). The initialisation is always the straight
+            line, so that the returned ``initial_lengths`` are the straight lines' lengths.
+
+    Returns:
+        The per-pair :class:`PairStatistics`.
+    """
+    geo = geometry_api()
+    options = {k: v for k, v in geodesic_options.items() if v is not None}
+    options["init"] = "line"
+    res = geo.connecting_geodesics(embed, z0, z1, **options)
+    with torch.no_grad():
+        data = (mean_fn(z1) - mean_fn(z0)).flatten(1).norm(dim=1)
+    return PairStatistics(
+        geodesic=res.lengths.detach().double().cpu(),
+        line=res.initial_lengths.detach().double().cpu(),
+        euclidean=(z1 - z0).detach().norm(dim=1).double().cpu(),
+        data=data.detach().double().cpu(),
+        converged=res.converged.detach().bool().cpu(),
+        iterations=res.iterations.detach().cpu(),
+        curves=res.curves.detach().cpu(),
+    )
+
+
+def summarize_pairs(
+    stats: PairStatistics, labels0: Tensor | None = None, labels1: Tensor | None = None
+) -> dict[str, float]:
+    """Summary statistics of :func:`pair_statistics` (keys without the ``geo/`` prefix).
+
+    Args:
+        stats: per-pair results.
+        labels0: labels of the start points ``(P,)``, or None.
+        labels1: labels of the end points ``(P,)``, or None.
+
+    Returns:
+        ``{line,euclid,data}_ratio_{mean,median,q10,q90}``, ``spearman_geodesic_euclid``,
+        ``converged_fraction``, ``mean_geodesic_length``, ``mean_line_length``, ``num_pairs`` and,
+        with labels, the ``within_class_*`` / ``between_class_*`` means and ``class_stretch``.
+    """
+    ratios = stats.ratios()
+    out: dict[str, float] = {}
+    for name in RATIOS:
+        for stat, value in summary(ratios[name]).items():
+            out[f"{name}_{stat}"] = value
+    out["spearman_geodesic_euclid"] = spearman(stats.geodesic.numpy(), stats.euclidean.numpy())
+    out["converged_fraction"] = float(stats.converged.double().mean())
+    out["mean_geodesic_length"] = float(stats.geodesic.mean())
+    out["mean_line_length"] = float(stats.line.mean())
+    out["num_pairs"] = float(len(stats.geodesic))
+    if labels0 is not None and labels1 is not None:
+        same = (labels0.cpu() == labels1.cpu()).numpy()
+        for group, mask in (("within_class", same), ("between_class", ~same)):
+            out[f"{group}_pairs"] = float(mask.sum())
+            for name in RATIOS:
+                out[f"{group}_{name}_mean"] = summary(ratios[name][mask])["mean"]
+        within = out["within_class_euclid_ratio_mean"]
+        between = out["between_class_euclid_ratio_mean"]
+        out["class_stretch"] = (
+            between / within if within > 0 and math.isfinite(within) else math.nan
+        )
+    return out
+
+
+class GeodesicDistanceStats(EpochScheduledCallback):
+    """Log geodesic-vs-straight-line distance statistics of validation latent codes.
+
+    See the module docstring for what is computed and logged. Runs in eval mode under
+    ``torch.enable_grad()`` on the unwrapped LightningModule (which must provide ``encode(x) ->
+    (mu, logvar)``, ``decode(z) -> (mu_x, sigma_x)`` and ``embed(z)``); restores each submodule's
+    mode, leaves no ``.grad`` on parameters, and forks every global RNG, so training proceeds
+    exactly as without the callback. The pair indices (into ``trainer.datamodule.val_dataset``)
+    are drawn once from ``seed`` and kept in the checkpoint state.
+
+    Args:
+        every_n_epochs: run every this many epochs (0 = only at the end of each stage).
+        num_pairs: P, number of validation pairs.
+        within_class_fraction: share of the pairs drawn within one class when labels exist (the
+            rest is drawn between classes); uniform pairs without labels.
+        seed: seed of the pair selection.
+        n_nodes: nodes per geodesic (including end points).
+        max_iterations: solver iteration cap per geodesic.
+        tolerance: solver convergence tolerance (relative energy decrease).
+        optimiser: ``"lm"`` (Levenberg-Marquardt, fast) or ``"adam"``.
+        geodesic_options: further keyword arguments for ``geometry.connecting_geodesics``.
+        run_at_end: also run on the last epoch of each stage.
+        log_table: log the W&B table of pairs.
+        log_histogram: log the W&B histogram of ``line_ratio``.
+        key_prefix: prefix of every logged key.
+        encode_batch_size: batch size for encoding the validation points.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        num_pairs: int = 64,
+        within_class_fraction: float = 0.5,
+        seed: int = 0,
+        n_nodes: int = 12,
+        max_iterations: int = 30,
+        tolerance: float = 1e-3,
+        optimiser: str = "lm",
+        geodesic_options: dict[str, Any] | None = None,
+        run_at_end: bool = True,
+        log_table: bool = True,
+        log_histogram: bool = True,
+        key_prefix: str = "geo",
+        encode_batch_size: int = 256,
+    ) -> None:
+        super().__init__(every_n_epochs=every_n_epochs, run_at_end=run_at_end)
+        if not isinstance(num_pairs, int) or num_pairs < 1:
+            raise ValueError(f"num_pairs={num_pairs!r} must be an integer >= 1")
+        if not 0.0 <= within_class_fraction <= 1.0:
+            raise ValueError(f"within_class_fraction={within_class_fraction!r} must be in [0, 1]")
+        if not isinstance(n_nodes, int) or n_nodes < 2:
+            raise ValueError(f"n_nodes={n_nodes!r} must be an integer >= 2")
+        if not isinstance(max_iterations, int) or max_iterations < 1:
+            raise ValueError(f"max_iterations={max_iterations!r} must be an integer >= 1")
+        if not tolerance > 0:
+            raise ValueError(f"tolerance={tolerance!r} must be > 0")
+        self.num_pairs = num_pairs
+        self.within_class_fraction = float(within_class_fraction)
+        self.seed = int(seed)
+        self.n_nodes = n_nodes
+        self.max_iterations = max_iterations
+        self.tolerance = float(tolerance)
+        self.optimiser = optimiser
+        self.geodesic_options = dict(geodesic_options or {})
+        self.log_table = bool(log_table)
+        self.log_histogram = bool(log_histogram)
+        self.key_prefix = key_prefix.rstrip("/")
+        self.encode_batch_size = int(encode_batch_size)
+        #: ``[[i, j], ...]`` indices into the validation dataset (checkpointed).
+        self.pair_indices: list[list[int]] | None = None
+        #: The latest results (every rank): stage, epoch, metrics, per-pair stats, end points.
+        self.last_result: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            num_pairs=self.num_pairs, seed=self.seed, key_prefix=self.key_prefix
+        )
+
+    def solver_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``geometry.connecting_geodesics``."""
+        return {
+            "n_nodes": self.n_nodes,
+            "max_iterations": self.max_iterations,
+            "tolerance": self.tolerance,
+            "optimiser": self.optimiser,
+            **self.geodesic_options,
+        }
+
+    # ------------------------------------------------------------------ lightning hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            validation_dataset(trainer, type(self).__name__)  # fail early with a clear message
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["pair_indices"] = (
+            None if self.pair_indices is None else [list(p) for p in self.pair_indices]
+        )
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        pairs = state_dict.get("pair_indices")
+        self.pair_indices = None if pairs is None else [[int(i), int(j)] for i, j in pairs]
+
+    # ------------------------------------------------------------------ work
+    def _pairs(self, dataset: Any) -> list[list[int]]:
+        n = len(dataset)
+        if self.pair_indices is not None:
+            if all(0 <= i < n and 0 <= j < n for i, j in self.pair_indices):
+                return self.pair_indices
+            warn_once(
+                f"{type(self).__name__}: the checkpointed pair indices do not fit the "
+                f"validation set of size {n}; drawing new pairs"
+            )
+        labels = dataset_labels(dataset)
+        self.pair_indices = draw_pairs(
+            n, self.num_pairs, labels, self.within_class_fraction, self.seed
+        )
+        return self.pair_indices
+
+    def run_epoch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, can_log: bool
+    ) -> None:
+        dataset = validation_dataset(trainer, type(self).__name__)
+        pairs = self._pairs(dataset)
+        flat = [i for p in pairs for i in p]
+        x, labels = fetch_items(dataset, flat)
+        world, rank = max(1, trainer.world_size), trainer.global_rank
+        P = len(pairs)
+        chunk = math.ceil(P / world)
+        lo, hi = min(rank * chunk, P), min((rank + 1) * chunk, P)
+        mine = list(range(lo, hi)) + [0] * (chunk - (hi - lo))  # pad: equal shapes for all_gather
+        start = time.perf_counter()
+        with geometry_mode(pl_module):
+            codes = encode_means(pl_module, x, self.encode_batch_size)  # (2P, d)
+            z0, z1 = codes[0::2], codes[1::2]
+            idx = torch.tensor(mine, device=codes.device)
+            part = pair_statistics(
+                pl_module.embed,
+                lambda z: pl_module.decode(z)[0],
+                z0[idx],
+                z1[idx],
+                **self.solver_options(),
+            )
+        seconds = time.perf_counter() - start
+        dev, dt = codes.device, codes.dtype
+        cols = torch.stack(
+            [
+                part.geodesic,
+                part.line,
+                part.euclidean,
+                part.data,
+                part.converged.double(),
+                part.iterations.double(),
+                torch.full_like(part.geodesic, seconds),
+            ],
+            dim=1,
+        )
+        cols, curves = cols.to(dev), part.curves.to(device=dev, dtype=dt)
+        if world > 1:  # every rank reaches this collective (same schedule everywhere)
+            cols = pl_module.all_gather(cols).reshape(world * chunk, -1)
+            curves = pl_module.all_gather(curves).reshape(world * chunk, *part.curves.shape[1:])
+        seconds = float(cols[:, 6].max())  # the slowest rank
+        cols, curves = cols[:P].double().cpu(), curves[:P].cpu()
+        stats = PairStatistics(
+            geodesic=cols[:, 0],
+            line=cols[:, 1],
+            euclidean=cols[:, 2],
+            data=cols[:, 3],
+            converged=cols[:, 4] > 0.5,
+            iterations=cols[:, 5].long(),
+            curves=curves,
+        )
+        lab0 = lab1 = None
+        if labels is not None:
+            lab0, lab1 = labels[0::2], labels[1::2]
+        metrics = summarize_pairs(stats, lab0, lab1)
+        metrics["seconds"] = seconds
+        metrics = {f"{self.key_prefix}/{k}": v for k, v in metrics.items()}
+        log_scalars(trainer, pl_module, metrics, can_log)
+        self.last_result = {
+            "stage": model_stage(pl_module),
+            "epoch": epoch,
+            "metrics": metrics,
+            "stats": stats,
+            "z0": z0.detach().cpu(),
+            "z1": z1.detach().cpu(),
+            "labels0": lab0,
+            "labels1": lab1,
+            "pairs": [list(p) for p in pairs],
+        }
+        if trainer.is_global_zero:  # media: rank 0 only, no collectives in here
+            self._log_media(trainer)
+
+    def _log_media(self, trainer: pl.Trainer) -> None:
+        loggers = wandb_loggers(trainer)
+        if not loggers or not (self.log_table or self.log_histogram) or self.last_result is None:
+            return
+        import wandb
+
+        res = self.last_result
+        stats: PairStatistics = res["stats"]
+        ratios = stats.ratios()
+        media: dict[str, Any] = {}
+        if self.log_table:
+            columns = [
+                "pair",
+                "index_a",
+                "index_b",
+                "label_a",
+                "label_b",
+                "same_class",
+                "z_a",
+                "z_b",
+                "geodesic_length",
+                "line_length",
+                "euclidean_distance",
+                "data_distance",
+                "line_ratio",
+                "euclid_ratio",
+                "data_ratio",
+                "converged",
+                "iterations",
+            ]
+            rows = []
+            for k, (i, j) in enumerate(res["pairs"]):
+                la = None if res["labels0"] is None else int(res["labels0"][k])
+                lb = None if res["labels1"] is None else int(res["labels1"][k])
+                rows.append(
+                    [
+                        k,
+                        i,
+                        j,
+                        la,
+                        lb,
+                        None if la is None else la == lb,
+                        _fmt(res["z0"][k]),
+                        _fmt(res["z1"][k]),
+                        float(stats.geodesic[k]),
+                        float(stats.line[k]),
+                        float(stats.euclidean[k]),
+                        float(stats.data[k]),
+                        _num(ratios["line_ratio"][k]),
+                        _num(ratios["euclid_ratio"][k]),
+                        _num(ratios["data_ratio"][k]),
+                        bool(stats.converged[k]),
+                        int(stats.iterations[k]),
+                    ]
+                )
+            media[f"{self.key_prefix}/pairs"] = wandb.Table(columns=columns, data=rows)
+        if self.log_histogram:
+            finite = ratios["line_ratio"][np.isfinite(ratios["line_ratio"])]
+            if finite.size:
+                media[f"{self.key_prefix}/line_ratio_hist"] = wandb.Histogram(finite)
+        if media:
+            for logger in loggers:
+                logger.log_metrics(media, step=trainer.global_step)
+
+
+def _fmt(z: Tensor) -> str:
+    return "[" + ", ".join(f"{float(v):.4g}" for v in z) + "]"
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None

@@ -1,0 +1,145 @@
+"""Reconstruction images at the end of validation epochs.
+
+A grid of fixed validation images (top row), their reconstructions through the encoder mean and
+the generator mean mu(z) (middle row) and the generator standard deviation sigma(z) (bottom row,
+min-max scaled per image) is sent to the logger (W&B: ``wandb.Image``; TensorBoard: ``add_image``)
+and written as a PNG. Drawn on rank 0 only, with the unwrapped ``pl_module`` and no collective, so
+it is safe under DDP.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+
+class ReconstructionImages(Callback):
+    """Log originals, reconstructions and sigma(z) of a fixed set of validation images.
+
+    Args:
+        num_images: number of validation images (columns of the grid); 0 turns the callback off.
+        every_n_epochs: draw every this many epochs (the last epoch of a fit is always drawn).
+        save_dir: folder for ``reconstructions_stage{s}.png`` (overwritten at each drawing, so it
+            holds the latest one); ``None`` writes no file.
+        key: the logger key of the image.
+
+    Attributes:
+        total_seconds: time spent in this callback (summed into the run's ``callback_seconds``).
+
+    Non-image data (e.g. 2-D toy data, ``data_shape`` of length 1) are skipped silently.
+    """
+
+    def __init__(
+        self,
+        num_images: int = 16,
+        every_n_epochs: int = 1,
+        save_dir: str | None = None,
+        key: str = "reconstructions",
+    ) -> None:
+        super().__init__()
+        if num_images < 0:
+            raise ValueError(f"num_images={num_images} must be >= 0")
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 1")
+        self.num_images = int(num_images)
+        self.every_n_epochs = int(every_n_epochs)
+        self.save_dir = save_dir
+        self.key = key
+        self.total_seconds = 0.0
+        self.last_path: str | None = None
+
+    def _should_draw(self, trainer: pl.Trainer) -> bool:
+        if self.num_images == 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return False
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        return last or epoch % self.every_n_epochs == 0
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Draw the grid (rank 0, not during the sanity check)."""
+        if not self._should_draw(trainer):
+            return
+        start = time.perf_counter()
+        try:
+            grid = self.make_grid(trainer, pl_module)
+            if grid is not None:
+                self._emit(trainer, pl_module, grid)
+        finally:
+            self.total_seconds += time.perf_counter() - start
+
+    def _validation_images(self, trainer: pl.Trainer) -> Tensor | None:
+        dm = trainer.datamodule
+        dataset = getattr(dm, "val_dataset", None) if dm is not None else None
+        if dataset is None or len(dataset) == 0:
+            dataset = getattr(dm, "train_dataset", None) if dm is not None else None
+        if dataset is None or len(dataset) == 0:
+            return None
+        n = min(self.num_images, len(dataset))
+        items = [dataset[i] for i in range(n)]
+        return torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items])
+
+    @torch.no_grad()
+    def make_grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor | None:
+        """The (C, H, W) image grid in [0, 1], or ``None`` for non-image data."""
+        x = self._validation_images(trainer)
+        if x is None or x.dim() != 4 or x.shape[1] not in (1, 3):
+            return None
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            mu_x, sigma_x = pl_module(x.to(pl_module.device))
+        finally:
+            pl_module.train(was_training)
+        low, high = _pixel_range(trainer, x)
+        rows = [
+            ((x.cpu() - low) / (high - low)).clamp(0, 1),
+            ((mu_x.float().cpu() - low) / (high - low)).clamp(0, 1),
+            _minmax(sigma_x.float().cpu()),
+        ]
+        from torchvision.utils import make_grid
+
+        return make_grid(torch.cat(rows), nrow=x.shape[0], padding=2, pad_value=1.0)
+
+    def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, grid: Tensor) -> None:
+        stage = int(getattr(pl_module, "stage", 0))
+        caption = f"stage {stage}, epoch {trainer.current_epoch}: data / mu(z) / sigma(z)"
+        if self.save_dir is not None:
+            from torchvision.utils import save_image
+
+            os.makedirs(self.save_dir, exist_ok=True)
+            self.last_path = os.path.join(self.save_dir, f"reconstructions_stage{stage}.png")
+            save_image(grid, self.last_path)
+        for logger in trainer.loggers:
+            _log_image(logger, f"{self.key}/stage{stage}", grid, caption, trainer.global_step)
+
+
+def _pixel_range(trainer: pl.Trainer, x: Tensor) -> tuple[float, float]:
+    rng = getattr(trainer.datamodule, "pixel_range", None)
+    if isinstance(rng, tuple) and len(rng) == 2:
+        return float(rng[0]), float(rng[1])
+    low, high = float(x.min()), float(x.max())
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _minmax(t: Tensor) -> Tensor:
+    flat = t.flatten(1)
+    low = flat.min(1).values.view(-1, 1, 1, 1)
+    high = flat.max(1).values.view(-1, 1, 1, 1)
+    return (t - low) / (high - low).clamp_min(1e-12)
+
+
+def _log_image(logger: Any, key: str, grid: Tensor, caption: str, step: int) -> None:
+    """Send ``grid`` to a W&B or TensorBoard logger; other loggers are skipped."""
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        # no step= here: WandbLogger adds trainer/global_step itself and W&B keeps its own step
+        logger.log_image(key=key, images=[grid.permute(1, 2, 0).numpy()], caption=[caption])
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(key, grid, global_step=step)
