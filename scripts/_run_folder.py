@@ -1,0 +1,176 @@
+"""The run folder of ``scripts/train.py``: layout, run state, resume plan, W&B mode.
+
+Layout of ``runs/<name>/``::
+
+    config.yaml                     resolved configuration of the first invocation
+    config.invocation-<n>.yaml      a later invocation whose configuration differed
+    run_state.json                  W&B id, stage status (pending / running / done / external)
+    checkpoints/stage1/last.ckpt    written at each epoch end (ModelCheckpoint, save_last=True)
+    checkpoints/stage2/last.ckpt
+    wandb/                          the W&B run (offline-run-* when offline)
+    csv/                            CSV logs when ``--run.logger csv``
+    figures/                        reconstruction grids and other figures
+    summary.json                    final metrics per stage, checkpoints, timings
+
+Only rank 0 writes. Every rank reads the folder *before* its first Trainer starts, so all ranks
+derive the same plan (which stage to skip, resume or start) from the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+STATE_FILE = "run_state.json"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+STAGE_DONE = "done"
+STAGE_EXTERNAL = "external"
+
+
+def is_global_rank_zero() -> bool:
+    """Whether this process is global rank 0, from the launcher's environment.
+
+    Usable before any Trainer exists: torchrun sets ``RANK``; SLURM ``SLURM_PROCID``; Lightning's
+    own launcher ``NODE_RANK`` / ``LOCAL_RANK`` in the processes it starts.
+    """
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"]) == 0
+    node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")) or 0)
+    local = int(env.get("LOCAL_RANK", "0") or 0)
+    return node == 0 and local == 0
+
+
+def has_wandb_credentials() -> bool:
+    """True when W&B can log online: ``WANDB_API_KEY`` or a netrc entry for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    path = os.environ.get("NETRC", os.path.join(os.path.expanduser("~"), ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(host.split(":")[0]) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with credentials, ``offline`` without."""
+    if requested != "auto":
+        return requested
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode in ("online", "offline", "disabled"):
+        return env_mode
+    if env_mode == "dryrun":
+        return "offline"
+    return "online" if has_wandb_credentials() else "offline"
+
+
+@dataclass
+class StagePlan:
+    """What one stage does in this invocation.
+
+    Attributes:
+        action: ``"skip"`` (done, or not requested), ``"fresh"`` or ``"resume"``.
+        ckpt_path: the checkpoint to resume from (``"resume"`` only).
+    """
+
+    action: str
+    ckpt_path: str | None = None
+
+
+class RunFolder:
+    """Paths and state files of one run.
+
+    Args:
+        path: the run folder (created by :meth:`create` on rank 0).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+
+    # ------------------------------------------------------------------ paths
+    def stage_dir(self, stage: int) -> str:
+        """Checkpoint folder of a stage."""
+        return os.path.join(self.path, "checkpoints", f"stage{stage}")
+
+    def last_ckpt(self, stage: int) -> str:
+        """``checkpoints/stage{s}/last.ckpt``."""
+        return os.path.join(self.stage_dir(stage), "last.ckpt")
+
+    @property
+    def figures(self) -> str:
+        """Figures folder."""
+        return os.path.join(self.path, "figures")
+
+    @property
+    def state_path(self) -> str:
+        """``run_state.json``."""
+        return os.path.join(self.path, STATE_FILE)
+
+    @property
+    def summary_path(self) -> str:
+        """``summary.json``."""
+        return os.path.join(self.path, SUMMARY_FILE)
+
+    @property
+    def config_path(self) -> str:
+        """``config.yaml``."""
+        return os.path.join(self.path, CONFIG_FILE)
+
+    # ------------------------------------------------------------------ state
+    def read_state(self) -> dict[str, Any]:
+        """The run state, or an empty dict for a new run."""
+        if not os.path.isfile(self.state_path):
+            return {}
+        with open(self.state_path) as fh:
+            return json.load(fh)
+
+    def write_json(self, path: str, data: dict[str, Any]) -> None:
+        """Atomic JSON write (temporary file + rename), so a killed run never leaves half a file."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Write ``run_state.json`` (rank 0 only)."""
+        self.write_json(self.state_path, state)
+
+    def create(self) -> None:
+        """Create the folder tree (rank 0)."""
+        for sub in ("checkpoints/stage1", "checkpoints/stage2", "figures"):
+            os.makedirs(os.path.join(self.path, sub), exist_ok=True)
+
+    @staticmethod
+    def new_wandb_id() -> str:
+        """A fresh W&B run id (8 lowercase hex characters, W&B's own style)."""
+        return secrets.token_hex(4)
+
+    def plan(self, state: dict[str, Any], stages: list[int], stage1_checkpoint: str | None
+             ) -> dict[int, StagePlan]:
+        """Decide, from files only, what each stage does in this invocation.
+
+        A stage marked done is skipped; a stage with a ``last.ckpt`` resumes from it; otherwise
+        it starts fresh. Stage 1 is skipped when ``stage1_checkpoint`` is given.
+        """
+        plans: dict[int, StagePlan] = {}
+        for stage in (1, 2):
+            status = state.get(f"stage{stage}", {}).get("status")
+            external = stage == 1 and stage1_checkpoint is not None
+            if stage not in stages or status in (STAGE_DONE, STAGE_EXTERNAL) or external:
+                plans[stage] = StagePlan("skip")
+            elif os.path.isfile(self.last_ckpt(stage)):
+                plans[stage] = StagePlan("resume", self.last_ckpt(stage))
+            else:
+                plans[stage] = StagePlan("fresh")
+        return plans

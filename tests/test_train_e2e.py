@@ -1,0 +1,220 @@
+"""End-to-end runs of scripts/train.py on small real data (marked slow).
+
+Resume, W&B offline, NaN handling, stage 2 from an external checkpoint, and a 2-process DDP run.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from lightning_modules import TwoStageVAE  # noqa: E402
+from scripts import train  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+DEBUG = os.path.join(REPO, "configs", "debug.yaml")
+SUPPORT = "tests.test_train_support"
+
+
+def _argv(root, name: str, *extra: str, logger: str = "csv") -> list[str]:
+    return ["--config", DEBUG, "--run.root", str(root), "--run.name", name,
+            "--run.progress_bar", "none", "--run.logger", logger, *extra]
+
+
+def _callbacks(*specs: tuple[str, dict]) -> list[str]:
+    items = [{"class_path": f"{SUPPORT}.{cls}", "init_args": args} for cls, args in specs]
+    return ["--callbacks", json.dumps(items)]
+
+
+def _state(path: str) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+LENGTH = ["--trainer.stage1.max_epochs", "3", "--trainer.stage2.max_epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> str:
+    """An uninterrupted run (3 + 3 epochs) that the resumed runs must reproduce."""
+    root = tmp_path_factory.mktemp("reference")
+    assert train.main(_argv(root, "ref", *LENGTH)) == 0
+    return os.path.join(root, "ref")
+
+
+def test_summary_and_checkpoints(reference_run):
+    with open(os.path.join(reference_run, "summary.json")) as fh:
+        summary = json.load(fh)
+    for key in ("stage1", "stage2", "checkpoints", "wall_seconds", "callback_seconds", "wandb",
+                "run_dir", "config"):
+        assert key in summary, key
+    assert summary["stage1"]["status"] == summary["stage2"]["status"] == "done"
+    assert summary["stage1"]["epochs"] == 3 and summary["stage2"]["epochs"] == 3
+    assert "val/elbo" in summary["stage1"]["metrics"] and "val/elbo" in summary["stage2"]["metrics"]
+    assert summary["wall_seconds"] > 0 and summary["callback_seconds"] > 0
+    assert os.path.isfile(os.path.join(reference_run, "config.yaml"))
+    assert os.path.isfile(os.path.join(reference_run, "figures", "reconstructions_stage2.png"))
+    x = torch.rand(4, 1, 28, 28)
+    for stage in (1, 2):
+        path = summary["checkpoints"][f"stage{stage}"]
+        assert path == os.path.join(reference_run, "checkpoints", f"stage{stage}", "last.ckpt")
+        model = TwoStageVAE.load_from_checkpoint(path)
+        assert model.stage == stage
+        mu, sigma = model.decode(model.encode(x)[0])
+        assert mu.shape == sigma.shape == x.shape
+        assert torch.isfinite(mu).all() and (sigma > 0).all()
+    assert TwoStageVAE.load_from_checkpoint(summary["checkpoints"]["stage2"]).variance_ready
+    # both geometry callbacks ran by default, in both stages
+    for stage in (1, 2):
+        metrics = summary[f"stage{stage}"]["metrics"]
+        assert 0 < metrics["geo/line_ratio_median"] <= 1 + 1e-6, metrics
+        assert metrics["geo/converged_fraction"] > 0
+        figures = os.listdir(os.path.join(reference_run, "figures"))
+        for kind in ("log_magnification", "geodesics", "generator_variance", "interpolations"):
+            assert f"{kind}_stage{stage}_epoch0002.png" in figures, (kind, figures)
+
+
+def test_geometry_callbacks_change_nothing_the_training_sees(tmp_path, reference_run):
+    off = ["--geodesic_stats.enabled", "false", "--curvature_plots.enabled", "false"]
+    assert train.main(_argv(tmp_path, "plain", *LENGTH, *off)) == 0
+    for stage in (1, 2):
+        ckpt = os.path.join("checkpoints", f"stage{stage}", "last.ckpt")
+        _assert_same_state(_state(os.path.join(tmp_path, "plain", ckpt)),
+                           _state(os.path.join(reference_run, ckpt)))
+    with open(os.path.join(tmp_path, "plain", "summary.json")) as fh:
+        summary = json.load(fh)
+    assert "geo/line_ratio_median" not in summary["stage1"]["metrics"]
+    assert not any(f.startswith("log_magnification")
+                   for f in os.listdir(os.path.join(tmp_path, "plain", "figures")))
+
+
+def test_rerun_of_a_finished_run_trains_nothing(reference_run, capsys):
+    before = os.path.getmtime(os.path.join(reference_run, "checkpoints", "stage2", "last.ckpt"))
+    root, name = os.path.split(reference_run)
+    assert train.main(_argv(root, name, *LENGTH)) == 0
+    assert "already done" in capsys.readouterr().out
+    after = os.path.getmtime(os.path.join(reference_run, "checkpoints", "stage2", "last.ckpt"))
+    assert before == after
+
+
+def test_elbo_improves_over_a_few_epochs(tmp_path):
+    argv = _argv(tmp_path, "elbo", "--data.max_per_class", "60", "--trainer.stage1.max_epochs",
+                 "5", "--run.stages", "[1]", "--run.reconstructions", "0")
+    assert train.main(argv) == 0
+    with open(os.path.join(tmp_path, "elbo", "csv", "metrics.csv")) as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val/elbo")]
+    elbos = [float(r["val/elbo"]) for r in rows]
+    assert len(elbos) == 5
+    assert elbos[-1] > elbos[0] + 100, elbos  # nats per image
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, reference_run, stage,
+                                                      wandb_offline_env):
+    argv = _argv(tmp_path, "crashed", *LENGTH, logger="wandb")
+    with pytest.raises(Exception, match="simulated crash"):
+        train.main(argv + _callbacks(("CrashAtEpoch", {"stage": stage, "epoch": 2})))
+    run_dir = os.path.join(tmp_path, "crashed")
+    with open(os.path.join(run_dir, "run_state.json")) as fh:
+        state = json.load(fh)
+    wandb_id = state["wandb_id"]
+    assert state[f"stage{stage}"]["status"] == "running"
+    last = os.path.join(run_dir, "checkpoints", f"stage{stage}", "last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # epochs 0 and 1 were completed
+
+    assert train.main(argv) == 0  # the same command resumes
+    with open(os.path.join(run_dir, "run_state.json")) as fh:
+        state = json.load(fh)
+    assert state["wandb_id"] == wandb_id
+    assert state["stage1"]["status"] == state["stage2"]["status"] == "done"
+    for s in (1, 2):
+        ckpt = torch.load(os.path.join(run_dir, "checkpoints", f"stage{s}", "last.ckpt"),
+                          weights_only=True)
+        assert ckpt["callbacks"]["RunInfo"]["wandb_id"] == wandb_id
+        ref = _state(os.path.join(reference_run, "checkpoints", f"stage{s}", "last.ckpt"))
+        _assert_same_state(ckpt["state_dict"], ref)
+    offline_runs = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*"))
+    # W&B names a folder offline-run-<time>-<id>, adding "-<n>" when two starts share a second
+    assert offline_runs and all(re.search(rf"-{wandb_id}(-\d+)?$", r) for r in offline_runs)
+
+
+def test_offline_wandb_run_logs_images(tmp_path, wandb_offline_env, capsys):
+    argv = _argv(tmp_path, "wb", "--trainer.stage1.max_epochs", "1",
+                 "--trainer.stage2.max_epochs", "1", logger="wandb")
+    assert train.main(argv) == 0
+    assert "wandb sync" in capsys.readouterr().out
+    media = glob.glob(os.path.join(tmp_path, "wb", "wandb", "offline-run-*", "files", "media",
+                                   "images", "**", "*.png"), recursive=True)
+    assert any("stage1" in m for m in media) and any("stage2" in m for m in media), media
+
+
+def test_nan_loss_stops_with_message_and_last_checkpoint_stays_usable(tmp_path, capsys):
+    argv = _argv(tmp_path, "nan", "--trainer.stage1.max_epochs", "3")
+    argv += _callbacks(("NaNWeightAtEpoch", {"stage": 1, "epoch": 1}))
+    assert train.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "non-finite training loss" in err and "stage 1" in err and "global step" in err
+    last = os.path.join(tmp_path, "nan", "checkpoints", "stage1", "last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    model = TwoStageVAE.load_from_checkpoint(last)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.isfinite(model.loss_terms(torch.rand(8, 1, 28, 28))["elbo"])
+
+
+def test_stage2_from_an_external_stage1_checkpoint(tmp_path, reference_run):
+    stage1 = os.path.join(reference_run, "checkpoints", "stage1", "last.ckpt")
+    argv = _argv(tmp_path, "refit", "--run.stage1_checkpoint", stage1,
+                 "--model.num_centers", "4", "--trainer.stage2.max_epochs", "1")
+    assert train.main(argv) == 0
+    with open(os.path.join(tmp_path, "refit", "summary.json")) as fh:
+        summary = json.load(fh)
+    assert summary["stage1"]["status"] == "external"
+    assert summary["checkpoints"]["stage1"] == stage1
+    model = TwoStageVAE.load_from_checkpoint(summary["checkpoints"]["stage2"])
+    assert model.stage == 2 and model.hparams.num_centers == 4
+    ref = _state(stage1)
+    for key, value in model.state_dict().items():
+        if key.startswith(("encoder.", "mean_decoder.")):
+            assert torch.equal(value, ref[key]), key
+
+
+@pytest.mark.timeout(600)
+def test_ddp_two_processes_both_stages(tmp_path):
+    dump = tmp_path / "dump"
+    cmd = [sys.executable, os.path.join(REPO, "scripts", "train.py"),
+           *_argv(tmp_path, "ddp", logger="none"),
+           "--config", os.path.join(REPO, "configs", "ddp.yaml"), "--run.name", "ddp",
+           "--run.progress_bar", "none", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.ddp_timeout", "120",
+           *_callbacks(("DumpRankState", {"out_dir": str(dump)}))]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "LOCAL_RANK"))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=str(tmp_path),
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for stage in (1, 2):
+        r0 = torch.load(dump / f"stage{stage}_rank0.pt", weights_only=True)
+        r1 = torch.load(dump / f"stage{stage}_rank1.pt", weights_only=True)
+        _assert_same_state(r0, r1)
+        _assert_same_state(r0, _state(str(tmp_path / "ddp" / "checkpoints" / f"stage{stage}" /
+                                          "last.ckpt")))
+    r0 = torch.load(dump / "stage2_rank0.pt", weights_only=True)
+    assert bool(r0["variance_net.initialised"]) and r0["variance_net.centers"].abs().sum() > 0
+    with open(tmp_path / "ddp" / "summary.json") as fh:
+        assert json.load(fh)["stage2"]["status"] == "done"
