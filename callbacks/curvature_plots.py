@@ -115,7 +115,7 @@ class CurvaturePlots(EpochScheduledCallback):
 
     def __init__(
         self,
-        every_n_epochs: int = 10,
+        every_n_epochs: int = 30,
         grid_resolution: int = 48,
         max_codes: int = 1000,
         margin: float = 0.1,

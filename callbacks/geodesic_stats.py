@@ -214,7 +214,7 @@ class GeodesicDistanceStats(EpochScheduledCallback):
 
     def __init__(
         self,
-        every_n_epochs: int = 5,
+        every_n_epochs: int = 10,
         num_pairs: int = 64,
         within_class_fraction: float = 0.5,
         seed: int = 0,

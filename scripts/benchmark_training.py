@@ -128,8 +128,11 @@ def lightning_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant
     logger: Any = False
     if variant == "full":
         from scripts._training import LogLinesProgressBar
+        from scripts.train import RunSettings
 
-        callbacks += [ReconstructionImages(16, save_dir=os.path.join(workdir, "figures")),
+        run = RunSettings()
+        callbacks += [ReconstructionImages(run.reconstructions, run.reconstructions_every_n_epochs,
+                                           save_dir=os.path.join(workdir, "figures")),
                       LogLinesProgressBar(stage, every_n_seconds=30.0, stream=io.StringIO())]
         logger = make_logger("wandb", workdir, "benchmark", f"bench{stage}{variant}", "offline",
                              "latent-oddity-benchmark", None)
@@ -162,8 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_per_class", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the training job's run.torch_threads)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved plain/Lightning repetitions; the median is reported")
     args = parser.parse_args(argv)
+    if args.threads is None:
+        from scripts.train import RunSettings
+
+        args.threads = RunSettings().torch_threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
@@ -176,16 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {n_train} training points, batch {args.batch_size}, "
           f"{-(-n_train // args.batch_size)} steps/epoch; torch threads {args.threads}")
 
-    results: list[tuple[int, str, float, float]] = []
+    # (stage, variant) -> per-repeat medians of the plain and the Lightning epoch times; plain
+    # and Lightning alternate within each repeat so that slow drifts of a shared machine hit both
+    plain_t: dict[int, list[float]] = {1: [], 2: []}
+    light_t: dict[tuple[int, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as workdir:
-        # stage 1 ------------------------------------------------------------------------------
-        torch.manual_seed(args.seed)
-        plain1 = _median(plain_epochs(copy.deepcopy(base1), dm, args.epochs))
-        for variant in args.variants:
-            light = _median(lightning_epochs(copy.deepcopy(base1), dm, args.epochs, variant,
-                                             os.path.join(workdir, variant), args.seed))
-            results.append((1, variant, plain1, light))
-        # stage 2 from a short stage-1 fit, RBF centres placed once for both loops --------------
+        # stage 2 starts from a short stage-1 fit, RBF centres placed once for both loops
         trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False,
                              enable_progress_bar=False, enable_model_summary=False,
                              num_sanity_val_steps=0, default_root_dir=workdir)
@@ -195,16 +201,25 @@ def main(argv: list[str] | None = None) -> int:
         trainer.save_checkpoint(ckpt)
         base2 = TwoStageVAE.stage2_from_stage1(ckpt)
         base2.init_variance_net(base2.encode_dataset(dm.full_train_dataloader()))
-        plain2 = _median(plain_epochs(copy.deepcopy(base2), dm, args.epochs))
-        for variant in args.variants:
-            light = _median(lightning_epochs(copy.deepcopy(base2), dm, args.epochs, variant,
-                                             os.path.join(workdir, f"{variant}2"), args.seed))
-            results.append((2, variant, plain2, light))
+        for rep in range(args.repeats):
+            for stage, base in ((1, base1), (2, base2)):
+                torch.manual_seed(args.seed)
+                plain_t[stage].append(_median(plain_epochs(copy.deepcopy(base), dm, args.epochs)))
+                for variant in args.variants:
+                    folder = os.path.join(workdir, f"{variant}{stage}_{rep}")
+                    times = lightning_epochs(copy.deepcopy(base), dm, args.epochs, variant,
+                                             folder, args.seed)
+                    light_t.setdefault((stage, variant), []).append(_median(times))
+    results = [(stage, variant, statistics.median(plain_t[stage]), statistics.median(times),
+                statistics.median(lt / pt for lt, pt in zip(times, plain_t[stage])))
+               for (stage, variant), times in light_t.items()]
 
+    print(f"median over {args.repeats} interleaved repeats of {args.epochs} epochs "
+          "(the first epoch of each measurement dropped)")
     header = ("stage", "variant", "plain s/epoch", "lightning s/epoch", "ratio")
     print(f"{header[0]:>5} {header[1]:>8} {header[2]:>14} {header[3]:>18} {header[4]:>6}")
-    for stage, variant, plain, light in results:
-        print(f"{stage:>5} {variant:>8} {plain:>14.4f} {light:>18.4f} {light / plain:>6.2f}")
+    for stage, variant, plain, light, ratio in sorted(results):
+        print(f"{stage:>5} {variant:>8} {plain:>14.4f} {light:>18.4f} {ratio:>6.2f}")
     return 0
 
 

@@ -143,6 +143,8 @@ class RunSettings:
             ``log`` (plain periodic lines, for SLURM logs) or ``none``.
         log_every_n_seconds: interval of the ``log`` progress lines.
         reconstructions: validation images in the reconstruction grid (0: off).
+        reconstructions_every_n_epochs: draw the grid every this many epochs (and at the end
+            of each stage).
         torch_threads: intra-op CPU threads per process (``null``: torch's default). The paper's
             MLP is too small to gain from more: on 2 shared cores a second thread made a step
             up to 100x slower. Raise it for the conv architecture on CPU.
@@ -161,6 +163,7 @@ class RunSettings:
     progress_bar: Literal["auto", "tqdm", "rich", "log", "none"] = "auto"
     log_every_n_seconds: float = 30.0
     reconstructions: int = 16
+    reconstructions_every_n_epochs: int = 10
     torch_threads: int | None = 1
 
 
@@ -442,6 +445,7 @@ class Job:
         ]
         if self.run.reconstructions > 0:
             callbacks.append(ReconstructionImages(self.run.reconstructions,
+                                                  self.run.reconstructions_every_n_epochs,
                                                   save_dir=self.folder.figures))
         callbacks += self._geometry_callbacks()
         callbacks += self._user_callbacks()
@@ -493,7 +497,7 @@ class Job:
         self.state["invocations"][-1]["wall_seconds"] = time.perf_counter() - self.t_start
         if self.rank_zero:
             self.folder.write_state(self.state)
-        elbo = entry["metrics"].get("val/elbo", entry["metrics"].get("train/elbo_epoch"))
+        elbo = entry["metrics"].get("val/elbo", entry["metrics"].get("train/elbo"))
         _rank_zero_print(f"[stage {stage}] done: {trainer.current_epoch} epochs, "
                          f"val/elbo={elbo if elbo is None else round(elbo, 3)}")
 

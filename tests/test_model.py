@@ -295,3 +295,36 @@ def test_nan_loss_stops_with_stage_and_step(digits, make_trainer):
     trainer = make_trainer(max_epochs=1, callbacks=[_Poison()])
     with pytest.raises(NonFiniteLossError, match="stage 1 at epoch 0, global step 3"):
         trainer.fit(model, datamodule=digits)
+
+
+def test_logged_epoch_means_are_batch_weighted_means(digits, make_trainer):
+    """val/elbo, val/rec, val/kl are size-weighted means over uneven batches (30, 30, 30, 10)."""
+    model = TwoStageVAE()
+    loader = DataLoader(digits.val_dataset, batch_size=30)  # 100 points: 30, 30, 30, 10
+    trainer = make_trainer()
+    torch.manual_seed(5)
+    trainer.validate(model, dataloaders=loader, verbose=False)
+    torch.manual_seed(5)  # the same reparameterisation noise, batch by batch
+    sums, n = torch.zeros(3), 0
+    with torch.no_grad():
+        for x, _ in loader:
+            terms = model.loss_terms(x)
+            sums += torch.stack([terms[k] for k in ("rec", "kl", "elbo")]) * x.shape[0]
+            n += x.shape[0]
+    expected = dict(zip(("rec", "kl", "elbo"), (sums / n).tolist()))
+    for key, value in expected.items():
+        assert float(trainer.callback_metrics[f"val/{key}"]) == pytest.approx(value, rel=1e-5)
+    assert expected["elbo"] == pytest.approx(-(expected["rec"] + expected["kl"]), rel=1e-5)
+
+
+def test_train_epoch_metrics_logged_before_epoch_end_callbacks(digits, make_trainer):
+    seen = {}
+
+    class Spy(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen[trainer.current_epoch] = float(trainer.callback_metrics["train/elbo"])
+
+    trainer = make_trainer(max_epochs=2, limit_val_batches=0, callbacks=[Spy()])
+    trainer.fit(TwoStageVAE(), datamodule=digits)
+    assert sorted(seen) == [0, 1] and seen[0] != seen[1]
+    assert float(trainer.callback_metrics["stage"]) == 1.0

@@ -119,8 +119,12 @@ def test_elbo_improves_over_a_few_epochs(tmp_path):
                  "5", "--run.stages", "[1]", "--run.reconstructions", "0")
     assert train.main(argv) == 0
     with open(os.path.join(tmp_path, "elbo", "csv", "metrics.csv")) as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("val/elbo")]
+        all_rows = list(csv.DictReader(fh))
+    rows = [r for r in all_rows if r.get("val/elbo")]
     elbos = [float(r["val/elbo"]) for r in rows]
+    # per-step values on the logging steps (debug config: every step), epoch means once an epoch
+    assert sum(bool(r.get("train/elbo_step")) for r in all_rows) >= 5
+    assert sum(bool(r.get("train/elbo")) for r in all_rows) == 5
     assert len(elbos) == 5
     assert elbos[-1] > elbos[0] + 100, elbos  # nats per image
 
