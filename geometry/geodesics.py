@@ -19,9 +19,12 @@ Gauss-Newton model predicts a relative energy decrease below ``tolerance``
 ``optimiser="adam"`` is a plain batched Adam on the nodes (gradients by one backward pass),
 kept as a baseline; its convergence test is stagnation of the best energy.
 
-Guarantee: no returned curve is longer (discrete length on its ``N`` nodes) than its initial
-curve. If the optimised curve is longer, the initial curve is returned, ``reverted`` is set, and
-``converged`` is cleared unless the difference is within ``revert_rtol`` (numerical noise).
+Guarantee: no returned curve is longer than its initial curve, measured both on its ``N`` nodes
+and on at least ``check_segments`` sub-segments per curve (a discrete minimiser can "cut corners":
+short chords between its nodes while the polyline between them crosses a high-metric region). If
+the optimised curve is longer by either measure, the initial curve is returned, ``reverted`` is
+set, and ``converged`` is cleared unless the difference is within ``revert_rtol`` (numerical
+noise).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from geometry.curves import (
     curve_length,
     resample_curves,
     straight_lines,
+    subdivide_curves,
 )
 from geometry.metric import embed_and_tangents
 
@@ -336,6 +340,7 @@ def connecting_geodesics(
     lr: float = 0.01,
     reparametrise: bool = True,
     revert_rtol: float = 1e-3,
+    check_segments: int = 64,
     chunk_size: int = 8192,
     progress: bool = False,
 ) -> GeodesicResult:
@@ -364,6 +369,9 @@ def connecting_geodesics(
             then energy decrease implies length decrease).
         revert_rtol: an optimised curve longer than its initial curve is replaced by the initial
             curve; ``converged`` is cleared unless it was longer by at most this relative amount.
+        check_segments: the "never longer" check also compares both curves measured on at
+            least this many sub-segments per curve (each segment split equally; ``N - 1`` or
+            fewer: on the nodes only).
         chunk_size: at most this many rows per ``embed`` call (forward mode uses ``d`` rows per
             node).
         progress: show a tqdm progress bar.
@@ -398,6 +406,7 @@ def connecting_geodesics(
         max_iterations = 100 if optimiser == "lm" else 1000
     check_positive_int(max_iterations, "max_iterations", minimum=0)
     check_positive_int(chunk_size, "chunk_size")
+    check_positive_int(check_segments, "check_segments")
     if init_curves is not None and init == "line":
         init = "curves"
     if init not in ("line", "curves", "graph"):
@@ -445,9 +454,15 @@ def connecting_geodesics(
             lengths = curve_length(embed, curves, chunk_size)
 
         longer = ~(lengths <= initial_lengths)  # also catches NaN
+        far = ~(lengths <= initial_lengths * (1 + revert_rtol))
+        n_sub = -(-check_segments // (n_nodes - 1))  # sub-segments per segment
+        if n_sub > 1 and n_nodes > 2 and B > 0:
+            fine = curve_length(embed, subdivide_curves(curves, n_sub), chunk_size)
+            fine0 = curve_length(embed, subdivide_curves(start, n_sub), chunk_size)
+            longer |= ~(fine <= fine0)
+            far |= ~(fine <= fine0 * (1 + revert_rtol))
         reverted = longer.clone()
         if bool(longer.any()):
-            far = ~(lengths <= initial_lengths * (1 + revert_rtol))
             converged = converged & ~far
             curves[longer] = start[longer]
             lengths = torch.where(longer, initial_lengths, lengths)

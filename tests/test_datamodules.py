@@ -424,6 +424,7 @@ def test_probe_is_bounded_even_when_connecting_hangs(monkeypatch):
 
     def hang(*args, **kwargs):
         time.sleep(10.0)
+        raise OSError("simulated: no route")  # the abandoned thread ends quietly later
 
     monkeypatch.setattr(sources.socket, "create_connection", hang)
     start = time.monotonic()

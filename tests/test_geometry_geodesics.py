@@ -97,6 +97,25 @@ def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
     assert (res.iterations > 0).any() and (res.iterations <= 100).all()
 
 
+def test_corner_cutting_curves_are_reverted_at_fine_resolution(rbf: ToyRBFDecoder) -> None:
+    """With few nodes the discrete minimiser can shorten its chords while the polyline between
+    the nodes crosses high-metric regions; the fine-resolution check must catch every such curve."""
+    z = _codes(rbf, 200)
+    z0, z1 = z[:100], z[100:]
+    line = G.curve_length(rbf.embed, G.straight_lines(z0, z1, 32 * 5 + 1))
+
+    def fine(res: G.GeodesicResult) -> torch.Tensor:
+        return G.curve_length(rbf.embed, G.subdivide_curves(res.curves, 32))
+
+    nodes_only = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=6, check_segments=1)
+    assert (fine(nodes_only) > 1.01 * line).sum() >= 5  # the defect is real without the check
+    checked = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=6)
+    assert (fine(checked) <= line * (1 + 1e-3)).all()
+    assert checked.reverted.sum() >= 5 and (checked.lengths <= checked.initial_lengths).all()
+    kept = ~checked.reverted
+    torch.testing.assert_close(checked.curves[kept], nodes_only.curves[kept])
+
+
 def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 80, seed=5)
     big = G.connecting_geodesics(rbf.embed, z[:40], z[40:], n_nodes=12)

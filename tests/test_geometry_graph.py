@@ -44,7 +44,10 @@ def test_graph_distances_close_to_refined_geodesics(rbf: ToyRBFDecoder) -> None:
     line = G.connecting_geodesics(rbf.embed, z[src], z[tgt], n_nodes=16)
     line_len = G.curve_length(rbf.embed, G.subdivide_curves(line.curves, 4))
     ref = torch.minimum(refined, line_len)
-    assert res is not None and res.converged.float().mean() > 0.95
+    assert res is not None and res.converged[~res.reverted].all()
+    # a few refined curves cut corners (shorter on their 16 nodes, longer at fine resolution
+    # than their graph start): those are reverted to the start and flagged
+    assert res.reverted.float().mean() < 0.2
     assert (refined <= glen).all()
     rel = (glen - ref) / ref
     assert (rel > -0.02).all()
