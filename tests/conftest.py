@@ -19,6 +19,24 @@ def _seed_and_threads() -> Iterator[None]:
 
 
 @pytest.fixture()
+def single_thread() -> Iterator[None]:
+    """One torch thread for tests dominated by small-op overhead: no OpenMP contention with other
+    jobs on the 2-core CI machine. Geometry test modules use it for every test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def rbf() -> Any:
+    """Trained-like toy decoder: small sigma near 6 centres, large far away (float64)."""
+    from geometry.toy_models import ToyRBFDecoder
+
+    return ToyRBFDecoder(data_dim=24, n_centres=6, seed=3).double()
+
+
+@pytest.fixture()
 def wandb_offline_env(tmp_path, monkeypatch) -> Iterator[str]:
     """Offline W&B confined to ``tmp_path``; the environment is restored afterwards.
 

@@ -504,26 +504,18 @@ class DumpMetrics(pl.Callback):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_ddp_two_processes_identical_scalars_images_once(tmp_path):
+def test_ddp_two_processes_identical_scalars_images_once(tmp_path, make_trainer):
     from datetime import timedelta
 
     from pytorch_lightning.strategies import DDPStrategy
 
     figs = tmp_path / "figs"
     cbs = [*fast_callbacks(output_dir=str(figs)), DumpMetrics(str(tmp_path))]
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = make_trainer(
         devices=2,
         strategy=DDPStrategy(start_method="spawn", timeout=timedelta(seconds=120)),
-        max_epochs=2,
+        deterministic=False,
         limit_train_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        inference_mode=False,
-        default_root_dir=str(tmp_path),
         callbacks=cbs,
     )
     pl.seed_everything(0)

@@ -8,15 +8,7 @@ import torch
 import geometry as G
 from geometry.toy_models import LinearEmbed, ToyRBFDecoder
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests are dominated by small-op overhead; one thread avoids OpenMP contention with
-    other jobs on the 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture()

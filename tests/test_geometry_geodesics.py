@@ -11,21 +11,7 @@ import geometry as G
 import geometry.geodesics as geodesics_module
 from geometry.toy_models import LinearEmbed, SphereEmbed, ToyConvDecoder, ToyRBFDecoder
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests are dominated by small-op overhead; one thread avoids OpenMP contention with
-    other jobs on the 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def rbf() -> ToyRBFDecoder:
-    """Trained-like decoder: small sigma near 6 centres, large far away (float64)."""
-    return ToyRBFDecoder(data_dim=24, n_centres=6, seed=3).double()
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _codes(dec: ToyRBFDecoder, n: int, seed: int = 0) -> torch.Tensor:

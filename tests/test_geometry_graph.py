@@ -9,19 +9,7 @@ import torch
 import geometry as G
 from geometry.toy_models import LinearEmbed, ToyRBFDecoder
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small-op dominated tests: one thread avoids OpenMP contention on the 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def rbf() -> ToyRBFDecoder:
-    return ToyRBFDecoder(data_dim=24, n_centres=6, seed=3).double()
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _codes(dec: ToyRBFDecoder, n: int, spread: float = 0.5, seed: int = 0) -> torch.Tensor:

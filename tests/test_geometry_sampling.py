@@ -8,13 +8,7 @@ import torch
 import geometry as G
 from geometry.toy_models import LinearEmbed, ToyRBFDecoder
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_walk_shape_seeding_and_start() -> None:
