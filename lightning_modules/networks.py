@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 #: Activations with continuous second derivatives (the expected-metric theorem needs C2 maps).
@@ -205,6 +206,18 @@ class MLPStdHead(nn.Module):
     The softplus acts on the standard deviation itself, not on a log-variance (a known reproduction
     bug forced sigma^2 >= 1 that way). Far from the data it extrapolates arbitrarily: that is the
     paper's "poor variance estimates" finding.
+
+    The output layer starts with weights scaled by 0.01 and the bias that gives
+    ``sigma = init_std`` everywhere, so stage 2 starts from stage 1's constant variance, like the
+    RBF network (a default initialisation starts near sigma = 0.69 and trains far more slowly).
+
+    Args:
+        data_shape: shape of one data point.
+        latent_dim: d.
+        hidden_dims: hidden widths (used in reverse order, like the mean decoder).
+        activation: hidden activation.
+        min_std: lower bound added to the softplus.
+        init_std: the initial standard deviation (> ``min_std``).
     """
 
     def __init__(
@@ -214,13 +227,20 @@ class MLPStdHead(nn.Module):
         hidden_dims: Sequence[int],
         activation: str = "softplus",
         min_std: float = 1e-3,
+        init_std: float = 0.1,
     ):
         super().__init__()
+        if not init_std > min_std:
+            raise ValueError(f"init_std={init_std} must be larger than min_std={min_std}")
         self.data_shape = tuple(data_shape)
         self.net = mlp(
             [latent_dim, *reversed(list(hidden_dims)), math.prod(self.data_shape)], activation
         )
         self.min_std = min_std
+        last = self.net[-1]
+        with torch.no_grad():
+            last.weight.mul_(0.01)
+            last.bias.fill_(math.log(math.expm1(init_std - min_std)))  # inverse softplus
 
     def forward(self, z: Tensor) -> Tensor:
         """z: (B, d) -> sigma: (B, *data_shape), strictly positive."""

@@ -328,3 +328,23 @@ def test_train_epoch_metrics_logged_before_epoch_end_callbacks(digits, make_trai
     trainer.fit(TwoStageVAE(), datamodule=digits)
     assert sorted(seen) == [0, 1] and seen[0] != seen[1]
     assert float(trainer.callback_metrics["stage"]) == 1.0
+
+
+@pytest.mark.parametrize(("head", "given", "expected"),
+                         [("rbf", None, 0.1), ("mlp", None, 1e-3), ("mlp", 0.05, 0.05)])
+def test_stage2_learning_rate_defaults_per_variance_head(head, given, expected):
+    model = TwoStageVAE(variance_head=head, stage2_lr=given, stage=2)
+    optimiser = model.configure_optimizers()
+    assert optimiser.param_groups[0]["lr"] == expected
+    trainable = {id(p) for p in model.variance_net.parameters()}
+    assert all(id(p) in trainable for p in optimiser.param_groups[0]["params"])
+
+
+def test_mlp_variance_head_starts_at_the_stage1_std():
+    from lightning_modules.networks import MLPStdHead
+
+    model = TwoStageVAE(variance_head="mlp", stage1_std=0.2, stage=2)
+    sigma = model.generator_std(4 * torch.randn(64, 2))
+    assert sigma.min() > 0.19 and sigma.max() < 0.21
+    with pytest.raises(ValueError, match="init_std=0.001 must be larger than min_std=0.001"):
+        MLPStdHead((4,), 2, [8], init_std=1e-3)
