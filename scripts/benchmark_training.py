@@ -84,11 +84,7 @@ class EpochTimer(Callback):
 
 def plain_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int) -> list[float]:
     """The reference: a hand-written loop doing the same work (train pass + validation pass)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if model.stage == 1:
-        opt = torch.optim.Adam(params, lr=model.hparams.lr, weight_decay=model.hparams.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=model.hparams.stage2_lr)
+    opt = model.configure_optimizers()  # the same optimiser and settings as the framework's
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
     times = []
     for _ in range(epochs):

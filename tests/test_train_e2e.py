@@ -222,3 +222,22 @@ def test_ddp_two_processes_both_stages(tmp_path):
     assert bool(r0["variance_net.initialised"]) and r0["variance_net.centers"].abs().sum() > 0
     with open(tmp_path / "ddp" / "summary.json") as fh:
         assert json.load(fh)["stage2"]["status"] == "done"
+
+
+def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys):
+    """Smoke runs of both benchmarks on tiny settings (they time nothing here; they must work)."""
+    from scripts import benchmark_geodesics, benchmark_training
+
+    assert benchmark_training.main(["--epochs", "2", "--repeats", "1", "--max_per_class", "10",
+                                    "--variants", "lean"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+1\s+lean\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out
+    assert re.search(r"^\s+2\s+lean\s", out, re.M), out
+    report = tmp_path / "geo.json"
+    ckpt = os.path.join(reference_run, "checkpoints", "stage2", "last.ckpt")
+    assert benchmark_geodesics.main(["--checkpoint", ckpt, "--pairs", "6", "--points", "60",
+                                     "--ref-pairs", "8", "--no-stochman", "--no-adam",
+                                     "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["matrix"]["points"] == 60 and result["matrix"]["finite"]
+    assert 0 <= result["matrix"]["median_rel_error"] < 1
