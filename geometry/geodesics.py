@@ -20,7 +20,7 @@ Gauss-Newton model predicts a relative energy decrease below ``tolerance``
 kept as a baseline; its convergence test is stagnation of the best energy.
 
 Guarantee: no returned curve is longer than its initial curve, measured both on its ``N`` nodes
-and on at least ``check_segments`` sub-segments per curve (a discrete minimiser can "cut corners":
+and with every segment split into ``check_substeps`` parts (a discrete minimiser can "cut corners":
 short chords between its nodes while the polyline between them crosses a high-metric region). If
 the optimised curve is longer by either measure, the initial curve is returned, ``reverted`` is
 set, and ``converged`` is cleared unless the difference is within ``revert_rtol`` (numerical
@@ -156,11 +156,11 @@ def _gn_terms(
     Returns:
         ``S (b,)`` = sum_i ||r_i||^2, ``L (b,)`` = sum_i ||r_i||, ``g (b, n, d)`` = A^T r,
         ``diag (b, n, d, d)``, ``off (b, n - 1, d, d)`` of ``H = A^T A`` (all float64), where
-        ``A = dr/dx``.
+        ``A = dr/dx``, and the node embeddings ``h (b, n, D')`` (dtype of ``x``).
     """
     b, n, d = x.shape
     per = max(1, chunk_size // (n * d))  # curves per forward-mode pass
-    S_l, L_l, g_l, dg_l, off_l = [], [], [], [], []
+    S_l, L_l, g_l, dg_l, off_l, h_l = [], [], [], [], [], []
     for s in range(0, b, per):
         xc = x[s : s + per]  # (c, n, d)
         c = xc.shape[0]
@@ -178,13 +178,14 @@ def _gn_terms(
         lap[:, :-1] -= h[:, 1:]
         lap[:, 0] -= a
         lap[:, -1] -= z
+        h_l.append(h)
         S_l.append(S.double())
         L_l.append(L.double())
         g_l.append(torch.einsum("kcnD,cnD->cnk", T, lap).double())
         dg_l.append(2.0 * torch.einsum("kcnD,lcnD->cnkl", T, T).double())
         off_l.append(-torch.einsum("kcnD,lcnD->cnkl", T[:, :, :-1], T[:, :, 1:]).double())
     cat = torch.cat
-    return cat(S_l), cat(L_l), cat(g_l), cat(dg_l), cat(off_l)
+    return cat(S_l), cat(L_l), cat(g_l), cat(dg_l), cat(off_l), cat(h_l)
 
 
 def _lm(
@@ -201,12 +202,13 @@ def _lm(
 
     Returns:
         Final nodes (a copy), converged mask, iterations, final ``S`` and length, initial ``S``
-        and length (float64; ``S`` is the energy divided by ``N - 1``).
+        and length (float64; ``S`` is the energy divided by ``N - 1``), and the embeddings
+        ``(B, n, D')`` of the final and of the initial nodes.
     """
     B, n, d = x.shape
     x = x.clone()
-    S, L, g, diag, off = _gn_terms(embed, x, h0, h1, chunk_size)
-    S_init, L_init = S.clone(), L.clone()
+    S, L, g, diag, off, h = _gn_terms(embed, x, h0, h1, chunk_size)
+    S_init, L_init, h_init = S.clone(), L.clone(), h.clone()
     if not bool(torch.isfinite(S).all()):
         bad = (~torch.isfinite(S)).nonzero().flatten().tolist()
         raise ValueError(f"embed gives a non-finite energy on the initial curves {bad[:10]}")
@@ -247,12 +249,15 @@ def _lm(
         lam_a, scale = lam_a[keep], scale[keep]
         pred = -(ga * step).sum(dim=(1, 2)) + lam_a * scale * step.pow(2).sum(dim=(1, 2))  # (b,)
         x_trial = x[act] + step.to(x.dtype)  # (b, n, d)
-        S_t, L_t, g_t, diag_t, off_t = _gn_terms(embed, x_trial, h0[act], h1[act], chunk_size)
+        S_t, L_t, g_t, diag_t, off_t, h_t = _gn_terms(
+            embed, x_trial, h0[act], h1[act], chunk_size
+        )
         rho = (Sa - S_t) / pred.clamp_min(torch.finfo(torch.float64).tiny)
         accept = torch.isfinite(S_t) & (S_t < Sa) & (rho > 1e-4)
         iterations[act] += 1
         acc = act[accept]
         x[acc], S[acc], L[acc], g[acc] = x_trial[accept], S_t[accept], L_t[accept], g_t[accept]
+        h[acc] = h_t[accept]
         diag[acc], off[acc] = diag_t[accept], off_t[accept]
         rho_c = rho.clamp(0, 1)
         lam[act] = torch.where(
@@ -262,7 +267,7 @@ def _lm(
         bar.update(1)
         bar.set_postfix(active=int(act.numel()))
     bar.close()
-    return x, converged, iterations, S, L, S_init, L_init
+    return x, converged, iterations, S, L, S_init, L_init, h, h_init
 
 
 def _adam(
@@ -340,7 +345,7 @@ def connecting_geodesics(
     lr: float = 0.01,
     reparametrise: bool = True,
     revert_rtol: float = 1e-3,
-    check_segments: int = 64,
+    check_substeps: int | None = None,
     chunk_size: int = 8192,
     progress: bool = False,
 ) -> GeodesicResult:
@@ -369,9 +374,11 @@ def connecting_geodesics(
             then energy decrease implies length decrease).
         revert_rtol: an optimised curve longer than its initial curve is replaced by the initial
             curve; ``converged`` is cleared unless it was longer by at most this relative amount.
-        check_segments: the "never longer" check also compares both curves measured on at
-            least this many sub-segments per curve (each segment split equally; ``N - 1`` or
-            fewer: on the nodes only).
+        check_substeps: the "never longer" check also compares both curves with every segment
+            split into this many equal parts (1: on the nodes only); ``None``:
+            ``max(2, ceil(32 / (N - 1)))``, i.e. midpoints for ``N >= 17`` and at least 32
+            sub-segments per curve below (few nodes cut corners more). The node embeddings are
+            reused: only the new points go through ``embed``.
         chunk_size: at most this many rows per ``embed`` call (forward mode uses ``d`` rows per
             node).
         progress: show a tqdm progress bar.
@@ -406,7 +413,9 @@ def connecting_geodesics(
         max_iterations = 100 if optimiser == "lm" else 1000
     check_positive_int(max_iterations, "max_iterations", minimum=0)
     check_positive_int(chunk_size, "chunk_size")
-    check_positive_int(check_segments, "check_segments")
+    if check_substeps is None:
+        check_substeps = max(2, -(-32 // (n_nodes - 1)))
+    check_positive_int(check_substeps, "check_substeps")
     if init_curves is not None and init == "line":
         init = "curves"
     if init not in ("line", "curves", "graph"):
@@ -431,14 +440,17 @@ def connecting_geodesics(
             start = resample_curves(start, n_nodes)
         start[:, 0], start[:, -1] = z0, z1
         energies = None
+        node_h = start_h = None  # node embeddings, when the solver has them
         if n_nodes > 2 and B > 0 and optimiser == "lm":
             h0 = embed_flat(embed, z0)  # (B, D')
             h1 = embed_flat(embed, z1)
-            x, converged, iterations, S, lengths, S_init, initial_lengths = _lm(
+            x, converged, iterations, S, lengths, S_init, initial_lengths, h, h_init = _lm(
                 embed, start[:, 1:-1], h0, h1, tolerance, max_iterations, chunk_size, progress
             )  # lengths and S come with the Jacobian passes: no extra embed calls
             energies, initial_energies = (n_nodes - 1) * S, (n_nodes - 1) * S_init
             curves = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (B, N, d)
+            node_h = torch.cat([h0[:, None], h, h1[:, None]], dim=1)  # (B, N, D')
+            start_h = torch.cat([h0[:, None], h_init, h1[:, None]], dim=1)
         else:
             initial_lengths = curve_length(embed, start, chunk_size)  # (B,)
             if n_nodes == 2 or B == 0:
@@ -455,10 +467,9 @@ def connecting_geodesics(
 
         longer = ~(lengths <= initial_lengths)  # also catches NaN
         far = ~(lengths <= initial_lengths * (1 + revert_rtol))
-        n_sub = -(-check_segments // (n_nodes - 1))  # sub-segments per segment
-        if n_sub > 1 and n_nodes > 2 and B > 0:
-            fine = curve_length(embed, subdivide_curves(curves, n_sub), chunk_size)
-            fine0 = curve_length(embed, subdivide_curves(start, n_sub), chunk_size)
+        if check_substeps > 1 and n_nodes > 2 and B > 0:
+            fine = _subdivided_length(embed, curves, check_substeps, node_h, chunk_size)
+            fine0 = _subdivided_length(embed, start, check_substeps, start_h, chunk_size)
             longer |= ~(fine <= fine0)
             far |= ~(fine <= fine0 * (1 + revert_rtol))
         reverted = longer.clone()
@@ -481,6 +492,33 @@ def connecting_geodesics(
         initial_lengths=initial_lengths,
         reverted=reverted,
     )
+
+
+def _subdivided_length(
+    embed: Embed, curves: Tensor, n_sub: int, node_h: Tensor | None, chunk_size: int
+) -> Tensor:
+    """Length of each polyline with every segment split into ``n_sub`` equal parts.
+
+    Args:
+        curves: ``(B, N, d)``.
+        n_sub: parts per segment (>= 2).
+        node_h: ``(B, N, D')`` embeddings of the nodes if known (only the new points are then
+            embedded), else ``None``.
+
+    Returns:
+        ``(B,)`` float64 lengths.
+    """
+    if node_h is None:
+        return curve_length(embed, subdivide_curves(curves, n_sub), chunk_size).double()
+    B, N, d = curves.shape
+    s = torch.arange(1, n_sub, dtype=curves.dtype, device=curves.device) / n_sub  # (n_sub-1,)
+    step = curves[:, 1:] - curves[:, :-1]  # (B, N-1, d)
+    inner = curves[:, :-1, None] + s[None, None, :, None] * step[:, :, None]  # (B, N-1, n_sub-1, d)
+    flat = inner.reshape(-1, d)
+    h_inner = torch.cat([embed_flat(embed, part) for part in flat.split(chunk_size)])
+    h_inner = h_inner.reshape(B, N - 1, n_sub - 1, -1).to(node_h.dtype)  # (B, N-1, n_sub-1, D')
+    path = torch.cat([node_h[:, :-1, None], h_inner, node_h[:, 1:, None]], dim=2)
+    return (path[:, :, 1:] - path[:, :, :-1]).norm(dim=3).double().sum(dim=(1, 2))
 
 
 def _checked_init_curves(init_curves: Tensor, z0: Tensor, z1: Tensor) -> Tensor:

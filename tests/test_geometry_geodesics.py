@@ -93,7 +93,7 @@ def test_corner_cutting_curves_are_reverted_at_fine_resolution(rbf: ToyRBFDecode
     def fine(res: G.GeodesicResult) -> torch.Tensor:
         return G.curve_length(rbf.embed, G.subdivide_curves(res.curves, 32))
 
-    nodes_only = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=6, check_segments=1)
+    nodes_only = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=6, check_substeps=1)
     assert (fine(nodes_only) > 1.01 * line).sum() >= 5  # the defect is real without the check
     checked = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=6)
     assert (fine(checked) <= line * (1 + 1e-3)).all()
@@ -122,13 +122,14 @@ def test_no_curve_is_returned_longer_than_its_initial_curve(
         worse = x + 0.5 * torch.randn_like(x)
         worse[: B // 2] = x[: B // 2]  # half of them unchanged
 
-        def s_and_l(nodes):
+        def s_l_h(nodes):
             h = embed(nodes.reshape(B * n, d)).reshape(B, n, -1)
             r = torch.diff(torch.cat([h0[:, None], h, h1[:, None]], dim=1), dim=1)
-            return r.pow(2).sum((1, 2)), r.norm(dim=2).sum(1)
+            return r.pow(2).sum((1, 2)), r.norm(dim=2).sum(1), h
 
         ok = torch.ones(B, dtype=torch.bool)
-        return worse, ok, torch.ones(B, dtype=torch.long), *s_and_l(worse), *s_and_l(x)
+        (S, L, h), (S0, L0, h_init) = s_l_h(worse), s_l_h(x)
+        return worse, ok, torch.ones(B, dtype=torch.long), S, L, S0, L0, h, h_init
 
     z0, z1 = z[0:10:2], z[1:10:2]
     start = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=10, max_iterations=0).curves
@@ -282,3 +283,15 @@ def test_log_map_inverts_exp_map_on_the_sphere() -> None:
     v_hat, res = G.log_map(sphere, z0, z1, n_nodes=48)
     assert res.converged.all()
     torch.testing.assert_close(v_hat, v, rtol=0, atol=3e-3)
+
+
+def test_subdivided_length_reusing_node_embeddings_matches_direct_measurement(
+    rbf: ToyRBFDecoder,
+) -> None:
+    z = _codes(rbf, 12, seed=4)
+    curves = G.connecting_geodesics(rbf.embed, z[:6], z[6:], n_nodes=7, max_iterations=0).curves
+    node_h = rbf.embed(curves.reshape(-1, 2)).reshape(6, 7, -1)
+    for n_sub in (2, 5):
+        reused = geodesics_module._subdivided_length(rbf.embed, curves, n_sub, node_h, 8192)
+        direct = G.curve_length(rbf.embed, G.subdivide_curves(curves, n_sub))
+        torch.testing.assert_close(reused, direct.double(), rtol=1e-12, atol=1e-12)
