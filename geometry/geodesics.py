@@ -184,8 +184,12 @@ def _gn_terms(
         g_l.append(torch.einsum("kcnD,cnD->cnk", T, lap).double())
         dg_l.append(2.0 * torch.einsum("kcnD,lcnD->cnkl", T, T).double())
         off_l.append(-torch.einsum("kcnD,lcnD->cnkl", T[:, :, :-1], T[:, :, 1:]).double())
-    cat = torch.cat
-    return cat(S_l), cat(L_l), cat(g_l), cat(dg_l), cat(off_l), cat(h_l)
+    return _cat(S_l), _cat(L_l), _cat(g_l), _cat(dg_l), _cat(off_l), _cat(h_l)
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """``torch.cat`` without the copy when there is one part (most calls: one chunk)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _lm(
@@ -515,10 +519,12 @@ def _subdivided_length(
     step = curves[:, 1:] - curves[:, :-1]  # (B, N-1, d)
     inner = curves[:, :-1, None] + s[None, None, :, None] * step[:, :, None]  # (B, N-1, n_sub-1, d)
     flat = inner.reshape(-1, d)
-    h_inner = torch.cat([embed_flat(embed, part) for part in flat.split(chunk_size)])
+    h_inner = _cat([embed_flat(embed, part) for part in flat.split(chunk_size)])
     h_inner = h_inner.reshape(B, N - 1, n_sub - 1, -1).to(node_h.dtype)  # (B, N-1, n_sub-1, D')
-    path = torch.cat([node_h[:, :-1, None], h_inner, node_h[:, 1:, None]], dim=2)
-    return (path[:, :, 1:] - path[:, :, :-1]).norm(dim=3).double().sum(dim=(1, 2))
+    first = (h_inner[:, :, 0] - node_h[:, :-1]).norm(dim=2)  # (B, N-1)
+    last = (node_h[:, 1:] - h_inner[:, :, -1]).norm(dim=2)  # (B, N-1)
+    middle = (h_inner[:, :, 1:] - h_inner[:, :, :-1]).norm(dim=3).sum(dim=2)  # (B, N-1)
+    return (first.double() + middle.double() + last.double()).sum(dim=1)
 
 
 def _checked_init_curves(init_curves: Tensor, z0: Tensor, z1: Tensor) -> Tensor:
