@@ -27,8 +27,10 @@ from geometry.graph import (
     DisconnectedGraphError,
     LatentGraph,
     check_connected,
+    check_pairs_connected,
     graph_distances,
     knn_graph,
+    node_indices,
     shortest_path_curves,
 )
 from geometry.maps import exp_map, geodesic_acceleration, log_map
@@ -49,6 +51,7 @@ __all__ = [
     "auxiliary_points",
     "build_graph",
     "check_connected",
+    "check_pairs_connected",
     "connecting_geodesics",
     "constant_speed_curves",
     "curve_energy",
@@ -61,6 +64,7 @@ __all__ = [
     "graph_distances",
     "jacobian",
     "knn_graph",
+    "node_indices",
     "log_magnification_factor",
     "log_map",
     "magnification_factor",

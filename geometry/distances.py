@@ -25,7 +25,14 @@ from tqdm.auto import tqdm
 from geometry._checks import Embed, check_points, check_positive_int
 from geometry.curves import curve_length, subdivide_curves
 from geometry.geodesics import GeodesicResult, connecting_geodesics
-from geometry.graph import LatentGraph, graph_distances, knn_graph, shortest_path_curves
+from geometry.graph import (
+    LatentGraph,
+    check_pairs_connected,
+    graph_distances,
+    knn_graph,
+    node_indices,
+    shortest_path_curves,
+)
 
 __all__ = ["geodesic_distance_matrix", "refined_pair_distances", "auxiliary_points", "build_graph"]
 
@@ -96,9 +103,13 @@ def refined_pair_distances(
     batch_size: int = 256,
     on_disconnected: str = "raise",
     progress: bool = False,
+    keep_results: bool = True,
     **geodesic_options: Any,
 ) -> tuple[Tensor, Tensor, GeodesicResult | None]:
-    """Graph-initialised geodesics between node pairs.
+    """Graph-initialised geodesics between node pairs, ``batch_size`` pairs at a time.
+
+    Graph paths are built per batch, so memory stays bounded for any number of pairs (all
+    ``n (n - 1) / 2`` pairs of a distance matrix included).
 
     Args:
         embed: ``(m, d) -> (m, D')`` callable.
@@ -106,39 +117,53 @@ def refined_pair_distances(
         sources: ``(P,)`` node indices.
         targets: ``(P,)`` node indices.
         batch_size: pairs per :func:`connecting_geodesics` call.
-        on_disconnected: ``"raise"`` or ``"inf"`` (unreachable pairs get ``inf`` and are not
-            refined).
+        on_disconnected: ``"raise"`` (checked for every pair before any geodesic is computed)
+            or ``"inf"`` (unreachable pairs get ``inf`` and are not refined).
         progress: progress bar over batches.
+        keep_results: return the concatenated :class:`GeodesicResult` (its curves take
+            ``P * n_nodes * d`` numbers); ``False`` returns ``None`` in its place.
         **geodesic_options: forwarded to :func:`connecting_geodesics`.
 
     Returns:
         ``refined (P,)`` = min(graph length, refined length) measured with ``graph.n_substeps``
         sub-segments per segment, ``graph_lengths (P,)``, and the concatenated
-        :class:`GeodesicResult` of the refined pairs (``None`` if no pair was refined).
+        :class:`GeodesicResult` of the refined pairs (``None`` if no pair was refined or
+        ``keep_results`` is false).
     """
     check_positive_int(batch_size, "batch_size")
-    src = torch.as_tensor(sources).cpu().long().reshape(-1)
-    tgt = torch.as_tensor(targets).cpu().long().reshape(-1)
-    curves, glen = shortest_path_curves(graph, src, tgt, on_disconnected=on_disconnected)
-    out = glen.clone()
-    finite = torch.isfinite(glen).nonzero().flatten().to(glen.device)
-    results: list[GeodesicResult] = []
+    if on_disconnected not in ("raise", "inf"):
+        raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
+    src = node_indices(sources, graph.n_nodes, "sources")
+    tgt = node_indices(targets, graph.n_nodes, "targets")
+    if src.shape != tgt.shape:
+        raise ValueError(f"sources and targets must have the same length: {src.size} vs {tgt.size}")
+    if on_disconnected == "raise":
+        check_pairs_connected(graph, src, tgt)
     nodes = graph.nodes
+    out = torch.empty(src.size, dtype=nodes.dtype, device=nodes.device)
+    glen = torch.empty_like(out)
+    results: list[GeodesicResult] = []
     for start in tqdm(
-        range(0, finite.numel(), batch_size), disable=not progress, desc="geodesics", leave=False
+        range(0, src.size, batch_size), disable=not progress, desc="geodesics", leave=False
     ):
-        idx = finite[start : start + batch_size]
+        s, t = src[start : start + batch_size], tgt[start : start + batch_size]
+        curves, lengths = shortest_path_curves(graph, s, t, on_disconnected="inf")
+        part = slice(start, start + s.size)
+        glen[part] = lengths
+        out[part] = lengths
+        finite = torch.isfinite(lengths).nonzero().flatten()
+        if finite.numel() == 0:
+            continue
+        s_t = torch.as_tensor(s, device=nodes.device)[finite]
+        t_t = torch.as_tensor(t, device=nodes.device)[finite]
         res = connecting_geodesics(
-            embed,
-            nodes[src.to(nodes.device)[idx]],
-            nodes[tgt.to(nodes.device)[idx]],
-            init_curves=curves[idx],
-            **geodesic_options,
+            embed, nodes[s_t], nodes[t_t], init_curves=curves[finite], **geodesic_options
         )
         with torch.no_grad():
             fine = curve_length(embed, subdivide_curves(res.curves, graph.n_substeps))
-        out[idx] = torch.minimum(glen[idx], fine)
-        results.append(res)
+        out[start + finite] = torch.fmin(lengths[finite], fine.to(out))
+        if keep_results:
+            results.append(res)
     merged = None
     if results:
         merged = GeodesicResult(
@@ -205,6 +230,7 @@ def geodesic_distance_matrix(
             batch_size=batch_size,
             on_disconnected="inf",
             progress=progress,
+            keep_results=False,
             **geodesic_options,
         )
         iu = iu.to(z.device)

@@ -27,6 +27,8 @@ __all__ = [
     "DisconnectedGraphError",
     "knn_graph",
     "check_connected",
+    "check_pairs_connected",
+    "node_indices",
     "graph_distances",
     "shortest_path_curves",
 ]
@@ -137,7 +139,57 @@ def knn_graph(
         ),
         shape=(n, n),
     ).tocsr()
-    return LatentGraph(nodes=nodes.detach(), adjacency=adj, k=k, n_substeps=n_substeps)
+    # a copy: later in-place changes to the caller's tensor must not move the graph's nodes
+    return LatentGraph(nodes=nodes.detach().clone(), adjacency=adj, k=k, n_substeps=n_substeps)
+
+
+def node_indices(indices: np.ndarray | Tensor | int, n: int, name: str) -> np.ndarray:
+    """``indices`` as a 1-D int64 array of node indices in ``[0, n)``, or a clear error.
+
+    Args:
+        indices: whole numbers (a scalar, list, numpy array or tensor of any shape).
+        n: number of nodes of the graph.
+        name: the argument's name, for the error message.
+    """
+    arr = np.asarray(torch.as_tensor(indices).cpu()).reshape(-1)
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer)
+        or (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))
+    ):
+        raise ValueError(f"{name} must hold whole-number node indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= n)
+    if bad.any():
+        raise ValueError(
+            f"{name} holds node indices outside [0, {n}) (e.g. {int(arr[bad][0])}); the graph "
+            f"has {n} nodes"
+        )
+    return arr
+
+
+def _components_error(graph: LatentGraph, labels: np.ndarray, what: str) -> DisconnectedGraphError:
+    present, sizes = np.unique(labels, return_counts=True)
+    order = np.argsort(-sizes)
+    return DisconnectedGraphError(
+        f"the kNN graph (k={graph.k}) splits {what} into {present.size} connected components "
+        f"of sizes {sizes[order].tolist()}; increase k (currently {graph.k}), add auxiliary "
+        "nodes, or pass on_disconnected='inf' to get infinite distances between components"
+    )
+
+
+def check_pairs_connected(graph: LatentGraph, sources: np.ndarray, targets: np.ndarray) -> None:
+    """Raise :class:`DisconnectedGraphError` if some pair ``(sources[i], targets[i])`` lies in two
+    different connected components (pairs need not all share one component)."""
+    n_comp, labels = connected_components(graph.adjacency, directed=False)
+    if n_comp == 1:
+        return
+    split = np.flatnonzero(labels[sources] != labels[targets])
+    if split.size:
+        err = _components_error(graph, labels[np.concatenate([sources, targets])], "the points")
+        raise DisconnectedGraphError(
+            f"{split.size} of {sources.size} pairs have no graph path (first: nodes "
+            f"{int(sources[split[0]])} and {int(targets[split[0]])}): {err}"
+        )
 
 
 def check_connected(graph: LatentGraph, subset: np.ndarray | None = None) -> None:
@@ -154,15 +206,8 @@ def check_connected(graph: LatentGraph, subset: np.ndarray | None = None) -> Non
     if n_comp == 1:
         return
     sub = labels if subset is None else labels[np.unique(np.asarray(subset))]
-    present, sizes = np.unique(sub, return_counts=True)
-    if present.size > 1:
-        order = np.argsort(-sizes)
-        raise DisconnectedGraphError(
-            f"the kNN graph (k={graph.k}) splits the {sub.size} points into {present.size} "
-            f"connected components of sizes {sizes[order].tolist()}; increase k (currently "
-            f"{graph.k}), add auxiliary nodes, or pass on_disconnected='inf' to get infinite "
-            "distances between components"
-        )
+    if np.unique(sub).size > 1:
+        raise _components_error(graph, sub, f"the {sub.size} points")
 
 
 def graph_distances(
@@ -190,8 +235,8 @@ def graph_distances(
     if on_disconnected not in ("raise", "inf"):
         raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
     n = graph.n_nodes
-    src = np.arange(n) if sources is None else np.asarray(torch.as_tensor(sources).cpu())
-    tgt = np.arange(n) if targets is None else np.asarray(torch.as_tensor(targets).cpu())
+    src = np.arange(n) if sources is None else node_indices(sources, n, "sources")
+    tgt = np.arange(n) if targets is None else node_indices(targets, n, "targets")
     if on_disconnected == "raise":
         check_connected(graph, np.concatenate([src, tgt]))
     out = np.empty((src.size, tgt.size))
@@ -216,22 +261,23 @@ def shortest_path_curves(
         graph: the graph.
         sources: ``(P,)`` node indices.
         targets: ``(P,)`` node indices.
-        on_disconnected: ``"raise"`` or ``"inf"``; with ``"inf"`` an unreachable pair gets
-            length ``inf`` and the straight segment as its polyline.
+        on_disconnected: ``"raise"`` (a :class:`DisconnectedGraphError` if some pair has no
+            path) or ``"inf"``: an unreachable pair gets length ``inf`` and the straight segment
+            as its polyline.
 
     Returns:
         ``curves`` of shape ``(P, M, d)`` (M = most vertices on any path; shorter paths repeat
         their last vertex, i.e. zero-length padding segments) and graph ``lengths`` ``(P,)``,
         on the nodes' device and dtype.
     """
-    src = np.asarray(torch.as_tensor(sources).cpu()).astype(np.int64).reshape(-1)
-    tgt = np.asarray(torch.as_tensor(targets).cpu()).astype(np.int64).reshape(-1)
+    src = node_indices(sources, graph.n_nodes, "sources")
+    tgt = node_indices(targets, graph.n_nodes, "targets")
     if src.shape != tgt.shape:
         raise ValueError(f"sources and targets must have the same length: {src.size} vs {tgt.size}")
     if on_disconnected not in ("raise", "inf"):
         raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
     if on_disconnected == "raise":
-        check_connected(graph, np.concatenate([src, tgt]))
+        check_pairs_connected(graph, src, tgt)
     uniq, inv = np.unique(src, return_inverse=True)
     dist, pred = dijkstra(graph.adjacency, directed=False, indices=uniq, return_predecessors=True)
     lengths = dist[inv, tgt]  # (P,)
@@ -245,6 +291,8 @@ def shortest_path_curves(
             break
         cur = np.where(done, cur, nxt)
         paths.append(cur.copy())
+    if len(paths) == 1:  # no pair needs a hop: every curve is at least a segment (M = 2)
+        paths.append(tgt.copy())
     verts = np.stack(paths[::-1], axis=1)  # (P, M): the path ends at the right, padded on the left
     # Move the padding (repeated sources) to the end: shift each row to start at its source.
     unreachable = ~np.isfinite(lengths)

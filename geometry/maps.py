@@ -41,7 +41,15 @@ def geodesic_acceleration(embed: Embed, z: Tensor, v: Tensor) -> Tensor:
         second = jvp(lambda x: jvp(flat, (x,), (v,))[1], (z,), (v,))[1]  # (B, D')
         M = torch.einsum("kbD,lbD->bkl", T, T)  # (B, d, d)
         rhs = torch.einsum("kbD,bD->bk", T, second)  # (B, d)
-        return -torch.linalg.solve(M, rhs)
+        acc, info = torch.linalg.solve_ex(M, rhs)
+    if bool((info != 0).any()):
+        bad = (info != 0).nonzero().flatten().tolist()
+        raise ValueError(
+            f"the metric is singular at {len(bad)} of {z.shape[0]} points (first rows {bad[:5]}): "
+            "the geodesic equation needs an invertible M = J^T J, i.e. embed must have at least "
+            "d outputs and a full-rank Jacobian along the path"
+        )
+    return -acc
 
 
 def exp_map(

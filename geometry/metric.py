@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from geometry._checks import Embed, check_points, embed_flat
+from geometry._checks import Embed, check_points, check_positive_int, embed_flat
 
 __all__ = [
     "jacobian",
@@ -127,8 +127,7 @@ def jacobian(
         ``J`` of shape ``(B, D', d)`` on ``z``'s device and dtype.
     """
     check_points(z)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_positive_int(chunk_size, "chunk_size")
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
         parts = [embed_and_jacobian(embed, zc)[1] for zc in z.split(chunk_size)]
     return torch.cat(parts)  # (B, D', d)
@@ -150,8 +149,7 @@ def metric_tensor(
         Symmetric positive semi-definite ``M`` of shape ``(B, d, d)``, dtype/device of ``z``.
     """
     check_points(z)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_positive_int(chunk_size, "chunk_size")
     parts = []
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
         for zc in z.split(chunk_size):
@@ -179,6 +177,7 @@ def log_magnification_factor(
         Tensor of shape ``(B,)``.
     """
     check_points(z)
+    check_positive_int(chunk_size, "chunk_size")
     d = z.shape[1]
     parts = []
     with torch.no_grad():

@@ -295,3 +295,10 @@ def test_subdivided_length_reusing_node_embeddings_matches_direct_measurement(
         reused = geodesics_module._subdivided_length(rbf.embed, curves, n_sub, node_h, 8192)
         direct = G.curve_length(rbf.embed, G.subdivide_curves(curves, n_sub))
         torch.testing.assert_close(reused, direct.double(), rtol=1e-12, atol=1e-12)
+
+
+def test_exp_map_on_a_singular_metric_names_the_cause() -> None:
+    flat = LinearEmbed(torch.tensor([[1.0, 1.0]], dtype=torch.float64))  # rank 1 < d = 2
+    with pytest.raises(ValueError, match="metric is singular at 3 of 3 points"):
+        z = torch.zeros(3, 2, dtype=torch.float64)
+        G.exp_map(flat, z, torch.ones_like(z))

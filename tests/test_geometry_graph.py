@@ -85,6 +85,62 @@ def test_disconnected_graph_raises_clear_error_or_gives_inf() -> None:
     assert torch.isfinite(G.geodesic_distance_matrix(emb, z, k=25, progress=False)).all()
 
 
+def _two_clusters() -> tuple[torch.Tensor, LinearEmbed]:
+    g = torch.Generator().manual_seed(0)
+    shift = torch.tensor([6.0, 0.0], dtype=torch.float64)
+    a = torch.randn(30, 2, generator=g, dtype=torch.float64) * 0.3 - shift
+    b = torch.randn(20, 2, generator=g, dtype=torch.float64) * 0.3 + shift
+    return torch.cat([a, b]), LinearEmbed(torch.eye(2, dtype=torch.float64))
+
+
+def test_pairs_need_only_be_connected_pairwise_and_bad_indices_are_named() -> None:
+    z, emb = _two_clusters()
+    graph = G.knn_graph(emb, z, k=5)
+    # each pair inside its own component: fine, even though the components differ
+    curves, lengths = G.shortest_path_curves(graph, [0, 30], [1, 31])
+    assert torch.isfinite(lengths).all() and curves.shape[1] >= 2
+    no_path = r"1 of 2 pairs have no graph path.*nodes 0 and 40"
+    with pytest.raises(G.DisconnectedGraphError, match=no_path):
+        G.shortest_path_curves(graph, [0, 30], [40, 31])
+    with pytest.raises(G.DisconnectedGraphError, match="1 of 2 pairs"):
+        G.refined_pair_distances(emb, graph, [0, 30], [40, 31])
+    for bad, match in (([0, 50], r"outside \[0, 50\) \(e.g. 50\)"), ([-1], "e.g. -1"),
+                       ([0.5], "whole-number")):
+        with pytest.raises(ValueError, match=match):
+            G.shortest_path_curves(graph, [0] * len(bad), bad)
+        with pytest.raises(ValueError, match=match):
+            G.graph_distances(graph, [0], bad, on_disconnected="inf")
+
+
+def test_pairs_without_a_hop_still_give_segments() -> None:
+    z, emb = _two_clusters()
+    graph = G.knn_graph(emb, z, k=5)
+    curves, lengths = G.shortest_path_curves(graph, [0, 3], [40, 3], on_disconnected="inf")
+    assert curves.shape == (2, 2, 2) and torch.isinf(lengths[0]) and lengths[1] == 0
+    torch.testing.assert_close(curves[0], torch.stack([z[0], z[40]]))
+    refined, glen, res = G.refined_pair_distances(emb, graph, [0, 3], [40, 3],
+                                                  on_disconnected="inf")
+    assert torch.isinf(refined[0]) and refined[1] == 0 and res is not None and len(res) == 1
+
+
+def test_refined_distances_are_batch_independent_and_the_graph_owns_its_nodes(
+    rbf: ToyRBFDecoder,
+) -> None:
+    z = _codes(rbf, 40, seed=3)
+    graph = G.build_graph(rbf.embed, z, k=10)
+    src, tgt = torch.arange(0, 20), torch.arange(20, 40)
+    one, glen1, res1 = G.refined_pair_distances(rbf.embed, graph, src, tgt, batch_size=64)
+    many, glen2, res2 = G.refined_pair_distances(rbf.embed, graph, src, tgt, batch_size=3)
+    torch.testing.assert_close(glen1, glen2)
+    torch.testing.assert_close(one, many, rtol=1e-9, atol=1e-12)
+    assert (one <= glen1).all() and len(res1) == len(res2) == 20
+    _, _, none = G.refined_pair_distances(rbf.embed, graph, src, tgt, keep_results=False)
+    assert none is None
+    before = graph.nodes.clone()
+    z.add_(1.0)  # the caller changes its tensor in place
+    assert torch.equal(graph.nodes, before)
+
+
 def test_graph_in_three_dimensions() -> None:
     A = torch.randn(5, 3, dtype=torch.float64)
     z = torch.randn(120, 3, dtype=torch.float64)
