@@ -144,6 +144,7 @@ class CurvaturePlots(EpochScheduledCallback):
             ("n_nodes", n_nodes, 2),
             ("max_iterations", max_iterations, 1),
             ("dpi", dpi, 10),
+            ("encode_batch_size", encode_batch_size, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
@@ -183,11 +184,13 @@ class CurvaturePlots(EpochScheduledCallback):
         # Draw after a GeodesicDistanceStats of the same Trainer so its geodesics can be reused.
         from callbacks.geodesic_stats import GeodesicDistanceStats
 
-        cbs = trainer.callbacks
+        cbs = list(trainer.callbacks)
         stats_pos = [i for i, cb in enumerate(cbs) if isinstance(cb, GeodesicDistanceStats)]
         if stats_pos and self in cbs and cbs.index(self) < stats_pos[0]:
             cbs.remove(self)
             cbs.insert(stats_pos[0], self)  # right after the stats callback (it moved up by one)
+            # a new list: Lightning is iterating over the old one while it calls setup()
+            trainer.callbacks = cbs
 
     # ------------------------------------------------------------------ work
     def run_epoch(

@@ -184,6 +184,16 @@ def summarize_pairs(
     return out
 
 
+def _geodesic_option_names() -> set[str]:
+    """Keyword options of ``geometry.connecting_geodesics`` a user may set (not the end points,
+    nor what the callback sets itself)."""
+    import inspect
+
+    params = inspect.signature(geometry_api().connecting_geodesics).parameters
+    fixed = {"embed", "z0", "z1", "init", "init_curves", "graph_points", "graph_k"}
+    return {name for name, p in params.items() if p.kind == p.KEYWORD_ONLY} - fixed
+
+
 class GeodesicDistanceStats(EpochScheduledCallback):
     """Log geodesic-vs-straight-line distance statistics of validation latent codes.
 
@@ -246,8 +256,21 @@ class GeodesicDistanceStats(EpochScheduledCallback):
         self.n_nodes = n_nodes
         self.max_iterations = max_iterations
         self.tolerance = float(tolerance)
+        if optimiser not in ("lm", "adam"):
+            raise ValueError(f"optimiser={optimiser!r} must be 'lm' or 'adam'")
+        if isinstance(encode_batch_size, bool) or not (
+            isinstance(encode_batch_size, int) and encode_batch_size >= 1
+        ):
+            raise ValueError(f"encode_batch_size={encode_batch_size!r} must be an integer >= 1")
+        options = dict(geodesic_options or {})
+        accepted = _geodesic_option_names()
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ValueError(
+                f"geodesic_options has unknown keys {unknown}; accepted: {sorted(accepted)}"
+            )
         self.optimiser = optimiser
-        self.geodesic_options = dict(geodesic_options or {})
+        self.geodesic_options = options
         self.log_table = bool(log_table)
         self.log_histogram = bool(log_histogram)
         self.key_prefix = key_prefix.rstrip("/")

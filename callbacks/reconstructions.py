@@ -58,7 +58,8 @@ class ReconstructionImages(Callback):
         if self.num_images == 0 or trainer.sanity_checking or not trainer.is_global_zero:
             return False
         epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        max_epochs = trainer.max_epochs
+        last = max_epochs is not None and max_epochs > 0 and epoch >= max_epochs
         return last or epoch % self.every_n_epochs == 0
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -93,7 +94,8 @@ class ReconstructionImages(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            mu_x, sigma_x = pl_module(x.to(pl_module.device))
+            param = next(pl_module.parameters())
+            mu_x, sigma_x = pl_module(x.to(device=param.device, dtype=param.dtype))
         finally:
             pl_module.train(was_training)
         low, high = _pixel_range(trainer, x)
@@ -139,7 +141,9 @@ def _log_image(logger: Any, key: str, grid: Tensor, caption: str, step: int) -> 
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
     if isinstance(logger, WandbLogger):
-        # no step= here: WandbLogger adds trainer/global_step itself and W&B keeps its own step
-        logger.log_image(key=key, images=[grid.permute(1, 2, 0).numpy()], caption=[caption])
+        # wandb.Image casts numpy data to uint8 as is: scale [0, 1] to [0, 255] first. Lightning's
+        # log_image puts the step into "trainer/global_step" (never wandb.log(step=...)).
+        pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        logger.log_image(key=key, images=[pixels], caption=[caption], step=step)
     elif isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(key, grid, global_step=step)

@@ -261,8 +261,16 @@ def extract_gz_files(spec: DatasetSpec, root: str) -> list[str]:
         gz_path = path + ".gz"
         if os.path.isfile(gz_path):
             tmp = path + ".partial"
-            with gzip.open(gz_path, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                with gzip.open(gz_path, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError) as err:  # corrupt or truncated archive
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise DatasetUnavailableError(unavailable_message(
+                    spec, root, f"cannot decompress {gz_path} ({err}); delete it and download "
+                    "it again"
+                )) from err
             os.replace(tmp, path)
             extracted.append(path)
     return extracted

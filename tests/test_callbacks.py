@@ -238,6 +238,15 @@ def test_settings_are_validated():
         GeodesicDistanceStats(every_n_epochs=-1)
     with pytest.raises(ValueError, match="grid_resolution"):
         CurvaturePlots(grid_resolution=1)
+    with pytest.raises(ValueError, match="optimiser='LM' must be 'lm' or 'adam'"):
+        GeodesicDistanceStats(optimiser="LM")
+    with pytest.raises(ValueError, match=r"unknown keys \['n_node'\]; accepted: .*'n_nodes'"):
+        GeodesicDistanceStats(geodesic_options={"n_node": 8})
+    with pytest.raises(ValueError, match="encode_batch_size=0"):
+        GeodesicDistanceStats(encode_batch_size=0)
+    with pytest.raises(ValueError, match="encode_batch_size=0"):
+        CurvaturePlots(encode_batch_size=0)
+    GeodesicDistanceStats(geodesic_options={"check_substeps": 3, "revert_rtol": 1e-2})
     with pytest.raises(ValueError, match="go nowhere"):
         CurvaturePlots(save_png=False, log_wandb=False)
 
@@ -526,3 +535,25 @@ def test_ddp_two_processes_identical_scalars_images_once(tmp_path, make_trainer)
     assert ranks[0]["pairs"] == ranks[1]["pairs"]
     assert ranks[0]["history"] == ranks[1]["history"] == [[2, 0], [2, 1]]
     assert len(os.listdir(figs)) == 8  # drawn once (rank 0): 4 figures x 2 epochs
+
+
+def test_plots_move_after_the_stats_without_skipping_other_callbacks(make_trainer, tmp_path):
+    """CurvaturePlots reorders itself after GeodesicDistanceStats during setup(); every other
+    callback must still be set up exactly once."""
+    calls: list[str] = []
+
+    class Spy(pl.Callback):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def setup(self, trainer, pl_module, stage):
+            calls.append(self.name)
+
+    stats, plots = fast_callbacks(output_dir=str(tmp_path))
+    trainer = make_trainer(max_epochs=1, limit_train_batches=1,
+                           callbacks=[Spy("a"), plots, Spy("y"), stats])
+    trainer.fit(tiny_model(), datamodule=TinyDM())
+    assert sorted(calls) == ["a", "y"]
+    order = [cb for cb in trainer.callbacks if cb in (stats, plots)]
+    assert order == [stats, plots]
+    assert plots.history == stats.history == [(1, 0)]

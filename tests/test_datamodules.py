@@ -548,3 +548,14 @@ def test_split_leaving_no_training_data_is_reported():
     dm = VAEDataModule(digits=[0], max_per_class=1, val_fraction=0.6, test_fraction=0.0)
     with pytest.raises(ValueError, match="leaves no training data"):
         dm.setup()
+
+
+def test_corrupt_gz_archive_gives_a_clear_error_and_leaves_no_partial_file(tmp_path):
+    _write_idx_dataset(tmp_path, "MNIST", n_train=10, n_test=10, gz=True)
+    raw = tmp_path / "MNIST" / "raw"
+    broken = raw / "train-images-idx3-ubyte.gz"
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated download
+    with pytest.raises(DatasetUnavailableError, match="cannot decompress .*train-images") as info:
+        VAEDataModule(dataset="mnist", root=str(tmp_path), download=False).prepare_data()
+    assert "delete it and download it again" in str(info.value)
+    assert not list(raw.glob("*.partial"))

@@ -167,6 +167,12 @@ def test_offline_wandb_run_logs_images(tmp_path, wandb_offline_env, capsys):
     media = glob.glob(os.path.join(tmp_path, "wb", "wandb", "offline-run-*", "files", "media",
                                    "images", "**", "*.png"), recursive=True)
     assert any("stage1" in m for m in media) and any("stage2" in m for m in media), media
+    from PIL import Image
+
+    recon = [m for m in media if "reconstructions" in m]
+    assert recon, media
+    for path in recon:  # real pixels, not a float grid cast to 0/1 (a black image)
+        assert max(Image.open(path).convert("L").getextrema()) > 128, path
 
 
 def test_nan_loss_stops_with_message_and_last_checkpoint_stays_usable(tmp_path, capsys):
