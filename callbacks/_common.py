@@ -195,7 +195,8 @@ def validation_dataset(trainer: pl.Trainer, who: str) -> Any:
     if len(dataset) < 2:
         raise MissingValidationDataError(
             f"{who} needs at least 2 validation points, "
-            f"the datamodule's val_dataset has {len(dataset)}"
+            f"the datamodule's val_dataset has {len(dataset)}; raise data.val_fraction (or "
+            "data.max_per_class / the dataset size), or disable the callback"
         )
     return dataset
 
