@@ -15,7 +15,8 @@ Part 1 - geodesics, ``--pairs`` (256) fixed random pairs of codes, all methods i
     (optional dependency: ``pip install stochman==0.3.0``; skipped with a message if missing);
   * ``line``: straight latent lines.
   Every curve is re-sampled at >= 256 points of its own parameter and measured through the same
-  ``embed``, so mean lengths are comparable.
+  ``embed``, so mean lengths are comparable. Each method runs ``--repeats`` (3) times,
+  interleaved with the others; the median time is reported (all runs are listed in the JSON).
 
 Part 2 - graph distance matrix for ``--points`` (1,000) codes, computed in a fresh subprocess so
 that its peak memory is its own (peak resident set: ``VmHWM`` of ``/proc/self/status``, reset just
@@ -37,6 +38,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch intra-op threads for every method (1: no OpenMP contention on "
                         "small shared machines)")  # fmt: skip
     p.add_argument("--fine-points", type=int, default=256, help="resolution of length measurement")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved runs of each geodesic method; median times are reported")
     p.add_argument("--no-stochman", action="store_true")
     p.add_argument("--no-adam", action="store_true")
     p.add_argument("--no-matrix", action="store_true")
@@ -227,12 +231,26 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(info), flush=True)
 
     # ---------------------------------------------------------------- part 1: geodesics
-    results: dict[str, dict[str, Any]] = {}
-    results["ours"] = run_ours(embed, z0, z1, args.fine_points)
+    # Each method runs --repeats times, interleaved with the others so that slow drifts of a
+    # shared machine hit all of them; the median wall / CPU time is reported (results and
+    # lengths are identical across repeats: every method is deterministic).
+    runners: dict[str, Any] = {"ours": lambda: run_ours(embed, z0, z1, args.fine_points)}
     if not args.no_adam:
-        results["ours-adam"] = run_ours(embed, z0, z1, args.fine_points, optimiser="adam")
+        runners["ours-adam"] = lambda: run_ours(embed, z0, z1, args.fine_points,
+                                                optimiser="adam")
     if not args.no_stochman:
-        results["stochman"] = run_stochman(embed, z0, z1, args.fine_points)
+        runners["stochman"] = lambda: run_stochman(embed, z0, z1, args.fine_points)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for name, run in runners.items():
+            runs[name].append(run())
+    results: dict[str, dict[str, Any]] = {}
+    for name, reps in runs.items():
+        results[name] = dict(reps[0])
+        if "skipped" not in reps[0]:
+            for key in ("wall_s", "cpu_s"):
+                results[name][key] = statistics.median(r[key] for r in reps)
+            results[name]["wall_s_all"] = [r["wall_s"] for r in reps]
     t0 = time.perf_counter()
     line = G.straight_lines(z0, z1, args.fine_points + 1)
     results["line"] = {
@@ -252,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_length": float(r["lengths"].median()),
             "converged_fraction": float(r["converged"].float().mean()),
         }  # fmt: skip
-        for key in ("iterations_mean", "iterations_max"):
+        for key in ("iterations_mean", "iterations_max", "wall_s_all"):
             if key in r:
                 row[key] = r[key]
         table[name] = row
