@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_curves, check_points, check_positive_int, embed_flat
+from geometry.block_tridiagonal import solve_spd_block_tridiagonal
 from geometry.curves import (
     constant_speed_curves,
     curve_energy,
@@ -47,7 +48,7 @@ from geometry.curves import (
 )
 from geometry.metric import embed_and_tangents
 
-__all__ = ["GeodesicResult", "connecting_geodesics", "solve_block_tridiagonal"]
+__all__ = ["GeodesicResult", "connecting_geodesics"]
 
 
 @dataclass
@@ -76,68 +77,6 @@ class GeodesicResult:
 
     def __len__(self) -> int:
         return int(self.curves.shape[0])
-
-
-# --------------------------------------------------------------------------------------------
-# Linear algebra
-# --------------------------------------------------------------------------------------------
-
-
-def solve_block_tridiagonal(diag: Tensor, off: Tensor, rhs: Tensor) -> Tensor:
-    """Solve symmetric block-tridiagonal systems ``A x = rhs`` (block Thomas algorithm).
-
-    Args:
-        diag: ``(b, n, d, d)`` diagonal blocks ``A_jj``.
-        off: ``(b, n - 1, d, d)`` upper blocks ``A_{j, j+1}`` (lower blocks are their transposes).
-        rhs: ``(b, n, d)``.
-
-    Returns:
-        ``(b, n, d)``. Stable for symmetric positive definite ``A`` (no pivoting across blocks).
-    """
-    b, n, d, _ = diag.shape
-    c_prime: list[Tensor] = []  # (b, d, d) each
-    y_prime: list[Tensor] = []  # (b, d) each
-    for j in range(n):
-        S, r = diag[:, j], rhs[:, j]  # (b, d, d), (b, d)
-        if j > 0:
-            L = off[:, j - 1].transpose(1, 2)  # (b, d, d)
-            S = S - L @ c_prime[j - 1]
-            r = r - (L @ y_prime[j - 1][..., None])[..., 0]
-        if j < n - 1:
-            sol = torch.linalg.solve(S, torch.cat([off[:, j], r[..., None]], dim=2))  # (b, d, d+1)
-            c_prime.append(sol[..., :d])
-            y_prime.append(sol[..., d])
-        else:
-            y_prime.append(torch.linalg.solve(S, r[..., None])[..., 0])
-    x = [y_prime[n - 1]]
-    for j in range(n - 2, -1, -1):
-        x.append(y_prime[j] - (c_prime[j] @ x[-1][..., None])[..., 0])
-    return torch.stack(x[::-1], dim=1)  # (b, n, d)
-
-
-def _solve_dense(diag: Tensor, off: Tensor, rhs: Tensor) -> Tensor:
-    """Same as :func:`solve_block_tridiagonal` via one dense Cholesky solve (small n*d)."""
-    b, n, d, _ = diag.shape
-    A = diag.new_zeros(b, n, d, n, d)
-    idx = torch.arange(n, device=diag.device)
-    A[:, idx, :, idx, :] = diag.permute(1, 0, 2, 3)
-    if n > 1:
-        A[:, idx[:-1], :, idx[1:], :] = off.permute(1, 0, 2, 3)
-        A[:, idx[1:], :, idx[:-1], :] = off.transpose(2, 3).permute(1, 0, 2, 3)
-    A = A.reshape(b, n * d, n * d)
-    L, info = torch.linalg.cholesky_ex(A)
-    x = torch.cholesky_solve(rhs.reshape(b, n * d, 1), L).reshape(b, n, d)
-    bad = info != 0
-    if bool(bad.any()):  # not numerically SPD: general solve for those systems
-        x[bad] = torch.linalg.solve(A[bad], rhs.reshape(b, n * d)[bad]).reshape(-1, n, d)
-    return x
-
-
-def _solve(diag: Tensor, off: Tensor, rhs: Tensor) -> Tensor:
-    n, d = diag.shape[1], diag.shape[2]
-    if n * d <= 128:
-        return _solve_dense(diag, off, rhs)
-    return solve_block_tridiagonal(diag, off, rhs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +175,7 @@ def _lm(
         lam_a = lam[act]
         damp = torch.stack([lam_a, torch.full_like(lam_a, 1e-10)]) * scale  # (2, b)
         sys_diag = dg[None] + damp[..., None, None, None] * eye  # (2, b, n, d, d)
-        sol = _solve(
+        sol = solve_spd_block_tridiagonal(
             sys_diag.reshape(-1, n, d, d), of.repeat(2, 1, 1, 1), -ga.repeat(2, 1, 1)
         ).reshape(2, -1, n, d)
         step, step0 = sol[0], sol[1]  # (b, n, d) each

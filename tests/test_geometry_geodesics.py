@@ -9,6 +9,7 @@ import torch
 
 import geometry as G
 import geometry.geodesics as geodesics_module
+from geometry import block_tridiagonal
 from geometry.toy_models import LinearEmbed, SphereEmbed, ToyConvDecoder, ToyRBFDecoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -216,9 +217,9 @@ def test_block_tridiagonal_solver_matches_dense() -> None:
     diag = 2 * J[:, :-1].transpose(2, 3) @ J[:, :-1] + torch.eye(d, dtype=torch.float64)
     off = -J[:, :-2].transpose(2, 3) @ J[:, 1:-1]
     rhs = torch.randn(b, n, d, dtype=torch.float64)
-    x = G.geodesics.solve_block_tridiagonal(diag, off, rhs)
-    torch.testing.assert_close(x, geodesics_module._solve_dense(diag, off, rhs))
-    torch.testing.assert_close(geodesics_module._solve(diag, off, rhs), x)
+    x = block_tridiagonal.solve_block_tridiagonal(diag, off, rhs)
+    torch.testing.assert_close(x, block_tridiagonal._solve_dense(diag, off, rhs))
+    torch.testing.assert_close(block_tridiagonal.solve_spd_block_tridiagonal(diag, off, rhs), x)
 
 
 def test_geodesics_leave_no_parameter_gradients(rbf: ToyRBFDecoder) -> None:
