@@ -123,8 +123,8 @@ def lightning_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant
         callbacks.append(make_checkpoint_callback(os.path.join(workdir, f"ckpt{stage}")))
     logger: Any = False
     if variant == "full":
+        from scripts._settings import RunSettings
         from scripts._training import LogLinesProgressBar
-        from scripts.train import RunSettings
 
         run = RunSettings()
         callbacks += [ReconstructionImages(run.reconstructions, run.reconstructions_every_n_epochs,
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="interleaved plain/Lightning repetitions; the median is reported")
     args = parser.parse_args(argv)
     if args.threads is None:
-        from scripts.train import RunSettings
+        from scripts._settings import RunSettings
 
         args.threads = RunSettings().torch_threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)

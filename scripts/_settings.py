@@ -1,0 +1,105 @@
+"""The ``trainer`` and ``run`` settings groups of ``scripts/train.py`` (plain dataclasses, so that
+the CLI derives their keys, types, defaults and help from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class StageSettings:
+    """Length of one stage.
+
+    Args:
+        max_epochs: epochs of this stage.
+        max_steps: optimiser steps of this stage (-1: no limit).
+    """
+
+    max_epochs: int = 1
+    max_steps: int = -1
+
+
+@dataclass
+class TrainerSettings:
+    """Settings of both stages' Trainers (each stage gets a new Trainer).
+
+    Args:
+        accelerator: ``auto``, ``cpu``, ``gpu``, ``cuda``, ``mps``...
+        devices: number of devices per node, a list of device ids, or ``auto``.
+        strategy: ``auto``, ``ddp`` (one process per device; torchrun and SLURM supported),
+            ``ddp_spawn``, or any Lightning strategy name. ``ddp*`` get a timeout (``ddp_timeout``).
+        num_nodes: number of nodes (multi-node: launch with SLURM ``srun`` or ``torchrun``).
+        precision: Lightning precision, e.g. ``32-true``, ``bf16-mixed``, ``16-mixed``.
+        stage1: length of stage 1 (encoder + generator mean).
+        stage2: length of stage 2 (RBF precision weights only).
+        limit_train_batches: fraction or number of training batches per epoch.
+        limit_val_batches: fraction or number of validation batches per epoch.
+        log_every_n_steps: logging interval of per-step metrics.
+        deterministic: ``torch.use_deterministic_algorithms`` (``true``/``false``/``warn``).
+        gradient_clip_val: gradient norm clipping (``null``: off).
+        num_sanity_val_steps: validation batches run before training (0: off).
+        check_val_every_n_epoch: validate every this many epochs.
+        ddp_timeout: seconds before a hung collective fails (DDP strategies).
+    """
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    stage1: StageSettings = field(default_factory=lambda: StageSettings(max_epochs=120))
+    stage2: StageSettings = field(default_factory=lambda: StageSettings(max_epochs=30))
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    log_every_n_steps: int = 10
+    deterministic: bool | Literal["warn"] = False
+    gradient_clip_val: float | None = None
+    num_sanity_val_steps: int = 0
+    check_val_every_n_epoch: int = 1
+    ddp_timeout: int = 1800
+
+
+@dataclass
+class RunSettings:
+    """The run: folder, seed, logging, progress, stages.
+
+    Args:
+        name: run name; the folder is ``<root>/<name>`` (rerun the same name to resume).
+        root: parent folder of runs.
+        dir: explicit run folder (overrides ``root``/``name``).
+        seed: global seed (Lightning ``seed_everything``; each epoch is reseeded from it).
+        stages: stages to run in this invocation (``[1, 2]``, ``[1]`` or ``[2]``).
+        stage1_checkpoint: start stage 2 from this stage-1 checkpoint instead of training
+            stage 1 (architecture settings come from the checkpoint).
+        logger: ``wandb`` (default), ``csv`` or ``none``.
+        wandb_project: W&B project.
+        wandb_entity: W&B entity (team or user); ``null``: your default entity.
+        wandb_mode: ``auto`` (online with credentials - ``WANDB_API_KEY`` or ``~/.netrc`` -,
+            offline without; ``WANDB_MODE`` wins when set), ``online``, ``offline``, ``disabled``.
+        progress_bar: ``auto`` (tqdm on a terminal, ``log`` otherwise), ``tqdm``, ``rich``,
+            ``log`` (plain periodic lines, for SLURM logs) or ``none``.
+        log_every_n_seconds: interval of the ``log`` progress lines.
+        reconstructions: validation images in the reconstruction grid (0: off).
+        reconstructions_every_n_epochs: draw the grid every this many epochs (and at the end
+            of each stage).
+        torch_threads: intra-op CPU threads per process (``null``: torch's default). The paper's
+            MLP is too small to gain from more: on 2 shared cores a second thread made a step
+            up to 100x slower. Raise it for the conv architecture on CPU.
+    """
+
+    name: str = "default"
+    root: str = "runs"
+    dir: str | None = None
+    seed: int = 0
+    stages: list[int] = field(default_factory=lambda: [1, 2])
+    stage1_checkpoint: str | None = None
+    logger: Literal["wandb", "csv", "none"] = "wandb"
+    wandb_project: str = "latent-oddity"
+    wandb_entity: str | None = None
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    progress_bar: Literal["auto", "tqdm", "rich", "log", "none"] = "auto"
+    log_every_n_seconds: float = 30.0
+    reconstructions: int = 16
+    reconstructions_every_n_epochs: int = 10
+    torch_threads: int | None = 1
