@@ -557,3 +557,13 @@ def test_plots_move_after_the_stats_without_skipping_other_callbacks(make_traine
     order = [cb for cb in trainer.callbacks if cb in (stats, plots)]
     assert order == [stats, plots]
     assert plots.history == stats.history == [(1, 0)]
+
+
+def test_reconstructions_of_a_float64_model(make_trainer, tmp_path):
+    from callbacks import ReconstructionImages
+
+    recon = ReconstructionImages(4, save_dir=str(tmp_path))
+    trainer = make_trainer(max_epochs=1, limit_train_batches=1, precision="64-true",
+                           callbacks=[recon])
+    trainer.fit(tiny_model(), datamodule=TinyDM())
+    assert recon.last_path is not None and os.path.isfile(recon.last_path)
