@@ -72,6 +72,18 @@ def model_stage(pl_module: Any) -> int:
     return int(getattr(pl_module, "stage", 0) or 0)
 
 
+# ---------------------------------------------------------------------------- settings
+def check_ints(**limits: tuple[object, int]) -> None:
+    """Check settings given as ``name=(value, minimum)``: each an int (not bool) >= minimum.
+
+    Raises:
+        ValueError: naming the first bad setting, its value and what is accepted.
+    """
+    for name, (value, minimum) in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
 # ---------------------------------------------------------------------------- scheduling
 class EpochScheduledCallback(pl.Callback):
     """Base class: run :meth:`run_epoch` every ``every_n_epochs`` epochs and at the end of training.
@@ -96,12 +108,7 @@ class EpochScheduledCallback(pl.Callback):
 
     def __init__(self, every_n_epochs: int, run_at_end: bool = True) -> None:
         super().__init__()
-        if (
-            isinstance(every_n_epochs, bool)
-            or not isinstance(every_n_epochs, int)
-            or every_n_epochs < 0
-        ):
-            raise ValueError(f"every_n_epochs={every_n_epochs!r} must be an integer >= 0")
+        check_ints(every_n_epochs=(every_n_epochs, 0))
         if every_n_epochs == 0 and not run_at_end:
             raise ValueError("every_n_epochs=0 with run_at_end=False would never run")
         self.every_n_epochs = every_n_epochs

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from callbacks._common import (
     EpochScheduledCallback,
+    check_ints,
     choose_indices,
     draw_pairs,
     encode_means,
@@ -135,19 +136,17 @@ class CurvaturePlots(EpochScheduledCallback):
         encode_batch_size: int = 256,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, run_at_end=run_at_end)
-        for name, value, minimum in (
-            ("grid_resolution", grid_resolution, 2),
-            ("max_codes", max_codes, 2),
-            ("num_geodesics", num_geodesics, 1),
-            ("max_drawn_geodesics", max_drawn_geodesics, 1),
-            ("num_images", num_images, 2),
-            ("n_nodes", n_nodes, 2),
-            ("max_iterations", max_iterations, 1),
-            ("dpi", dpi, 10),
-            ("encode_batch_size", encode_batch_size, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+        check_ints(
+            grid_resolution=(grid_resolution, 2),
+            max_codes=(max_codes, 2),
+            num_geodesics=(num_geodesics, 1),
+            max_drawn_geodesics=(max_drawn_geodesics, 1),
+            num_images=(num_images, 2),
+            n_nodes=(n_nodes, 2),
+            max_iterations=(max_iterations, 1),
+            dpi=(dpi, 10),
+            encode_batch_size=(encode_batch_size, 1),
+        )
         if not margin >= 0:
             raise ValueError(f"margin={margin!r} must be >= 0")
         if not (save_png or log_wandb):

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from callbacks._common import (
     EpochScheduledCallback,
+    check_ints,
     dataset_labels,
     draw_pairs,
     encode_means,
@@ -240,14 +241,14 @@ class GeodesicDistanceStats(EpochScheduledCallback):
         encode_batch_size: int = 256,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, run_at_end=run_at_end)
-        if not isinstance(num_pairs, int) or num_pairs < 1:
-            raise ValueError(f"num_pairs={num_pairs!r} must be an integer >= 1")
+        check_ints(
+            num_pairs=(num_pairs, 1),
+            n_nodes=(n_nodes, 2),
+            max_iterations=(max_iterations, 1),
+            encode_batch_size=(encode_batch_size, 1),
+        )
         if not 0.0 <= within_class_fraction <= 1.0:
             raise ValueError(f"within_class_fraction={within_class_fraction!r} must be in [0, 1]")
-        if not isinstance(n_nodes, int) or n_nodes < 2:
-            raise ValueError(f"n_nodes={n_nodes!r} must be an integer >= 2")
-        if not isinstance(max_iterations, int) or max_iterations < 1:
-            raise ValueError(f"max_iterations={max_iterations!r} must be an integer >= 1")
         if not tolerance > 0:
             raise ValueError(f"tolerance={tolerance!r} must be > 0")
         self.num_pairs = num_pairs
@@ -258,10 +259,6 @@ class GeodesicDistanceStats(EpochScheduledCallback):
         self.tolerance = float(tolerance)
         if optimiser not in ("lm", "adam"):
             raise ValueError(f"optimiser={optimiser!r} must be 'lm' or 'adam'")
-        if isinstance(encode_batch_size, bool) or not (
-            isinstance(encode_batch_size, int) and encode_batch_size >= 1
-        ):
-            raise ValueError(f"encode_batch_size={encode_batch_size!r} must be an integer >= 1")
         options = dict(geodesic_options or {})
         accepted = _geodesic_option_names()
         unknown = sorted(set(options) - accepted)
