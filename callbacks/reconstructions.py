@@ -18,6 +18,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from callbacks._common import fetch_items
+
 
 class ReconstructionImages(Callback):
     """Log originals, reconstructions and sigma(z) of a fixed set of validation images.
@@ -81,9 +83,7 @@ class ReconstructionImages(Callback):
             dataset = getattr(dm, "train_dataset", None) if dm is not None else None
         if dataset is None or len(dataset) == 0:
             return None
-        n = min(self.num_images, len(dataset))
-        items = [dataset[i] for i in range(n)]
-        return torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items])
+        return fetch_items(dataset, range(min(self.num_images, len(dataset))))[0]
 
     @torch.no_grad()
     def make_grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor | None:
