@@ -520,13 +520,14 @@ def _scatter_codes(
     size: float = 8,
 ) -> None:
     if labels is None:
+        filled = marker not in ("|", "_", "+", "x", ".", ",")  # line markers have no face
         ax.scatter(
             xy[:, 0],
             xy[:, 1],
             s=size,
-            c="white",
-            edgecolors="black",
-            linewidths=0.3,
+            c="white" if filled else "black",
+            edgecolors="black" if filled else None,
+            linewidths=0.3 if filled else 0.8,
             marker=marker,
             label="validation codes",
         )
