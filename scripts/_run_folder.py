@@ -5,7 +5,7 @@ Layout of ``runs/<name>/``::
     config.yaml                     resolved configuration of the first invocation
     config.invocation-<n>.yaml      a later invocation whose configuration differed
     run_state.json                  W&B id, stage status (pending / running / done / external)
-    checkpoints/stage1/last.ckpt    written at each epoch end (ModelCheckpoint, save_last=True)
+    checkpoints/stage1/last.ckpt    written at epoch ends (scripts/_checkpointing.py)
     checkpoints/stage2/last.ckpt
     wandb/                          the W&B run (offline-run-* when offline)
     csv/                            CSV logs when ``--run.logger csv``

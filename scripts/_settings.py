@@ -35,9 +35,9 @@ class TrainerSettings:
         stage2: length of stage 2 (RBF precision weights only).
         limit_train_batches: fraction or number of training batches per epoch.
         limit_val_batches: fraction or number of validation batches per epoch.
-        log_every_n_steps: logging interval of per-step metrics.
+        log_every_n_steps: logging interval of per-step metrics (optimiser steps); epoch means
+            are logged at every epoch end.
         deterministic: ``torch.use_deterministic_algorithms`` (``true``/``false``/``warn``).
-        gradient_clip_val: gradient norm clipping (``null``: off).
         num_sanity_val_steps: validation batches run before training (0: off).
         check_val_every_n_epoch: validate every this many epochs.
         ddp_timeout: seconds before a hung collective fails (DDP strategies).
@@ -52,9 +52,8 @@ class TrainerSettings:
     stage2: StageSettings = field(default_factory=lambda: StageSettings(max_epochs=30))
     limit_train_batches: int | float = 1.0
     limit_val_batches: int | float = 1.0
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 50
     deterministic: bool | Literal["warn"] = False
-    gradient_clip_val: float | None = None
     num_sanity_val_steps: int = 0
     check_val_every_n_epoch: int = 1
     ddp_timeout: int = 1800
@@ -80,6 +79,9 @@ class RunSettings:
         progress_bar: ``auto`` (tqdm on a terminal, ``log`` otherwise), ``tqdm``, ``rich``,
             ``log`` (plain periodic lines, for SLURM logs) or ``none``.
         log_every_n_seconds: interval of the ``log`` progress lines.
+        checkpoint_every_n_seconds: least time between two writes of the stage's ``last.ckpt``
+            (written at epoch ends only, and always at the end of the stage). A crash loses at
+            most this long plus one epoch of training; 0 writes at every epoch end.
         reconstructions: validation images in the reconstruction grid (0: off).
         reconstructions_every_n_epochs: draw the grid every this many epochs (and at the end
             of each stage).
@@ -100,6 +102,7 @@ class RunSettings:
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     progress_bar: Literal["auto", "tqdm", "rich", "log", "none"] = "auto"
     log_every_n_seconds: float = 30.0
+    checkpoint_every_n_seconds: float = 5.0
     reconstructions: int = 16
     reconstructions_every_n_epochs: int = 10
     torch_threads: int | None = 1

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.callbacks.progress import ProgressBar
 
 PROGRESS_BARS = ("auto", "tqdm", "rich", "log", "none")
@@ -191,19 +191,6 @@ def make_strategy(strategy: str, ddp_timeout: int) -> Any:
                  "ddp_notebook": "fork"}[strategy]
         return DDPStrategy(start_method=start, timeout=timedelta(seconds=ddp_timeout))
     return strategy
-
-
-def make_checkpoint_callback(dirpath: str) -> ModelCheckpoint:
-    """``last.ckpt`` (and the latest ``epoch=*.ckpt``) in ``dirpath``, written at each epoch end."""
-    return ModelCheckpoint(
-        dirpath=dirpath,
-        filename="epoch={epoch}",
-        auto_insert_metric_name=False,
-        save_last=True,
-        save_top_k=1,  # monitor=None: keeps the latest epoch; last.ckpt needs save_top_k != 0
-        every_n_epochs=1,
-        enable_version_counter=False,
-    )
 
 
 def callback_seconds(callbacks: list[Callback]) -> float:

@@ -1,22 +1,29 @@
 #!/usr/bin/env python
 """Time per epoch of each stage: this framework (Lightning) versus a plain PyTorch loop.
 
-Same process, same seed, same model (a fresh TwoStageVAE built from the same settings), same
-datamodule, batch size and optimiser. One "epoch" is a training pass over the training split plus
-a validation pass (what the default job does every epoch); the Lightning epoch also includes
-what the framework adds (metric logging, checkpoint writing, reconstruction images, the progress
-bar), depending on the variant. The median over the timed epochs (the first, warm-up, epoch is
-dropped) is reported, and the ratio Lightning / plain::
+Same process, same seed, same model (copies of one TwoStageVAE), same datamodule, batch size and
+optimiser. One "epoch" is a training pass over the training split plus a validation pass (what
+the default job does every epoch); the Lightning epoch also includes what the framework adds
+(metric logging, checkpoint writing, reconstruction images, progress lines), depending on the
+variant.
+
+The two are measured in pairs: right before each Lightning epoch, one epoch of the plain loop runs
+(on its own copy of the model), so both halves of a pair see the same machine load. Shared
+machines drift by tens of percent over minutes; pairing epoch by epoch cancels that drift, where
+comparing whole runs did not. The first pair is warm-up and dropped. Reported per stage and
+variant: the median of the per-pair ratios (a typical epoch) and the ratio of the summed times
+(which also carries periodic work such as the reconstruction images every 10 epochs)::
 
     python scripts/benchmark_training.py                     # default job's data and model
-    python scripts/benchmark_training.py --epochs 6 --variants lean full
+    python scripts/benchmark_training.py --epochs 61 --variants lean full
     python scripts/benchmark_training.py --max_per_class 100 # quicker
 
-Variants: ``lean`` (no logger, no progress bar, checkpoints on), ``full`` (as the default job:
-W&B offline logger, reconstruction images, ``log`` progress lines, checkpoints), ``csv``
-(CSV logger instead of W&B), and two diagnostics: ``bare`` (no checkpoints, no logger: the
-Lightning loop with the model's own ``self.log`` calls) and ``quiet`` (``bare`` with a subclass
-whose steps log nothing and skip the finiteness check: Lightning's loop overhead alone).
+Variants: ``full`` (as the default job: W&B offline logger, reconstruction images, ``log``
+progress lines, checkpoints, run-info callback), ``lean`` (no logger, no progress lines,
+checkpoints on), ``csv`` (CSV logger instead of W&B), and two diagnostics: ``bare`` (no
+checkpoints, no logger: the Lightning loop with the model's own ``self.log`` calls) and ``quiet``
+(``bare`` with a subclass whose steps log nothing and skip the finiteness check: Lightning's loop
+overhead alone).
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import math
 import os
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +51,7 @@ from pytorch_lightning.callbacks import Callback  # noqa: E402
 from datamodules.vae_datamodule import VAEDataModule  # noqa: E402
 from lightning_modules import TwoStageVAE  # noqa: E402
 from lightning_modules.rbf import RBFPrecision  # noqa: E402
+from scripts._settings import RunSettings, TrainerSettings  # noqa: E402
 
 VARIANTS = ("lean", "full", "csv", "bare", "quiet")
 
@@ -51,7 +61,9 @@ class QuietVAE(TwoStageVAE):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         terms = self.loss_terms(batch[0])
-        return terms["rec"] + self.kl_weight() * terms["kl"]
+        loss = terms["rec"] + self.kl_weight() * terms["kl"]
+        self.optimise(loss)
+        return loss.detach()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.loss_terms(batch[0])
@@ -63,112 +75,164 @@ def _quiet_copy(model: TwoStageVAE) -> QuietVAE:
     return quiet
 
 
-class EpochTimer(Callback):
-    """Wall time of each epoch, from one train-epoch start to the next (after checkpointing)."""
+class PlainLoop:
+    """The reference: a hand-written loop doing the same work (train pass + validation pass).
 
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.end = 0.0
+    Args:
+        model: its own copy of the model (trained by this loop only).
+        dm: the datamodule (set up for ``fit``).
+    """
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.starts.append(time.perf_counter())
+    def __init__(self, model: TwoStageVAE, dm: VAEDataModule) -> None:
+        self.model = model
+        self.opt = model.configure_optimizers()  # the framework's optimiser and settings
+        self.train_loader, self.val_loader = dm.train_dataloader(), dm.val_dataloader()
+        self.project = model.stage == 2 and isinstance(model.variance_net, RBFPrecision)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.end = time.perf_counter()
-
-    @property
-    def epoch_seconds(self) -> list[float]:
-        marks = [*self.starts, self.end]
-        return [b - a for a, b in zip(marks[:-1], marks[1:])]
-
-
-def plain_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int) -> list[float]:
-    """The reference: a hand-written loop doing the same work (train pass + validation pass)."""
-    opt = model.configure_optimizers()  # the same optimiser and settings as the framework's
-    train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
-    times = []
-    for _ in range(epochs):
+    def epoch(self) -> float:
+        """Run one epoch; its wall time in seconds."""
+        model, opt = self.model, self.opt
         t0 = time.perf_counter()
         model.train()
-        for x, _y in train_loader:
+        for x, _y in self.train_loader:
             terms = model.loss_terms(x)
-            loss = terms["rec"] + terms["kl"]
+            loss = terms["rec"] + model.kl_weight() * terms["kl"]
             if not torch.isfinite(loss):
                 raise FloatingPointError("non-finite loss in the plain loop")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if model.stage == 2 and isinstance(model.variance_net, RBFPrecision):
+            if self.project:
                 model.variance_net.project_()
         model.eval()
         with torch.no_grad():
-            for x, _y in val_loader:
+            for x, _y in self.val_loader:
                 model.loss_terms(x)
-        times.append(time.perf_counter() - t0)
-    return times
+        return time.perf_counter() - t0
 
 
-def lightning_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: str,
-                     workdir: str, seed: int) -> list[float]:
-    """The framework's epochs, with the Trainer settings and callbacks of ``scripts/train.py``."""
+class PairedEpochTimer(Callback):
+    """Time each Lightning epoch, and run one plain-loop epoch right before it.
+
+    A Lightning epoch spans from one ``on_train_epoch_start`` to the next (so it includes
+    validation, checkpoint writing and logger flushes), the last one ends at ``on_train_end``.
+    This callback must come first in the Trainer's list, so that the plain epoch runs outside the
+    Lightning epoch's window and the other callbacks' epoch-start work inside it.
+
+    Args:
+        plain: the plain loop to interleave.
+    """
+
+    def __init__(self, plain: PlainLoop) -> None:
+        self.plain = plain
+        self.plain_seconds: list[float] = []
+        self.lightning_seconds: list[float] = []
+        self._start: float | None = None
+
+    def _close_epoch(self) -> None:
+        if self._start is not None:
+            self.lightning_seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_epoch()
+        state = torch.random.get_rng_state()
+        self.plain_seconds.append(self.plain.epoch())
+        torch.random.set_rng_state(state)  # the Lightning run's randomness stays its own
+        self._start = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_epoch()
+
+
+def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: str,
+                  workdir: str, seed: int, checkpoint_seconds: float
+                  ) -> tuple[list[float], list[float]]:
+    """``epochs`` Lightning epochs, with the Trainer settings and callbacks of ``scripts/train.py``
+    for ``variant``, each preceded by one plain-loop epoch on a copy of ``model``;
+    ``checkpoint_seconds`` is ``run.checkpoint_every_n_seconds``.
+
+    Returns:
+        (plain seconds, Lightning seconds), one entry per epoch each.
+    """
     from callbacks.reconstructions import ReconstructionImages
-    from scripts._training import EpochSeeder, make_checkpoint_callback, make_logger
+    from scripts._checkpointing import AtomicCheckpointIO, EpochEndCheckpoint
+    from scripts._training import EpochSeeder, RunInfo, make_logger
 
     stage = model.stage
-    timer = EpochTimer()
-    callbacks: list[Callback] = [EpochSeeder(seed, stage), timer]
+    timer = PairedEpochTimer(PlainLoop(copy.deepcopy(model), dm))
+    callbacks: list[Callback] = [timer, EpochSeeder(seed, stage)]
     if variant in ("bare", "quiet"):
         model = _quiet_copy(model) if variant == "quiet" else model
     else:
-        callbacks.append(make_checkpoint_callback(os.path.join(workdir, f"ckpt{stage}")))
+        callbacks.append(EpochEndCheckpoint(os.path.join(workdir, f"ckpt{stage}"),
+                                            checkpoint_seconds))
     logger: Any = False
     if variant == "full":
-        from scripts._settings import RunSettings
         from scripts._training import LogLinesProgressBar
 
         run = RunSettings()
-        callbacks += [ReconstructionImages(run.reconstructions, run.reconstructions_every_n_epochs,
+        callbacks += [RunInfo("benchmark", "benchmark", stage),
+                      ReconstructionImages(run.reconstructions, run.reconstructions_every_n_epochs,
                                            save_dir=os.path.join(workdir, "figures")),
-                      LogLinesProgressBar(stage, every_n_seconds=30.0, stream=io.StringIO())]
+                      LogLinesProgressBar(stage, every_n_seconds=run.log_every_n_seconds,
+                                          stream=io.StringIO())]
         logger = make_logger("wandb", workdir, "benchmark", f"bench{stage}{variant}", "offline",
                              "latent-oddity-benchmark", None)
     elif variant == "csv":
         logger = make_logger("csv", workdir, "benchmark", "", "offline", "", None)
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, logger=logger, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_checkpointing=variant not in ("bare", "quiet"),
         enable_progress_bar=variant == "full", enable_model_summary=False,
-        num_sanity_val_steps=0, inference_mode=False, log_every_n_steps=10,
-        default_root_dir=workdir,
+        num_sanity_val_steps=0, inference_mode=False,
+        log_every_n_steps=TrainerSettings().log_every_n_steps, default_root_dir=workdir,
     )
-    trainer.fit(model, datamodule=dm)
+    with warnings.catch_warnings():  # as in scripts/train.py
+        warnings.filterwarnings("ignore", message=r"The number of training batches .* is "
+                                r"smaller than the logging interval")
+        trainer.fit(model, datamodule=dm)
     if variant == "full":
         import wandb
 
         wandb.finish()
-    return timer.epoch_seconds
+    return timer.plain_seconds, timer.lightning_seconds
 
 
-def _median(times: list[float]) -> float:
-    return statistics.median(times[1:] if len(times) > 1 else times)
+def median_confidence_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median: the order statistics at
+    n/2 -+ z sqrt(n)/2 (normal approximation of the binomial; 95 % for z = 1.96)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half_width = z * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half_width))
+    high = min(n - 1, math.ceil(n / 2 + half_width) - 1)
+    return ordered[low], ordered[high]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one line per stage and variant."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per measurement (>= 2)")
+    parser.add_argument("--epochs", type=int, default=31,
+                        help="paired epochs per fit (>= 2; the first is dropped; the default "
+                             "leaves 30, three periods of the reconstruction images)")
     parser.add_argument("--variants", nargs="+", default=["lean", "full"], choices=VARIANTS)
     parser.add_argument("--max_per_class", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the training job's run.torch_threads)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="interleaved plain/Lightning repetitions; the median is reported")
+    parser.add_argument("--checkpoint_seconds", type=float,
+                        default=RunSettings().checkpoint_every_n_seconds,
+                        help="run.checkpoint_every_n_seconds (0: a checkpoint at every epoch end)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="fits per stage and variant; their epoch pairs are pooled")
     args = parser.parse_args(argv)
+    if args.epochs < 2 or args.repeats < 1:
+        parser.error(f"--epochs {args.epochs} / --repeats {args.repeats}: need epochs >= 2 and "
+                     "repeats >= 1")
     if args.threads is None:
-        from scripts._settings import RunSettings
-
         args.threads = RunSettings().torch_threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -180,12 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     base1 = TwoStageVAE(data_shape=dm.data_shape, output_activation=dm.output_activation)
     n_train = len(dm.train_dataset)
     print(f"data: {n_train} training points, batch {args.batch_size}, "
-          f"{-(-n_train // args.batch_size)} steps/epoch; torch threads {args.threads}")
+          f"{-(-n_train // args.batch_size)} steps/epoch; torch threads {args.threads}; "
+          f"checkpoints at most every {args.checkpoint_seconds:g} s")
 
-    # (stage, variant) -> per-repeat medians of the plain and the Lightning epoch times; plain
-    # and Lightning alternate within each repeat so that slow drifts of a shared machine hit both
-    plain_t: dict[int, list[float]] = {1: [], 2: []}
-    light_t: dict[tuple[int, str], list[float]] = {}
+    # (stage, variant) -> paired epoch times over all repeats (first pair of each fit dropped)
+    pairs: dict[tuple[int, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         # stage 2 starts from a short stage-1 fit, RBF centres placed once for both loops
         trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False,
@@ -199,23 +262,30 @@ def main(argv: list[str] | None = None) -> int:
         base2.init_variance_net(base2.encode_dataset(dm.full_train_dataloader()))
         for rep in range(args.repeats):
             for stage, base in ((1, base1), (2, base2)):
-                torch.manual_seed(args.seed)
-                plain_t[stage].append(_median(plain_epochs(copy.deepcopy(base), dm, args.epochs)))
                 for variant in args.variants:
+                    torch.manual_seed(args.seed)
                     folder = os.path.join(workdir, f"{variant}{stage}_{rep}")
-                    times = lightning_epochs(copy.deepcopy(base), dm, args.epochs, variant,
-                                             folder, args.seed)
-                    light_t.setdefault((stage, variant), []).append(_median(times))
-    results = [(stage, variant, statistics.median(plain_t[stage]), statistics.median(times),
-                statistics.median(lt / pt for lt, pt in zip(times, plain_t[stage])))
-               for (stage, variant), times in light_t.items()]
+                    plain, light = paired_epochs(copy.deepcopy(base), dm, args.epochs, variant,
+                                                 folder, args.seed, args.checkpoint_seconds)
+                    pairs.setdefault((stage, variant), []).extend(list(zip(plain, light))[1:])
+                    print(f"stage {stage} {variant:>5} repeat {rep + 1}/{args.repeats}: "
+                          f"{len(plain)} paired epochs", flush=True)
 
-    print(f"median over {args.repeats} interleaved repeats of {args.epochs} epochs "
-          "(the first epoch of each measurement dropped)")
-    header = ("stage", "variant", "plain s/epoch", "lightning s/epoch", "ratio")
-    print(f"{header[0]:>5} {header[1]:>8} {header[2]:>14} {header[3]:>18} {header[4]:>6}")
-    for stage, variant, plain, light, ratio in sorted(results):
-        print(f"{stage:>5} {variant:>8} {plain:>14.4f} {light:>18.4f} {ratio:>6.2f}")
+    print(f"{args.repeats} repeat(s) of {args.epochs} paired epochs per stage and variant "
+          "(the first pair of each dropped); seconds per epoch are medians; ratio = median of "
+          "the per-pair ratios, with its 95% confidence interval; sum ratio = summed times")
+    header = ("stage", "variant", "pairs", "plain s/epoch", "lightning s/epoch", "ratio",
+              "95% CI", "sum ratio")
+    print(f"{header[0]:>5} {header[1]:>8} {header[2]:>5} {header[3]:>14} {header[4]:>18} "
+          f"{header[5]:>6} {header[6]:>11} {header[7]:>10}")
+    for (stage, variant), rows in sorted(pairs.items()):
+        plain_s = [p for p, _ in rows]
+        light_s = [lt for _, lt in rows]
+        ratios = [lt / p for p, lt in rows]
+        low, high = median_confidence_interval(ratios)
+        print(f"{stage:>5} {variant:>8} {len(rows):>5} {statistics.median(plain_s):>14.4f} "
+              f"{statistics.median(light_s):>18.4f} {statistics.median(ratios):>6.2f} "
+              f"{low:>5.2f}-{high:<5.2f} {sum(light_s) / sum(plain_s):>10.2f}")
     return 0
 
 

@@ -28,8 +28,10 @@ import time
 
 _T0 = time.perf_counter()  # before the heavy imports: wall_seconds covers the whole job
 
+import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,6 +146,13 @@ class Job:
                 raise UserError(f"trainer.stage{s}.max_epochs={st.max_epochs} must be >= 1")
         if self.run.torch_threads is not None and self.run.torch_threads < 1:
             raise UserError(f"run.torch_threads={self.run.torch_threads} must be >= 1 or null")
+        for key in ("checkpoint_every_n_seconds", "log_every_n_seconds"):
+            value = getattr(self.run, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"run.{key}={value!r} must be a finite number of seconds >= 0")
+        if self.trainer_cfg.log_every_n_steps < 1:
+            raise UserError(f"trainer.log_every_n_steps={self.trainer_cfg.log_every_n_steps} "
+                            "must be >= 1")
         self._geometry_callbacks()  # bad callback settings fail here, before any training
         ckpt = self.run.stage1_checkpoint
         if ckpt is not None and not os.path.isfile(ckpt):
@@ -269,7 +278,7 @@ class Job:
         return model2
 
     def _write_config(self) -> None:
-        text = self.parser.dump(self.cfg, skip_none=False)
+        text = self.parser.dump(self.cfg, skip_unset=False)  # keep null values (jsonargparse>=4.49)
         path = self.folder.config_path
         if os.path.isfile(path):
             with open(path) as fh:
@@ -329,12 +338,12 @@ class Job:
         import pytorch_lightning as pl
 
         from callbacks.reconstructions import ReconstructionImages
+        from scripts._checkpointing import AtomicCheckpointIO, EpochEndCheckpoint
         from scripts._training import (
             EpochSeeder,
             RunInfo,
             callback_seconds,
             float_metrics,
-            make_checkpoint_callback,
             make_progress_bar,
             make_strategy,
         )
@@ -354,7 +363,8 @@ class Job:
         progress = make_progress_bar(self.run.progress_bar, stage, self.run.log_every_n_seconds)
         if progress is not None:
             callbacks.append(progress)
-        callbacks.append(make_checkpoint_callback(self.folder.stage_dir(stage)))
+        callbacks.append(EpochEndCheckpoint(self.folder.stage_dir(stage),
+                                            self.run.checkpoint_every_n_seconds))
         trainer = pl.Trainer(
             accelerator=t.accelerator,
             devices=t.devices,
@@ -367,11 +377,11 @@ class Job:
             limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,
             log_every_n_steps=t.log_every_n_steps,
             deterministic=t.deterministic,
-            gradient_clip_val=t.gradient_clip_val,
             num_sanity_val_steps=t.num_sanity_val_steps,
             check_val_every_n_epoch=t.check_val_every_n_epoch,
             logger=self.logger if self.logger is not None else False,
             callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
             enable_progress_bar=progress is not None,
             enable_model_summary=progress is not None and stage == 1,
             inference_mode=False,  # geometry callbacks need autograd during validation
@@ -385,7 +395,12 @@ class Job:
         verb = "resuming" if ckpt_path else "starting"
         _rank_zero_print(f"[stage {stage}] {verb} ({st.max_epochs} epochs) -> {self.folder.path}")
         t0 = time.perf_counter()
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        with warnings.catch_warnings():
+            # per-step metrics are written every log_every_n_steps global steps across epoch
+            # boundaries, and the epoch means every epoch: short epochs lose nothing
+            warnings.filterwarnings("ignore", message=r"The number of training batches .* is "
+                                    r"smaller than the logging interval")
+            trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         if trainer.interrupted:
             raise UserError(f"stage {stage} was interrupted; run the same command to resume")
         entry.update({

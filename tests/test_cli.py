@@ -75,6 +75,11 @@ def test_paper_settings_are_the_defaults():
         (["--geodesic_stats.num_pairs", "0"], "invalid geodesic_stats settings: num_pairs=0"),
         (["--curvature_plots.grid_resolution", "1"],
          "invalid curvature_plots settings: grid_resolution=1"),
+        (["--run.checkpoint_every_n_seconds", "-1"],
+         "run.checkpoint_every_n_seconds=-1.0 must be a finite number of seconds >= 0"),
+        (["--run.log_every_n_seconds", "-5"], "run.log_every_n_seconds=-5.0 must be"),
+        (["--trainer.log_every_n_steps", "0"], "trainer.log_every_n_steps=0 must be >= 1"),
+        (["--model.gradient_clip_val", "-1"], "gradient_clip_val=-1.0 must be a finite number"),
     ],
 )
 def test_bad_input_gives_clear_error_before_training(tmp_path, capsys, args, expected):

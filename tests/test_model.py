@@ -261,6 +261,8 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, stage1_ckpt):
         ({"stage": 3}, "stage=3"),
         ({"num_centers": 0}, "num_centers=0"),
         ({"architecture": "conv", "data_shape": [784]}, "architecture='conv' needs image data"),
+        ({"gradient_clip_val": 0.0}, "gradient_clip_val=0.0 must be a finite number > 0"),
+        ({"gradient_clip_val": float("inf")}, "gradient_clip_val=inf"),
     ],
 )
 def test_bad_hyperparameters(kwargs, match):
@@ -348,3 +350,30 @@ def test_mlp_variance_head_starts_at_the_stage1_std():
     assert sigma.min() > 0.19 and sigma.max() < 0.21
     with pytest.raises(ValueError, match="init_std=0.001 must be larger than min_std=0.001"):
         MLPStdHead((4,), 2, [8], init_std=1e-3)
+
+
+class _GradNorms(pl.Callback):
+    """Total gradient norm seen by the optimiser at each step (after any clipping)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads]))))
+
+
+@pytest.mark.parametrize("clip", [None, 5.0])
+def test_gradient_clipping_bounds_every_step(clip, digits, make_trainer):
+    torch.manual_seed(0)
+    model = TwoStageVAE(num_centers=8, gradient_clip_val=clip)
+    norms = _GradNorms()
+    trainer = make_trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=0,
+                           callbacks=[norms])
+    trainer.fit(model, datamodule=digits)
+    assert len(norms.norms) == 5 and trainer.global_step == 5  # one optimiser step per batch
+    if clip is None:  # the unclipped gradients of this model are far above the clip value
+        assert min(norms.norms) > 5 * 5.0, norms.norms
+    else:
+        assert max(norms.norms) <= clip * (1 + 1e-5), norms.norms

@@ -234,11 +234,13 @@ def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys):
     """Smoke runs of both benchmarks on tiny settings (they time nothing here; they must work)."""
     from scripts import benchmark_geodesics, benchmark_training
 
-    assert benchmark_training.main(["--epochs", "2", "--repeats", "1", "--max_per_class", "10",
-                                    "--variants", "lean"]) == 0
+    assert benchmark_training.main(["--epochs", "3", "--repeats", "1", "--max_per_class", "10",
+                                    "--variants", "lean", "quiet"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^\s+1\s+lean\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out
-    assert re.search(r"^\s+2\s+lean\s", out, re.M), out
+    row = r"\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+-[\d.]+\s+[\d.]+$"  # 2 pairs
+    for stage in (1, 2):
+        for variant in ("lean", "quiet"):
+            assert re.search(rf"^\s+{stage}\s+{variant}{row}", out, re.M), out
     report = tmp_path / "geo.json"
     ckpt = os.path.join(reference_run, "checkpoints", "stage2", "last.ckpt")
     assert benchmark_geodesics.main(["--checkpoint", ckpt, "--pairs", "6", "--points", "60",
