@@ -84,11 +84,12 @@ class TwoStageVAE(pl.LightningModule):
         stage: 1 or 2.
 
     Optimisation is manual (``automatic_optimization = False``): ``training_step`` runs
-    zero-grad, ``manual_backward``, clipping, the optimiser step and, in stage 2, the RBF
-    projection W >= 0. Lightning's automatic-optimisation closure cost about 0.06 of a plain
-    PyTorch epoch on the default job (``scripts/benchmark_training.py``, ``quiet`` variant: 1.17
-    against 1.11 over 60 paired epochs); precision plugins, DDP gradient synchronisation and the
-    optimiser hooks work the same through ``manual_backward`` and ``LightningOptimizer.step``.
+    zero-grad, ``manual_backward``, the optimiser step (clipping in
+    ``on_before_optimizer_step``) and, in stage 2, the RBF projection W >= 0. Lightning's
+    automatic-optimisation closure cost about 0.06 of a plain PyTorch epoch on the default job
+    (``scripts/benchmark_training.py``, ``quiet`` variant: 1.17 against 1.11 over 60 paired
+    epochs). Precision plugins, DDP gradient synchronisation and the optimiser hooks work the
+    same through ``manual_backward`` and ``LightningOptimizer.step``.
     """
 
     def __init__(
@@ -356,18 +357,23 @@ class TwoStageVAE(pl.LightningModule):
         return loss.detach()
 
     def optimise(self, loss: Tensor) -> None:
-        """One optimiser step on ``loss`` (inside a Trainer's fit): zero-grad, backward,
-        gradient-norm clipping, step, and in stage 2 the RBF projection W >= 0."""
+        """One optimiser step on ``loss`` (inside a Trainer's fit): zero-grad, backward, step
+        (gradient-norm clipping happens in ``on_before_optimizer_step``), and in stage 2 the RBF
+        projection W >= 0."""
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
+        optimizer.step()
+        if self._stage == 2 and isinstance(self.variance_net, RBFPrecision):
+            self.variance_net.project_()  # W >= 0 after every step
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # here, unlike right after manual_backward, mixed-precision gradients are unscaled: the
+        # same place where Lightning clips under automatic optimisation
         clip = self.hparams.get("gradient_clip_val")
         if clip is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip,
                                 gradient_clip_algorithm="norm")
-        optimizer.step()
-        if self._stage == 2 and isinstance(self.variance_net, RBFPrecision):
-            self.variance_net.project_()  # W >= 0 after every step
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "val")

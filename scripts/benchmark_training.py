@@ -17,6 +17,7 @@ variant: the median of the per-pair ratios (a typical epoch) and the ratio of th
     python scripts/benchmark_training.py                     # default job's data and model
     python scripts/benchmark_training.py --epochs 61 --variants lean full
     python scripts/benchmark_training.py --max_per_class 100 # quicker
+    python scripts/benchmark_training.py --architecture conv --epochs 11 --variants full
 
 Variants: ``full`` (as the default job: W&B offline logger, reconstruction images, ``log``
 progress lines, checkpoints, run-info callback), ``lean`` (no logger, no progress lines,
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                              "leaves 30, three periods of the reconstruction images)")
     parser.add_argument("--variants", nargs="+", default=["lean", "full"], choices=VARIANTS)
     parser.add_argument("--max_per_class", type=int, default=None)
+    parser.add_argument("--architecture", choices=["mlp", "conv"], default="mlp",
+                        help="model.architecture (the default job: mlp)")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
@@ -241,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     dm = VAEDataModule(max_per_class=args.max_per_class, batch_size=args.batch_size, seed=args.seed)
     dm.setup("fit")
     pl.seed_everything(args.seed, verbose=False)
-    base1 = TwoStageVAE(data_shape=dm.data_shape, output_activation=dm.output_activation)
+    base1 = TwoStageVAE(data_shape=dm.data_shape, output_activation=dm.output_activation,
+                        architecture=args.architecture)
     n_train = len(dm.train_dataset)
-    print(f"data: {n_train} training points, batch {args.batch_size}, "
+    print(f"{args.architecture} model; data: {n_train} training points, batch {args.batch_size}, "
           f"{-(-n_train // args.batch_size)} steps/epoch; torch threads {args.threads}; "
           f"checkpoints at most every {args.checkpoint_seconds:g} s")
 

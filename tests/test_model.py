@@ -353,12 +353,13 @@ def test_mlp_variance_head_starts_at_the_stage1_std():
 
 
 class _GradNorms(pl.Callback):
-    """Total gradient norm seen by the optimiser at each step (after any clipping)."""
+    """Total norm of the gradients each step applied (they stay in ``.grad`` until the next
+    step's zero-grad, after any clipping)."""
 
     def __init__(self) -> None:
         self.norms: list[float] = []
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         self.norms.append(float(torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(g) for g in grads]))))
