@@ -489,5 +489,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _quiet_dependency_deprecations() -> None:
+    """Hide two deprecation warnings that dependencies raise about their own internals (nothing
+    a user of this script can act on): torch's lazy forward-mode-AD decompositions still call
+    ``torch.jit.script``, and Lightning 2.6's ``_pytree`` still tests ``LeafSpec``."""
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                            category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+
+
 if __name__ == "__main__":
+    _quiet_dependency_deprecations()
     sys.exit(main())
