@@ -213,6 +213,9 @@ def test_ddp_two_processes_both_stages(tmp_path):
            "--config", os.path.join(REPO, "configs", "ddp.yaml"), "--run.name", "ddp",
            "--run.progress_bar", "none", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
            "--trainer.ddp_timeout", "120",
+           # a time-gated checkpoint: rank 0's decision is broadcast at every epoch end, so the
+           # ranks must agree both when a write is skipped and when it is due (the last epoch)
+           "--run.checkpoint_every_n_seconds", "1",
            *_callbacks(("DumpRankState", {"out_dir": str(dump)}))]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "LOCAL_RANK"))}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=str(tmp_path),
