@@ -86,10 +86,11 @@ class TwoStageVAE(pl.LightningModule):
     Optimisation is manual (``automatic_optimization = False``): ``training_step`` runs
     zero-grad, ``manual_backward``, the optimiser step (clipping in
     ``on_before_optimizer_step``) and, in stage 2, the RBF projection W >= 0. Lightning's
-    automatic-optimisation closure cost about 0.06 of a plain PyTorch epoch on the default job
-    (``scripts/benchmark_training.py``, ``quiet`` variant: 1.17 against 1.11 over 60 paired
-    epochs). Precision plugins, DDP gradient synchronisation and the optimiser hooks work the
-    same through ``manual_backward`` and ``LightningOptimizer.step``.
+    automatic-optimisation closure cost about 0.06 of a plain PyTorch epoch on the default job:
+    the ratio of ``scripts/benchmark_training.py``'s ``quiet`` variant was 1.17 with an
+    automatic-optimisation copy of the model and 1.11 with this one (60 paired epochs each).
+    Precision plugins, DDP gradient synchronisation and the optimiser hooks work the same
+    through ``manual_backward`` and ``LightningOptimizer.step``.
     """
 
     def __init__(
@@ -370,7 +371,7 @@ class TwoStageVAE(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # here, unlike right after manual_backward, mixed-precision gradients are unscaled: the
         # same place where Lightning clips under automatic optimisation
-        clip = self.hparams.get("gradient_clip_val")
+        clip = self.hparams.get("gradient_clip_val")  # absent from older checkpoints' hparams
         if clip is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip,
                                 gradient_clip_algorithm="norm")

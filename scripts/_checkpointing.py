@@ -107,6 +107,8 @@ class EpochEndCheckpoint(ModelCheckpoint):
 
     @staticmethod
     def _fit_ends_now(trainer: pl.Trainer) -> bool:
+        """The epoch that just ended is the fit's last: ``max_epochs``, ``max_steps``, or a stop
+        request (early stopping, Lightning's ``max_time`` timer, a callback)."""
         max_epochs = trainer.max_epochs
         last_epoch = max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1
         max_steps = trainer.max_steps
@@ -122,9 +124,3 @@ class EpochEndCheckpoint(ModelCheckpoint):
         if self._due(trainer):
             super().on_train_epoch_end(trainer, pl_module)
             self._last_write = time.monotonic()
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Write the final state if the last epoch end did not (e.g. ``max_time``)."""
-        super().on_train_end(trainer, pl_module)
-        super().on_train_epoch_end(trainer, pl_module)  # no-op when this step is already saved
-

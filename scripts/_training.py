@@ -16,6 +16,7 @@ import hashlib
 import os
 import sys
 import time
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -191,6 +192,17 @@ def make_strategy(strategy: str, ddp_timeout: int) -> Any:
                  "ddp_notebook": "fork"}[strategy]
         return DDPStrategy(start_method=start, timeout=timedelta(seconds=ddp_timeout))
     return strategy
+
+
+def fit_stage(trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any,
+              ckpt_path: str | None = None) -> None:
+    """``trainer.fit`` without Lightning's warning that an epoch has fewer batches than
+    ``log_every_n_steps``: per-step metrics are written every ``log_every_n_steps`` global steps
+    across epoch boundaries, and the epoch means every epoch, so short epochs lose nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The number of training batches .* is "
+                                r"smaller than the logging interval")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
 
 def callback_seconds(callbacks: list[Callback]) -> float:

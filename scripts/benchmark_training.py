@@ -38,7 +38,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from typing import Any
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,7 +157,7 @@ def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: s
     """
     from callbacks.reconstructions import ReconstructionImages
     from scripts._checkpointing import AtomicCheckpointIO, EpochEndCheckpoint
-    from scripts._training import EpochSeeder, RunInfo, make_logger
+    from scripts._training import EpochSeeder, RunInfo, fit_stage, make_logger
 
     stage = model.stage
     timer = PairedEpochTimer(PlainLoop(copy.deepcopy(model), dm))
@@ -190,10 +189,7 @@ def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: s
         num_sanity_val_steps=0, inference_mode=False,
         log_every_n_steps=TrainerSettings().log_every_n_steps, default_root_dir=workdir,
     )
-    with warnings.catch_warnings():  # as in scripts/train.py
-        warnings.filterwarnings("ignore", message=r"The number of training batches .* is "
-                                r"smaller than the logging interval")
-        trainer.fit(model, datamodule=dm)
+    fit_stage(trainer, model, dm)  # as scripts/train.py fits a stage
     if variant == "full":
         import wandb
 

@@ -343,6 +343,7 @@ class Job:
             EpochSeeder,
             RunInfo,
             callback_seconds,
+            fit_stage,
             float_metrics,
             make_progress_bar,
             make_strategy,
@@ -395,12 +396,7 @@ class Job:
         verb = "resuming" if ckpt_path else "starting"
         _rank_zero_print(f"[stage {stage}] {verb} ({st.max_epochs} epochs) -> {self.folder.path}")
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            # per-step metrics are written every log_every_n_steps global steps across epoch
-            # boundaries, and the epoch means every epoch: short epochs lose nothing
-            warnings.filterwarnings("ignore", message=r"The number of training batches .* is "
-                                    r"smaller than the logging interval")
-            trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        fit_stage(trainer, model, dm, ckpt_path)
         if trainer.interrupted:
             raise UserError(f"stage {stage} was interrupted; run the same command to resume")
         entry.update({

@@ -55,24 +55,31 @@ def small_data() -> VAEDataModule:
     return dm
 
 
-def _fit(tmp_path, dm, seconds: float, epochs: int = 3, crash_at: int | None = None,
-         **trainer_kwargs) -> tuple[pl.Trainer, str]:
+def _trainer(tmp_path, ckpt_dir: str, seconds: float, epochs: int,
+             callbacks: list[pl.Callback], **trainer_kwargs) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False,
+                      callbacks=[EpochEndCheckpoint(ckpt_dir, seconds), *callbacks],
+                      plugins=[AtomicCheckpointIO()], enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0,
+                      default_root_dir=str(tmp_path), **trainer_kwargs)
+
+
+def _model() -> TwoStageVAE:
     torch.manual_seed(0)
-    model = TwoStageVAE(num_centers=4, hidden_dims=[16, 8])
+    return TwoStageVAE(num_centers=4, hidden_dims=[16, 8])
+
+
+def _fit(tmp_path, dm, seconds: float, epochs: int = 3, crash_at: int | None = None,
+         callbacks: tuple[pl.Callback, ...] = (), **trainer_kwargs) -> tuple[pl.Trainer, str]:
     ckpt_dir = str(tmp_path / "ckpt")
-    callbacks: list[pl.Callback] = [EpochEndCheckpoint(ckpt_dir, seconds)]
-    if crash_at is not None:
-        callbacks.append(CrashAtEpoch(stage=1, epoch=crash_at))
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False,
-                         callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-                         enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, default_root_dir=str(tmp_path),
-                         **trainer_kwargs)
+    extra = [*callbacks] + ([CrashAtEpoch(stage=1, epoch=crash_at)] if crash_at is not None
+                            else [])
+    trainer = _trainer(tmp_path, ckpt_dir, seconds, epochs, extra, **trainer_kwargs)
     if crash_at is None:
-        trainer.fit(model, datamodule=dm)
+        trainer.fit(_model(), datamodule=dm)
     else:
         with pytest.raises(SimulatedCrashError):
-            trainer.fit(model, datamodule=dm)
+            trainer.fit(_model(), datamodule=dm)
     return trainer, os.path.join(ckpt_dir, "last.ckpt")
 
 
@@ -97,15 +104,26 @@ def test_fit_cut_by_max_steps_still_writes_its_final_state(tmp_path, small_data)
     assert torch.load(last, weights_only=True)["global_step"] == 4
 
 
+class _StopAtStep(pl.Callback):
+    """Request a stop in the middle of an epoch, as early stopping or ``max_time`` do."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
+def test_fit_stopped_by_a_callback_still_writes_its_final_state(tmp_path, small_data):
+    trainer, last = _fit(tmp_path, small_data, 3600.0, epochs=10, callbacks=(_StopAtStep(5),))
+    assert trainer.global_step == 5 and trainer.current_epoch < 9
+    assert torch.load(last, weights_only=True)["global_step"] == 5
+
+
 def test_resume_from_a_gated_checkpoint_continues_the_fit(tmp_path, small_data):
-    trainer, last = _fit(tmp_path, small_data, 3600.0, epochs=2)
-    torch.manual_seed(0)
-    model = TwoStageVAE(num_centers=4, hidden_dims=[16, 8])
-    resumed = pl.Trainer(accelerator="cpu", max_epochs=3, logger=False,
-                         callbacks=[EpochEndCheckpoint(os.path.dirname(last), 3600.0)],
-                         plugins=[AtomicCheckpointIO()], enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         default_root_dir=str(tmp_path))
-    resumed.fit(model, datamodule=small_data, ckpt_path=last)
+    _, last = _fit(tmp_path, small_data, 3600.0, epochs=2)
+    resumed = _trainer(tmp_path, os.path.dirname(last), 3600.0, 3, [])
+    resumed.fit(_model(), datamodule=small_data, ckpt_path=last)
     assert resumed.global_step == 9
     assert torch.load(last, weights_only=True)["global_step"] == 9
