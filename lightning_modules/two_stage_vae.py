@@ -397,13 +397,18 @@ class TwoStageVAE(pl.LightningModule):
     # ------------------------------------------------------------------ stage-2 initialisation
     @torch.no_grad()
     def encode_dataset(self, dataloader: Any) -> Tensor:
-        """Encoder means of every batch of ``dataloader``: (n, d), on this module's device."""
+        """Encoder means of every batch of ``dataloader``: (n, d), on the encoder's device.
+
+        That is the device of the parameters, not ``self.device``: in ``setup`` Lightning
+        already reports the target device (e.g. ``cuda:0``) while the weights are still on the CPU.
+        """
         was_training = self.training
         self.eval()
+        device = next(self.encoder.parameters()).device
         codes = []
         for batch in dataloader:
             x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            codes.append(self.encode(x.to(self.device))[0])
+            codes.append(self.encode(x.to(device))[0])
         self.train(was_training)
         return torch.cat(codes)
 

@@ -83,8 +83,9 @@ class PlainLoop:
         dm: the datamodule (set up for ``fit``).
     """
 
-    def __init__(self, model: TwoStageVAE, dm: VAEDataModule) -> None:
-        self.model = model
+    def __init__(self, model: TwoStageVAE, dm: VAEDataModule, device: torch.device) -> None:
+        self.model = model.to(device)
+        self.device = device
         self.opt = model.configure_optimizers()  # the framework's optimiser and settings
         self.train_loader, self.val_loader = dm.train_dataloader(), dm.val_dataloader()
         self.project = model.stage == 2 and isinstance(model.variance_net, RBFPrecision)
@@ -95,6 +96,7 @@ class PlainLoop:
         t0 = time.perf_counter()
         model.train()
         for x, _y in self.train_loader:
+            x = x.to(self.device, non_blocking=True)
             terms = model.loss_terms(x)
             loss = terms["rec"] + model.kl_weight() * terms["kl"]
             if not torch.isfinite(loss):
@@ -107,7 +109,8 @@ class PlainLoop:
         model.eval()
         with torch.no_grad():
             for x, _y in self.val_loader:
-                model.loss_terms(x)
+                model.loss_terms(x.to(self.device, non_blocking=True))
+        _synchronize(self.device)
         return time.perf_counter() - t0
 
 
@@ -130,6 +133,7 @@ class PairedEpochTimer(Callback):
         self._start: float | None = None
 
     def _close_epoch(self) -> None:
+        _synchronize(self.plain.device)
         if self._start is not None:
             self.lightning_seconds.append(time.perf_counter() - self._start)
             self._start = None
@@ -146,11 +150,12 @@ class PairedEpochTimer(Callback):
 
 
 def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: str,
-                  workdir: str, seed: int, checkpoint_seconds: float
+                  workdir: str, seed: int, checkpoint_seconds: float, accelerator: str = "cpu"
                   ) -> tuple[list[float], list[float]]:
     """``epochs`` Lightning epochs, with the Trainer settings and callbacks of ``scripts/train.py``
     for ``variant``, each preceded by one plain-loop epoch on a copy of ``model``;
-    ``checkpoint_seconds`` is ``run.checkpoint_every_n_seconds``.
+    ``checkpoint_seconds`` is ``run.checkpoint_every_n_seconds``; ``accelerator`` is ``cpu`` or
+    ``gpu`` (one CUDA device, for both loops).
 
     Returns:
         (plain seconds, Lightning seconds), one entry per epoch each.
@@ -160,7 +165,8 @@ def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: s
     from scripts._training import EpochSeeder, RunInfo, fit_stage, make_logger
 
     stage = model.stage
-    timer = PairedEpochTimer(PlainLoop(copy.deepcopy(model), dm))
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    timer = PairedEpochTimer(PlainLoop(copy.deepcopy(model), dm, device))
     callbacks: list[Callback] = [timer, EpochSeeder(seed, stage)]
     if variant in ("bare", "quiet"):
         model = _quiet_copy(model) if variant == "quiet" else model
@@ -182,7 +188,7 @@ def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: s
     elif variant == "csv":
         logger = make_logger("csv", workdir, "benchmark", "", "offline", "", None)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=epochs, logger=logger, callbacks=callbacks,
+        accelerator=accelerator, devices=1, max_epochs=epochs, logger=logger, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=variant not in ("bare", "quiet"),
         enable_progress_bar=variant == "full", enable_model_summary=False,
@@ -195,6 +201,12 @@ def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: s
 
         wandb.finish()
     return timer.plain_seconds, timer.lightning_seconds
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall-clock times include it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def median_confidence_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
@@ -218,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_per_class", type=int, default=None)
     parser.add_argument("--architecture", choices=["mlp", "conv"], default="mlp",
                         help="model.architecture (the default job: mlp)")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu",
+                        help="run both loops on the CPU (the default job) or on one CUDA GPU")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
@@ -231,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 2 or args.repeats < 1:
         parser.error(f"--epochs {args.epochs} / --repeats {args.repeats}: need epochs >= 2 and "
                      "repeats >= 1")
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        parser.error("--accelerator gpu: no CUDA device is available here; use --accelerator cpu")
     if args.threads is None:
         args.threads = RunSettings().torch_threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -243,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     base1 = TwoStageVAE(data_shape=dm.data_shape, output_activation=dm.output_activation,
                         architecture=args.architecture)
     n_train = len(dm.train_dataset)
-    print(f"{args.architecture} model; data: {n_train} training points, batch {args.batch_size}, "
+    print(f"{args.architecture} model on {args.accelerator}; data: {n_train} training points, "
+          f"batch {args.batch_size}, "
           f"{-(-n_train // args.batch_size)} steps/epoch; torch threads {args.threads}; "
           f"checkpoints at most every {args.checkpoint_seconds:g} s")
 
@@ -251,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs: dict[tuple[int, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         # stage 2 starts from a short stage-1 fit, RBF centres placed once for both loops
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False,
+        trainer = pl.Trainer(accelerator=args.accelerator, devices=1, max_epochs=2, logger=False,
                              enable_progress_bar=False, enable_model_summary=False,
                              num_sanity_val_steps=0, default_root_dir=workdir)
         trained = copy.deepcopy(base1)
@@ -260,13 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         trainer.save_checkpoint(ckpt)
         base2 = TwoStageVAE.stage2_from_stage1(ckpt)
         base2.init_variance_net(base2.encode_dataset(dm.full_train_dataloader()))
+        base1, base2 = base1.cpu(), base2.cpu()  # each fit below moves its own copies
         for rep in range(args.repeats):
             for stage, base in ((1, base1), (2, base2)):
                 for variant in args.variants:
                     torch.manual_seed(args.seed)
                     folder = os.path.join(workdir, f"{variant}{stage}_{rep}")
                     plain, light = paired_epochs(copy.deepcopy(base), dm, args.epochs, variant,
-                                                 folder, args.seed, args.checkpoint_seconds)
+                                                 folder, args.seed, args.checkpoint_seconds,
+                                                 args.accelerator)
                     pairs.setdefault((stage, variant), []).extend(list(zip(plain, light))[1:])
                     print(f"stage {stage} {variant:>5} repeat {rep + 1}/{args.repeats}: "
                           f"{len(plain)} paired epochs", flush=True)

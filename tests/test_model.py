@@ -378,3 +378,17 @@ def test_gradient_clipping_bounds_every_step(clip, digits, make_trainer):
         assert min(norms.norms) > 5 * 5.0, norms.norms
     else:
         assert max(norms.norms) <= clip * (1 + 1e-5), norms.norms
+
+
+def test_encode_dataset_follows_the_weights_not_the_reported_device(digits):
+    """In ``setup`` Lightning already reports the target device (``cuda:0`` on a GPU run) while the
+    weights are still on the CPU; stage 2 encodes the training set there to place the centres."""
+    model = TwoStageVAE(num_centers=8)
+    expected = model.encode_dataset(digits.full_train_dataloader())
+    for module in model.modules():  # what pytorch_lightning's _call_setup_hook does
+        if hasattr(module, "_device"):
+            module._device = torch.device("meta")
+    assert model.device.type == "meta"
+    codes = model.encode_dataset(digits.full_train_dataloader())
+    assert codes.device.type == "cpu"
+    torch.testing.assert_close(codes, expected, rtol=0, atol=0)
