@@ -1,8 +1,11 @@
 """The LightningModule (:class:`TwoStageVAE`) and the plain networks it is built from."""
 
+from lightning_modules import lightning_speedups
 from lightning_modules.checkpoints import CheckpointError, read_checkpoint
 from lightning_modules.rbf import RBFPrecision, kmeans_centers, rbf_bandwidths
 from lightning_modules.two_stage_vae import NonFiniteLossError, TwoStageVAE
+
+lightning_speedups.install()  # self.log without a 0.4 ms rebuild of each metric (see module)
 
 __all__ = [
     "CheckpointError",

@@ -46,6 +46,8 @@ STAGE2_LR = {"rbf": 0.1, "mlp": 1e-3}
 LOG_2PI = math.log(2 * math.pi)
 #: the loss terms logged per split, in this order
 LOSS_TERMS = ("rec", "kl", "elbo")
+# finiteness checks on accelerators (finite_check_every_n_steps=None): every this many steps
+DEFERRED_FINITE_CHECK_STEPS = 50
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -81,6 +83,13 @@ class TwoStageVAE(pl.LightningModule):
         weight_decay: L2 regularisation of stage-1 weights (paper: 1e-5).
         kl_warmup_epochs: linear KL warm-up over this many stage-1 epochs (0 = off).
         gradient_clip_val: clip the gradient norm of each step to this value (``None``: off).
+        finite_check_every_n_steps: how often a non-finite training loss is looked for on the
+            host. 1: before every optimiser step (one device sync per step). k > 1: each step
+            records the first non-finite loss on the device without a sync; the host checks
+            every k steps, at the last step of every epoch (before any epoch-end checkpoint), at
+            ``max_steps`` and when a stop is requested, and the error names the first bad step.
+            ``None`` (default): 1 when the loss is on the CPU (a sync costs nothing there),
+            ``DEFERRED_FINITE_CHECK_STEPS`` on an accelerator.
         stage: 1 or 2.
 
     Optimisation is manual (``automatic_optimization = False``): ``training_step`` runs
@@ -116,6 +125,7 @@ class TwoStageVAE(pl.LightningModule):
         weight_decay: float = 1e-5,
         kl_warmup_epochs: int = 0,
         gradient_clip_val: float | None = None,
+        finite_check_every_n_steps: int | None = None,
         stage: int = 1,
     ):
         super().__init__()
@@ -140,6 +150,7 @@ class TwoStageVAE(pl.LightningModule):
             weight_decay=weight_decay,
             kl_warmup_epochs=kl_warmup_epochs,
             gradient_clip_val=gradient_clip_val,
+            finite_check_every_n_steps=finite_check_every_n_steps,
             stage=stage,
         )
         self.save_hyperparameters(
@@ -180,6 +191,8 @@ class TwoStageVAE(pl.LightningModule):
             )
         #: per split: (sums of the LOSS_TERMS weighted by batch size, number of points)
         self._epoch_sums: dict[str, tuple[Tensor, int]] = {}
+        # deferred finiteness check: (first bad global step or -1, its loss), on the loss's device
+        self._first_nonfinite: tuple[Tensor, Tensor] | None = None
         self._stage = 0
         self.set_stage(stage)
 
@@ -286,7 +299,7 @@ class TwoStageVAE(pl.LightningModule):
         terms = self.loss_terms(x)
         loss = terms["rec"] + self.kl_weight() * terms["kl"]
         if split == "train":
-            self._check_finite(loss)
+            self._check_finite(loss, batch_idx)
         values = torch.stack([terms[name] for name in LOSS_TERMS]).detach()  # (3,)
         if split in self._epoch_sums:
             sums, count = self._epoch_sums[split]
@@ -335,21 +348,77 @@ class TwoStageVAE(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def _check_finite(self, loss: Tensor) -> None:
-        finite = bool(torch.isfinite(loss))
+    def finite_check_interval(self, device: torch.device) -> int:
+        """Steps between two host-side finiteness checks for a loss on ``device``."""
+        every = self.hparams.get("finite_check_every_n_steps")  # absent from older checkpoints
+        if every is None:
+            every = 1 if device.type == "cpu" else DEFERRED_FINITE_CHECK_STEPS
+        return int(every)
+
+    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Stop on a non-finite training loss: at once (interval 1), or record it on the device
+        for the next due check (``on_train_batch_end``)."""
+        if self._trainer is None or self.finite_check_interval(loss.device) == 1:
+            finite = bool(torch.isfinite(loss))
+            if not self._all_ranks_agree(finite):
+                where = ""
+                if self._trainer is not None:
+                    t = self.trainer
+                    where = f" at epoch {t.current_epoch}, global step {t.global_step}"
+                self._raise_nonfinite(f"({float(loss.detach())}) in stage {self._stage}{where}")
+            return
+        step = self.trainer.global_step
+        loss = loss.detach()
+        if self._first_nonfinite is None:
+            self._first_nonfinite = (torch.full((), -1, dtype=torch.long, device=loss.device),
+                                     torch.zeros((), dtype=loss.dtype, device=loss.device))
+        first_step, first_loss = self._first_nonfinite
+        new = ~torch.isfinite(loss) & (first_step < 0)  # no host sync
+        self._first_nonfinite = (first_step.masked_fill(new, step),
+                                 torch.where(new, loss, first_loss))
+
+    def on_train_start(self) -> None:
+        self._first_nonfinite = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """The deferred finiteness check, when due (runs after the callbacks' batch-end hooks, so
+        it sees their stop requests)."""
+        if self._first_nonfinite is None:
+            return
+        t = self.trainer
+        every = self.finite_check_interval(self._first_nonfinite[0].device)
+        due = (t.global_step % every == 0
+               or batch_idx + 1 >= t.num_training_batches
+               or 0 < (t.max_steps or -1) <= t.global_step
+               or t.should_stop)
+        if not due:
+            return
+        first_step, first_loss = self._first_nonfinite
+        step = int(first_step)  # the one host sync of this check
+        if self._all_ranks_agree(step < 0):
+            return
+        if step >= 0:
+            detail = (f"({float(first_loss)}) in stage {self._stage} at epoch {t.current_epoch}, "
+                      f"global step {step} (found by the check after global step "
+                      f"{t.global_step}; checks run every {every} steps)")
+        else:
+            detail = f"on another rank in stage {self._stage} at epoch {t.current_epoch}"
+        self._raise_nonfinite(detail)
+
+    def _all_ranks_agree(self, ok: bool) -> bool:
+        """``ok`` on every rank (a collective under DDP: every rank must stop together, or the
+        others hang in the next all-reduce)."""
         if self._trainer is not None and self.trainer.world_size > 1:
-            # every rank must stop together, or the others hang in the next all-reduce
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
-            where = ""
-            if self._trainer is not None:
-                t = self.trainer
-                where = f" at epoch {t.current_epoch}, global step {t.global_step}"
-            raise NonFiniteLossError(
-                f"non-finite training loss ({float(loss.detach())}) in stage {self._stage}{where}. "
-                "The run stopped; the last checkpoint written before this step is intact. "
-                "Lower the learning rate (lr / stage2_lr), raise stage1_std or zeta, and resume."
-            )
+            return bool(self.trainer.strategy.reduce_boolean_decision(ok, all=True))
+        return ok
+
+    @staticmethod
+    def _raise_nonfinite(detail: str) -> None:
+        raise NonFiniteLossError(
+            f"non-finite training loss {detail}. "
+            "The run stopped; the last checkpoint written before this step is intact. "
+            "Lower the learning rate (lr / stage2_lr), raise stage1_std or zeta, and resume."
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """One optimiser step on ``batch``; returns the detached loss."""
@@ -554,5 +623,9 @@ def _validate_hparams(**h: Any) -> None:
     if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip)
                                  and clip > 0):
         raise ValueError(f"gradient_clip_val={clip!r} must be a finite number > 0 or None (off)")
+    every = h["finite_check_every_n_steps"]
+    if every is not None and not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"finite_check_every_n_steps={every!r} must be an integer >= 1 or None "
+                         "(1 on the CPU, a deferred check on accelerators)")
     if h["stage"] not in (1, 2):
         raise ValueError(f"stage={h['stage']!r} must be 1 or 2")

@@ -120,6 +120,14 @@ class EpochEndCheckpoint(ModelCheckpoint):
                or time.monotonic() - self._last_write >= self.min_interval_seconds)
         return bool(trainer.strategy.broadcast(due, src=0))
 
+    # Writes happen at train-epoch ends only: the step- and validation-end checks of
+    # ModelCheckpoint would never save here, so they are skipped (they ran on every batch).
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        return None
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._due(trainer):
             super().on_train_epoch_end(trainer, pl_module)

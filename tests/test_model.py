@@ -263,6 +263,8 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, stage1_ckpt):
         ({"architecture": "conv", "data_shape": [784]}, "architecture='conv' needs image data"),
         ({"gradient_clip_val": 0.0}, "gradient_clip_val=0.0 must be a finite number > 0"),
         ({"gradient_clip_val": float("inf")}, "gradient_clip_val=inf"),
+        ({"finite_check_every_n_steps": 0}, "finite_check_every_n_steps=0 must be an integer"),
+        ({"finite_check_every_n_steps": 2.5}, "finite_check_every_n_steps=2.5"),
     ],
 )
 def test_bad_hyperparameters(kwargs, match):
@@ -297,6 +299,54 @@ def test_nan_loss_stops_with_stage_and_step(digits, make_trainer):
     trainer = make_trainer(max_epochs=1, callbacks=[_Poison()])
     with pytest.raises(NonFiniteLossError, match="stage 1 at epoch 0, global step 3"):
         trainer.fit(model, datamodule=digits)
+
+
+class _PoisonAtStep(pl.Callback):
+    """Fill one weight with NaN just before global step ``step``; counts the steps run."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.steps_run = step, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.mean_decoder.net[0].weight.fill_(float("nan"))
+
+    def on_train_batch_end(self, *args):
+        self.steps_run += 1
+
+
+def test_deferred_finite_check_names_the_first_bad_step(digits, make_trainer):
+    """Interval 4: the loss turns NaN at step 5; the check after step 8 stops the run and names
+    step 5. The default on the CPU stays a check before every step."""
+    model = TwoStageVAE(num_centers=8, finite_check_every_n_steps=4)
+    assert model.finite_check_interval(torch.device("cpu")) == 4
+    assert TwoStageVAE().finite_check_interval(torch.device("cpu")) == 1
+    assert TwoStageVAE().finite_check_interval(torch.device("meta")) > 1
+    poison = _PoisonAtStep(5)
+    trainer = make_trainer(max_epochs=1, callbacks=[poison])
+    with pytest.raises(NonFiniteLossError, match=r"stage 1 at epoch 0, global step 5 \(found by "
+                                                 r"the check after global step 8"):
+        trainer.fit(model, datamodule=digits)
+    assert poison.steps_run == 8
+
+
+def test_deferred_finite_check_runs_before_the_epoch_end_checkpoint(digits, make_trainer,
+                                                                    tmp_path):
+    """An interval longer than the epoch: the check at the epoch's last step still stops the run
+    before the epoch-end checkpoint, so the last checkpoint on disk stays finite."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    model = TwoStageVAE(num_centers=8, finite_check_every_n_steps=1000)
+    steps_per_epoch = len(digits.train_dataloader())
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
+    trainer = make_trainer(max_epochs=3, enable_checkpointing=True,
+                           callbacks=[_PoisonAtStep(steps_per_epoch + 2), ckpt])
+    with pytest.raises(NonFiniteLossError, match=f"global step {steps_per_epoch + 2} "):
+        trainer.fit(model, datamodule=digits)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
 
 
 def test_logged_epoch_means_are_batch_weighted_means(digits, make_trainer):
