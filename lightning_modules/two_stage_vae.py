@@ -28,6 +28,11 @@ from lightning_modules.checkpoints import (
     check_checkpoint_dict,
     read_checkpoint,
 )
+from lightning_modules.finite_loss import (
+    FirstNonFiniteLoss,
+    finite_check_interval,
+    nonfinite_loss_error,
+)
 from lightning_modules.networks import (
     ConvEncoder,
     ConvMeanDecoder,
@@ -46,14 +51,6 @@ STAGE2_LR = {"rbf": 0.1, "mlp": 1e-3}
 LOG_2PI = math.log(2 * math.pi)
 #: the loss terms logged per split, in this order
 LOSS_TERMS = ("rec", "kl", "elbo")
-# finiteness checks on accelerators (finite_check_every_n_steps=None): every this many steps
-DEFERRED_FINITE_CHECK_STEPS = 50
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the run stops, earlier checkpoints stay valid."""
-
-
 class TwoStageVAE(pl.LightningModule):
     """Gaussian VAE with a two-stage generator: mean first, then an RBF (or MLP) variance.
 
@@ -89,7 +86,7 @@ class TwoStageVAE(pl.LightningModule):
             every k steps, at the last step of every epoch (before any epoch-end checkpoint), at
             ``max_steps`` and when a stop is requested, and the error names the first bad step.
             ``None`` (default): 1 when the loss is on the CPU (a sync costs nothing there),
-            ``DEFERRED_FINITE_CHECK_STEPS`` on an accelerator.
+            ``finite_loss.DEFERRED_FINITE_CHECK_STEPS`` (50) on an accelerator.
         stage: 1 or 2.
 
     Optimisation is manual (``automatic_optimization = False``): ``training_step`` runs
@@ -191,8 +188,9 @@ class TwoStageVAE(pl.LightningModule):
             )
         #: per split: (sums of the LOSS_TERMS weighted by batch size, number of points)
         self._epoch_sums: dict[str, tuple[Tensor, int]] = {}
-        # deferred finiteness check: (first bad global step or -1, its loss), on the loss's device
-        self._first_nonfinite: tuple[Tensor, Tensor] | None = None
+        # finiteness checks of the current fit (set in on_train_start): 1 = before every step
+        self._finite_every = 1
+        self._first_nonfinite = FirstNonFiniteLoss()
         self._stage = 0
         self.set_stage(stage)
 
@@ -299,7 +297,7 @@ class TwoStageVAE(pl.LightningModule):
         terms = self.loss_terms(x)
         loss = terms["rec"] + self.kl_weight() * terms["kl"]
         if split == "train":
-            self._check_finite(loss, batch_idx)
+            self._check_finite(loss)
         values = torch.stack([terms[name] for name in LOSS_TERMS]).detach()  # (3,)
         if split in self._epoch_sums:
             sums, count = self._epoch_sums[split]
@@ -350,60 +348,50 @@ class TwoStageVAE(pl.LightningModule):
 
     def finite_check_interval(self, device: torch.device) -> int:
         """Steps between two host-side finiteness checks for a loss on ``device``."""
-        every = self.hparams.get("finite_check_every_n_steps")  # absent from older checkpoints
-        if every is None:
-            every = 1 if device.type == "cpu" else DEFERRED_FINITE_CHECK_STEPS
-        return int(every)
-
-    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
-        """Stop on a non-finite training loss: at once (interval 1), or record it on the device
-        for the next due check (``on_train_batch_end``)."""
-        if self._trainer is None or self.finite_check_interval(loss.device) == 1:
-            finite = bool(torch.isfinite(loss))
-            if not self._all_ranks_agree(finite):
-                where = ""
-                if self._trainer is not None:
-                    t = self.trainer
-                    where = f" at epoch {t.current_epoch}, global step {t.global_step}"
-                self._raise_nonfinite(f"({float(loss.detach())}) in stage {self._stage}{where}")
-            return
-        step = self.trainer.global_step
-        loss = loss.detach()
-        if self._first_nonfinite is None:
-            self._first_nonfinite = (torch.full((), -1, dtype=torch.long, device=loss.device),
-                                     torch.zeros((), dtype=loss.dtype, device=loss.device))
-        first_step, first_loss = self._first_nonfinite
-        new = ~torch.isfinite(loss) & (first_step < 0)  # no host sync
-        self._first_nonfinite = (first_step.masked_fill(new, step),
-                                 torch.where(new, loss, first_loss))
+        # .get: absent from older checkpoints' hparams
+        return finite_check_interval(self.hparams.get("finite_check_every_n_steps"), device)
 
     def on_train_start(self) -> None:
-        self._first_nonfinite = None
+        self._finite_every = self.finite_check_interval(self.device)
+        self._first_nonfinite = FirstNonFiniteLoss()
+
+    def _check_finite(self, loss: Tensor) -> None:
+        """Stop on a non-finite training loss: at once (interval 1, or outside a Trainer), or
+        record it on the device for the next due check (``on_train_batch_end``)."""
+        if self._finite_every > 1 and self._trainer is not None:
+            self._first_nonfinite.record(loss, self.trainer.global_step)
+            return
+        if not self._all_ranks_agree(bool(torch.isfinite(loss))):
+            where = ""
+            if self._trainer is not None:
+                t = self.trainer
+                where = f" at epoch {t.current_epoch}, global step {t.global_step}"
+            raise nonfinite_loss_error(f"({float(loss.detach())}) in stage {self._stage}{where}")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """The deferred finiteness check, when due (runs after the callbacks' batch-end hooks, so
         it sees their stop requests)."""
-        if self._first_nonfinite is None:
+        every = self._finite_every
+        if every == 1:
             return
         t = self.trainer
-        every = self.finite_check_interval(self._first_nonfinite[0].device)
         due = (t.global_step % every == 0
                or batch_idx + 1 >= t.num_training_batches
                or 0 < (t.max_steps or -1) <= t.global_step
                or t.should_stop)
         if not due:
             return
-        first_step, first_loss = self._first_nonfinite
-        step = int(first_step)  # the one host sync of this check
-        if self._all_ranks_agree(step < 0):
+        first = self._first_nonfinite.read()
+        if self._all_ranks_agree(first is None):
             return
-        if step >= 0:
-            detail = (f"({float(first_loss)}) in stage {self._stage} at epoch {t.current_epoch}, "
-                      f"global step {step} (found by the check after global step "
-                      f"{t.global_step}; checks run every {every} steps)")
-        else:
-            detail = f"on another rank in stage {self._stage} at epoch {t.current_epoch}"
-        self._raise_nonfinite(detail)
+        where = f"in stage {self._stage} at epoch {t.current_epoch}"
+        if first is None:
+            raise nonfinite_loss_error(f"on another rank {where}")
+        step, value = first
+        raise nonfinite_loss_error(
+            f"({value}) {where}, global step {step} (found by the check after global step "
+            f"{t.global_step}; checks run every {every} steps)"
+        )
 
     def _all_ranks_agree(self, ok: bool) -> bool:
         """``ok`` on every rank (a collective under DDP: every rank must stop together, or the
@@ -411,14 +399,6 @@ class TwoStageVAE(pl.LightningModule):
         if self._trainer is not None and self.trainer.world_size > 1:
             return bool(self.trainer.strategy.reduce_boolean_decision(ok, all=True))
         return ok
-
-    @staticmethod
-    def _raise_nonfinite(detail: str) -> None:
-        raise NonFiniteLossError(
-            f"non-finite training loss {detail}. "
-            "The run stopped; the last checkpoint written before this step is intact. "
-            "Lower the learning rate (lr / stage2_lr), raise stage1_std or zeta, and resume."
-        )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """One optimiser step on ``batch``; returns the detached loss."""

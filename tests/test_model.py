@@ -331,6 +331,18 @@ def test_deferred_finite_check_names_the_first_bad_step(digits, make_trainer):
     assert poison.steps_run == 8
 
 
+def test_first_nonfinite_loss_keeps_the_first_bad_step():
+    from lightning_modules.finite_loss import FirstNonFiniteLoss
+
+    first = FirstNonFiniteLoss()
+    assert first.read() is None
+    for step, value in enumerate([1.0, 2.0, float("inf"), float("nan"), 3.0]):
+        first.record(torch.tensor(value), step)
+        if step == 1:
+            assert first.read() is None
+    assert first.read() == (2, float("inf"))
+
+
 def test_deferred_finite_check_runs_before_the_epoch_end_checkpoint(digits, make_trainer,
                                                                     tmp_path):
     """An interval longer than the epoch: the check at the epoch's last step still stops the run
