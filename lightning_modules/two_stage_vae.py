@@ -282,6 +282,11 @@ class TwoStageVAE(pl.LightningModule):
         kl = 0.5 * (mu_z**2 + logvar_z.exp() - 1.0 - logvar_z).sum(1)  # (B,)
         return {"rec": rec.mean(), "kl": kl.mean(), "elbo": -(rec + kl).mean()}
 
+    def training_loss(self, terms: dict[str, Tensor]) -> Tensor:
+        """The minimised objective from :meth:`loss_terms`: ``rec + kl_weight() * kl`` (the
+        negative ELBO once the KL warm-up is over)."""
+        return terms["rec"] + self.kl_weight() * terms["kl"]
+
     def _step(self, batch: Any, split: str, batch_idx: int = 0) -> Tensor:
         """Loss of one batch; adds its terms to the split's epoch sums (logged at epoch end).
 
@@ -295,7 +300,7 @@ class TwoStageVAE(pl.LightningModule):
         """
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         terms = self.loss_terms(x)
-        loss = terms["rec"] + self.kl_weight() * terms["kl"]
+        loss = self.training_loss(terms)
         if split == "train":
             self._check_finite(loss)
         values = torch.stack([terms[name] for name in LOSS_TERMS]).detach()  # (3,)

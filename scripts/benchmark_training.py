@@ -60,8 +60,7 @@ class QuietVAE(TwoStageVAE):
     """Diagnostic: the same model and loss without any ``self.log`` call or finiteness check."""
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        terms = self.loss_terms(batch[0])
-        loss = terms["rec"] + self.kl_weight() * terms["kl"]
+        loss = self.training_loss(self.loss_terms(batch[0]))
         self.optimise(loss)
         return loss.detach()
 
@@ -97,8 +96,7 @@ class PlainLoop:
         model.train()
         for x, _y in self.train_loader:
             x = x.to(self.device, non_blocking=True)
-            terms = model.loss_terms(x)
-            loss = terms["rec"] + model.kl_weight() * terms["kl"]
+            loss = model.training_loss(model.loss_terms(x))
             if not torch.isfinite(loss):
                 raise FloatingPointError("non-finite loss in the plain loop")
             opt.zero_grad(set_to_none=True)
