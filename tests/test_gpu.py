@@ -33,10 +33,10 @@ class _StepGradNorms(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         def hook(optimizer: torch.optim.Optimizer, *_: object) -> None:
-            grads = [p.grad for g in optimizer.param_groups for p in g["params"]
-                     if p.grad is not None]
-            self.norms.append(float(torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            from tests.test_model import total_grad_norm
+
+            self.norms.append(total_grad_norm(p for g in optimizer.param_groups
+                                              for p in g["params"]))
 
         trainer.optimizers[0].register_step_post_hook(hook)
 

@@ -414,6 +414,13 @@ def test_mlp_variance_head_starts_at_the_stage1_std():
         MLPStdHead((4,), 2, [8], init_std=1e-3)
 
 
+def total_grad_norm(params) -> float:
+    """Euclidean norm of all gradients of ``params`` together (the norm clipping bounds)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                       for g in grads])))
+
+
 class _GradNorms(pl.Callback):
     """Total norm of the gradients each step applied (they stay in ``.grad`` until the next
     step's zero-grad, after any clipping)."""
@@ -422,9 +429,7 @@ class _GradNorms(pl.Callback):
         self.norms: list[float] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        self.norms.append(float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(g) for g in grads]))))
+        self.norms.append(total_grad_norm(pl_module.parameters()))
 
 
 @pytest.mark.parametrize("clip", [None, 5.0])
