@@ -235,7 +235,11 @@ def test_ddp_two_processes_both_stages(tmp_path):
 
 def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys):
     """Smoke runs of both benchmarks on tiny settings (they time nothing here; they must work)."""
-    from scripts import benchmark_geodesics, benchmark_training
+    from scripts import benchmark_geodesics, benchmark_logging, benchmark_training
+
+    assert benchmark_logging.main(["--calls", "20", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio \(Lightning / fast path\): [\d.]+$", out, re.M), out
 
     assert benchmark_training.main(["--epochs", "3", "--repeats", "1", "--max_per_class", "10",
                                     "--variants", "lean", "quiet"]) == 0
