@@ -256,3 +256,13 @@ def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys):
     result = json.loads(report.read_text())
     assert result["matrix"]["points"] == 60 and result["matrix"]["finite"]
     assert 0 <= result["matrix"]["median_rel_error"] < 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_gpu_benchmark_without_cuda_is_a_clear_error(capsys):
+    from scripts import benchmark_training
+
+    with pytest.raises(SystemExit) as info:
+        benchmark_training.main(["--accelerator", "gpu"])
+    assert info.value.code == 2
+    assert "--accelerator gpu: no CUDA device is available here" in capsys.readouterr().err
