@@ -35,9 +35,11 @@ Example::
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -214,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="bench_geo_")
+    # The scratch folder (quick model, matrix-child files) goes when the run ends; pass
+    # --train-dir to keep the trained model.
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     checkpoint = args.checkpoint or train_quick_model(args.train_dir or os.path.join(tmp, "run"))
     model = load_model(checkpoint)
     embed = model.embed
