@@ -6,7 +6,7 @@ from lightning_modules.finite_loss import NonFiniteLossError
 from lightning_modules.rbf import RBFPrecision, kmeans_centers, rbf_bandwidths
 from lightning_modules.two_stage_vae import TwoStageVAE
 
-lightning_speedups.install()  # self.log without a 0.4 ms rebuild of each metric (see module)
+lightning_speedups.install()  # cheaper self.log and hook dispatch (see the module)
 
 __all__ = [
     "CheckpointError",

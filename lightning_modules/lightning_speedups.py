@@ -1,23 +1,38 @@
-"""A speed fix for one Lightning internal that dominates ``self.log`` on small models.
+"""Speed fixes for Lightning internals that dominate the loop of a small model.
 
-Every ``LightningModule.log`` call ends in ``_ResultCollection.log``, which calls
+Two fast paths, each taken only where it computes exactly what Lightning computes, with every
+other case left to Lightning's own code. Both are installed once per process when
+:mod:`lightning_modules` is imported (:func:`install`), are idempotent, and do nothing where the
+Lightning internal is missing (another Lightning version).
+
+``self.log``: every ``LightningModule.log`` call ends in ``_ResultCollection.log``, which calls
 ``_ResultMetric.to(value.device)``. In pytorch-lightning 2.6 that method rebuilds the metric's whole
 ``__dict__`` through ``apply_to_collection``, walking about 70 objects and deep-copying its
 ``_Metadata`` dataclass, even when every tensor already sits on that device: about 0.4 ms per
-call on this project's 2-core CI machine, longer than a training step of the paper's MLP.
+call on this project's 2-core CI machine, longer than a training step of the paper's MLP. The fast
+path: when the target is a single ``torch.device`` and every tensor the metric holds is already
+on it (and it holds no nested torchmetrics ``Metric``), it returns the metric unchanged, which is
+what the original computes (it moves nothing; the fresh ``_Metadata`` copy compares equal).
 
-:func:`install` wraps that method with a fast path: when the target is a single
-``torch.device`` and every tensor the metric holds is already on it (and it holds no nested
-torchmetrics ``Metric``), it returns the metric unchanged, which is what the original computes (it
-moves nothing; the fresh ``_Metadata`` copy compares equal). Every other call goes to the original.
-The wrapper is installed once per process when :mod:`lightning_modules` is imported, and does
-nothing if the Lightning internal is missing (another Lightning version).
+Hook dispatch: the loops call every hook through ``pytorch_lightning.trainer.call``
+(``_call_callback_hooks``, ``_call_lightning_module_hook``, ``_call_strategy_hook``). Each call
+enters a profiler context named by an f-string, and the callback dispatcher does so for every
+callback and every hook, including the many hooks a callback does not implement (the base
+``Callback`` methods are empty): ``state_key`` (for ``ModelCheckpoint`` a ``repr`` of its
+settings), the string, the context manager and an empty call, for 5 hooks per training step of
+this project's manual optimisation and 2 per validation step, for each callback. With the
+default ``PassThroughProfiler``, which records nothing, the fast path calls the same hooks in the
+same order with the same ``_current_fx_name`` bookkeeping, without the profiler context, and
+skips a callback's hook that is ``Callback``'s own empty method. With any other profiler every
+call goes to Lightning's function, so profiles keep all their entries.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -51,8 +66,8 @@ def _already_on(state: dict[str, Any], device: torch.device) -> bool:
     return True
 
 
-def install() -> bool:
-    """Wrap ``_ResultMetric.to`` with the fast path (idempotent).
+def install_log_fast_path() -> bool:
+    """Wrap ``_ResultMetric.to`` with the ``self.log`` fast path (idempotent).
 
     Returns:
         True when the fast path is active, False when this Lightning version lacks the internal.
@@ -78,3 +93,122 @@ def install() -> bool:
     to.original = original  # type: ignore[attr-defined]
     _ResultMetric.to = to
     return True
+
+
+def _fast_hook_dispatch(original: Callable[..., Any], kind: str) -> Callable[..., Any]:
+    """The fast version of one of ``pytorch_lightning.trainer.call``'s dispatchers (``kind``:
+    ``callback``, ``module`` or ``strategy``); it falls back to ``original`` unless the trainer's
+    profiler is exactly ``PassThroughProfiler``."""
+    from pytorch_lightning import Callback
+    from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
+    from pytorch_lightning.profilers import PassThroughProfiler
+    from pytorch_lightning.trainer import call
+
+    log: logging.Logger = getattr(call, "log", logging.getLogger(call.__name__))
+
+    def _debug(trainer: Any, what: str, hook_name: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):  # the same line as Lightning's dispatchers
+            log.debug(f"{trainer.__class__.__name__}: calling {what} hook: {hook_name}")
+
+    if kind == "callback":
+        def dispatch(trainer: Any, hook_name: str, *args: Any,
+                     monitoring_callbacks: bool | None = None, **kwargs: Any) -> None:
+            if type(trainer.profiler) is not PassThroughProfiler:
+                return original(trainer, hook_name, *args,
+                                monitoring_callbacks=monitoring_callbacks, **kwargs)
+            _debug(trainer, "callback", hook_name)
+            pl_module = trainer.lightning_module
+            if pl_module:
+                prev_fx_name = pl_module._current_fx_name
+                pl_module._current_fx_name = hook_name
+            callbacks = trainer.callbacks
+            if monitoring_callbacks is True:
+                callbacks = [cb for cb in callbacks if isinstance(cb, (EarlyStopping, Checkpoint))]
+            elif monitoring_callbacks is False:
+                callbacks = [cb for cb in callbacks
+                             if not isinstance(cb, (EarlyStopping, Checkpoint))]
+            empty = getattr(Callback, hook_name, None)  # the base class's empty method
+            for callback in callbacks:
+                fn = getattr(callback, hook_name)
+                if callable(fn) and getattr(fn, "__func__", None) is not empty:
+                    fn(trainer, trainer.lightning_module, *args, **kwargs)
+            if pl_module:
+                pl_module._current_fx_name = prev_fx_name
+            return None
+
+    elif kind == "module":
+        def dispatch(trainer: Any, hook_name: str, *args: Any, pl_module: Any = None,
+                     **kwargs: Any) -> Any:
+            if type(trainer.profiler) is not PassThroughProfiler:
+                return original(trainer, hook_name, *args, pl_module=pl_module, **kwargs)
+            _debug(trainer, "lightning module", hook_name)
+            pl_module = pl_module or trainer.lightning_module
+            if pl_module is None:
+                raise TypeError("No `LightningModule` is available to call hooks on.")
+            fn = getattr(pl_module, hook_name)
+            if not callable(fn):
+                return None
+            prev_fx_name = pl_module._current_fx_name
+            pl_module._current_fx_name = hook_name
+            output = fn(*args, **kwargs)
+            pl_module._current_fx_name = prev_fx_name
+            return output
+
+    else:
+        def dispatch(trainer: Any, hook_name: str, *args: Any, **kwargs: Any) -> Any:
+            if type(trainer.profiler) is not PassThroughProfiler:
+                return original(trainer, hook_name, *args, **kwargs)
+            _debug(trainer, "strategy", hook_name)
+            pl_module = trainer.lightning_module
+            prev_fx_name = pl_module._current_fx_name
+            pl_module._current_fx_name = hook_name
+            fn = getattr(trainer.strategy, hook_name)
+            if not callable(fn):
+                return None
+            output = fn(*args, **kwargs)
+            pl_module._current_fx_name = prev_fx_name
+            return output
+
+    return functools.wraps(original)(dispatch)
+
+
+HOOK_DISPATCHERS = {
+    "callback": "_call_callback_hooks",
+    "module": "_call_lightning_module_hook",
+    "strategy": "_call_strategy_hook",
+}
+
+
+def install_hook_fast_path() -> bool:
+    """Replace the three hook dispatchers of ``pytorch_lightning.trainer.call`` with their fast
+    versions (idempotent; each keeps Lightning's function as ``.original``).
+
+    Returns:
+        True when the fast path is active, False when this Lightning version lacks a dispatcher.
+    """
+    try:
+        from pytorch_lightning.trainer import call
+    except ImportError:  # pragma: no cover - another Lightning layout
+        return False
+    originals = {kind: getattr(call, name, None) for kind, name in HOOK_DISPATCHERS.items()}
+    if any(fn is None for fn in originals.values()):  # pragma: no cover
+        return False
+    for kind, original in originals.items():
+        if getattr(original, _MARKER, False):
+            continue
+        fast = _fast_hook_dispatch(original, kind)
+        setattr(fast, _MARKER, True)
+        fast.original = original  # type: ignore[attr-defined]
+        setattr(call, HOOK_DISPATCHERS[kind], fast)
+    return True
+
+
+def install() -> bool:
+    """Install both fast paths (idempotent).
+
+    Returns:
+        True when both are active.
+    """
+    log_path = install_log_fast_path()
+    hook_path = install_hook_fast_path()
+    return log_path and hook_path

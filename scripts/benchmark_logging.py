@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calls < 1 or args.rounds < 1:
         parser.error(f"--calls {args.calls} / --rounds {args.rounds}: both must be >= 1")
-    if not lightning_speedups.install():
+    if not lightning_speedups.install_log_fast_path():
         parser.error("this Lightning version has no _ResultMetric.to: nothing to compare")
     fast = _ResultMetric.to
     original = fast.original

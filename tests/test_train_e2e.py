@@ -234,12 +234,26 @@ def test_ddp_two_processes_both_stages(tmp_path):
 
 
 def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys):
-    """Smoke runs of both benchmarks on tiny settings (they time nothing here; they must work)."""
-    from scripts import benchmark_geodesics, benchmark_logging, benchmark_training
+    """Smoke runs of the benchmarks on tiny settings (they time nothing here; they must work)."""
+    from pytorch_lightning.trainer import call
+
+    from lightning_modules import lightning_speedups
+    from scripts import benchmark_geodesics, benchmark_hooks, benchmark_logging, benchmark_training
 
     assert benchmark_logging.main(["--calls", "20", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^ratio \(Lightning / fast path\): [\d.]+$", out, re.M), out
+
+    assert benchmark_hooks.main(["--epochs", "2", "--rounds", "1", "--max_per_class", "10",
+                                 "--variant", "lean"]) == 0
+    out = capsys.readouterr().out
+    for name in ("lightning", "fast path"):
+        assert re.search(rf"^\s+{name}\s+[\d.]+\s+[\d.]+$", out, re.M), out
+    assert re.search(r"^ratio to plain, Lightning's dispatchers - fast path: -?[\d.]+$", out,
+                     re.M), out
+    assert re.search(r"^epoch time, Lightning's dispatchers / fast path: [\d.]+$", out, re.M), out
+    for name in lightning_speedups.HOOK_DISPATCHERS.values():  # the fast ones are back
+        assert getattr(getattr(call, name), lightning_speedups._MARKER)
 
     assert benchmark_training.main(["--epochs", "3", "--repeats", "1", "--max_per_class", "10",
                                     "--variants", "lean", "quiet"]) == 0
