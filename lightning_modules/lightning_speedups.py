@@ -36,6 +36,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
+from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.trainer import call as _call
 from torch import Tensor
 
 _MARKER = "_latent_oddity_fast_path"
@@ -66,6 +70,35 @@ def _already_on(state: dict[str, Any], device: torch.device) -> bool:
     return True
 
 
+def _replace(owner: Any, name: str, make_fast: Callable[[Any], Any]) -> bool:
+    """Replace ``owner.name`` with ``make_fast(original)``, marked as ours and keeping the
+    original as ``.original``; idempotent.
+
+    Returns:
+        True when the fast version is in place, False when ``owner`` has no ``name``.
+    """
+    original = vars(owner).get(name)  # a class's or a module's own attribute
+    if original is None:  # pragma: no cover - another Lightning version
+        return False
+    if getattr(original, _MARKER, False):
+        return True
+    fast = functools.wraps(original)(make_fast(original))
+    setattr(fast, _MARKER, True)
+    fast.original = original
+    setattr(owner, name, fast)
+    return True
+
+
+def _fast_result_metric_to(original: Callable[..., Any]) -> Callable[..., Any]:
+    def to(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if (len(args) == 1 and not kwargs and isinstance(args[0], torch.device)
+                and _already_on(self.__dict__, args[0])):
+            return self
+        return original(self, *args, **kwargs)
+
+    return to
+
+
 def install_log_fast_path() -> bool:
     """Wrap ``_ResultMetric.to`` with the ``self.log`` fast path (idempotent).
 
@@ -76,107 +109,97 @@ def install_log_fast_path() -> bool:
         from pytorch_lightning.trainer.connectors.logger_connector.result import _ResultMetric
     except ImportError:  # pragma: no cover - another Lightning layout
         return False
-    original = _ResultMetric.__dict__.get("to")
-    if original is None:  # pragma: no cover
-        return False
-    if getattr(original, _MARKER, False):
-        return True
-
-    @functools.wraps(original)
-    def to(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if (len(args) == 1 and not kwargs and isinstance(args[0], torch.device)
-                and _already_on(self.__dict__, args[0])):
-            return self
-        return original(self, *args, **kwargs)
-
-    setattr(to, _MARKER, True)
-    to.original = original  # type: ignore[attr-defined]
-    _ResultMetric.to = to
-    return True
+    return _replace(_ResultMetric, "to", _fast_result_metric_to)
 
 
-def _fast_hook_dispatch(original: Callable[..., Any], kind: str) -> Callable[..., Any]:
-    """The fast version of one of ``pytorch_lightning.trainer.call``'s dispatchers (``kind``:
-    ``callback``, ``module`` or ``strategy``); it falls back to ``original`` unless the trainer's
-    profiler is exactly ``PassThroughProfiler``."""
-    from pytorch_lightning import Callback
-    from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
-    from pytorch_lightning.profilers import PassThroughProfiler
-    from pytorch_lightning.trainer import call
+def _recording(trainer: Any) -> bool:
+    """Whether the trainer's profiler records anything (only ``PassThroughProfiler`` does not)."""
+    return type(trainer.profiler) is not PassThroughProfiler
 
-    log: logging.Logger = getattr(call, "log", logging.getLogger(call.__name__))
 
-    def _debug(trainer: Any, what: str, hook_name: str) -> None:
-        if log.isEnabledFor(logging.DEBUG):  # the same line as Lightning's dispatchers
-            log.debug(f"{trainer.__class__.__name__}: calling {what} hook: {hook_name}")
+_LOG = getattr(_call, "log", logging.getLogger(_call.__name__))
 
-    if kind == "callback":
-        def dispatch(trainer: Any, hook_name: str, *args: Any,
-                     monitoring_callbacks: bool | None = None, **kwargs: Any) -> None:
-            if type(trainer.profiler) is not PassThroughProfiler:
-                return original(trainer, hook_name, *args,
-                                monitoring_callbacks=monitoring_callbacks, **kwargs)
-            _debug(trainer, "callback", hook_name)
-            pl_module = trainer.lightning_module
-            if pl_module:
-                prev_fx_name = pl_module._current_fx_name
-                pl_module._current_fx_name = hook_name
-            callbacks = trainer.callbacks
-            if monitoring_callbacks is True:
-                callbacks = [cb for cb in callbacks if isinstance(cb, (EarlyStopping, Checkpoint))]
-            elif monitoring_callbacks is False:
-                callbacks = [cb for cb in callbacks
-                             if not isinstance(cb, (EarlyStopping, Checkpoint))]
-            empty = getattr(Callback, hook_name, None)  # the base class's empty method
-            for callback in callbacks:
-                fn = getattr(callback, hook_name)
-                if callable(fn) and getattr(fn, "__func__", None) is not empty:
-                    fn(trainer, trainer.lightning_module, *args, **kwargs)
-            if pl_module:
-                pl_module._current_fx_name = prev_fx_name
+
+def _debug(trainer: Any, what: str, hook_name: str) -> None:
+    if _LOG.isEnabledFor(logging.DEBUG):  # the same line as Lightning's dispatchers
+        _LOG.debug(f"{trainer.__class__.__name__}: calling {what} hook: {hook_name}")
+
+
+def _fast_callback_hooks(original: Callable[..., Any]) -> Callable[..., Any]:
+    def dispatch(trainer: Any, hook_name: str, *args: Any,
+                 monitoring_callbacks: bool | None = None, **kwargs: Any) -> None:
+        if _recording(trainer):
+            return original(trainer, hook_name, *args,
+                            monitoring_callbacks=monitoring_callbacks, **kwargs)
+        _debug(trainer, "callback", hook_name)
+        pl_module = trainer.lightning_module
+        if pl_module:
+            prev_fx_name = pl_module._current_fx_name
+            pl_module._current_fx_name = hook_name
+        callbacks = trainer.callbacks
+        if monitoring_callbacks is True:
+            callbacks = [cb for cb in callbacks if isinstance(cb, (EarlyStopping, Checkpoint))]
+        elif monitoring_callbacks is False:
+            callbacks = [cb for cb in callbacks if not isinstance(cb, (EarlyStopping, Checkpoint))]
+        empty = getattr(Callback, hook_name, None)  # the base class's empty method
+        for callback in callbacks:
+            fn = getattr(callback, hook_name)
+            if callable(fn) and getattr(fn, "__func__", None) is not empty:
+                fn(trainer, trainer.lightning_module, *args, **kwargs)
+        if pl_module:
+            pl_module._current_fx_name = prev_fx_name
+        return None
+
+    return dispatch
+
+
+def _fast_module_hook(original: Callable[..., Any]) -> Callable[..., Any]:
+    def dispatch(trainer: Any, hook_name: str, *args: Any, pl_module: Any = None,
+                 **kwargs: Any) -> Any:
+        if _recording(trainer):
+            return original(trainer, hook_name, *args, pl_module=pl_module, **kwargs)
+        _debug(trainer, "lightning module", hook_name)
+        pl_module = pl_module or trainer.lightning_module
+        if pl_module is None:
+            raise TypeError("No `LightningModule` is available to call hooks on.")
+        fn = getattr(pl_module, hook_name)
+        if not callable(fn):
             return None
+        prev_fx_name = pl_module._current_fx_name
+        pl_module._current_fx_name = hook_name
+        output = fn(*args, **kwargs)
+        pl_module._current_fx_name = prev_fx_name
+        return output
 
-    elif kind == "module":
-        def dispatch(trainer: Any, hook_name: str, *args: Any, pl_module: Any = None,
-                     **kwargs: Any) -> Any:
-            if type(trainer.profiler) is not PassThroughProfiler:
-                return original(trainer, hook_name, *args, pl_module=pl_module, **kwargs)
-            _debug(trainer, "lightning module", hook_name)
-            pl_module = pl_module or trainer.lightning_module
-            if pl_module is None:
-                raise TypeError("No `LightningModule` is available to call hooks on.")
-            fn = getattr(pl_module, hook_name)
-            if not callable(fn):
-                return None
-            prev_fx_name = pl_module._current_fx_name
-            pl_module._current_fx_name = hook_name
-            output = fn(*args, **kwargs)
-            pl_module._current_fx_name = prev_fx_name
-            return output
-
-    else:
-        def dispatch(trainer: Any, hook_name: str, *args: Any, **kwargs: Any) -> Any:
-            if type(trainer.profiler) is not PassThroughProfiler:
-                return original(trainer, hook_name, *args, **kwargs)
-            _debug(trainer, "strategy", hook_name)
-            pl_module = trainer.lightning_module
-            prev_fx_name = pl_module._current_fx_name
-            pl_module._current_fx_name = hook_name
-            fn = getattr(trainer.strategy, hook_name)
-            if not callable(fn):
-                return None
-            output = fn(*args, **kwargs)
-            pl_module._current_fx_name = prev_fx_name
-            return output
-
-    return functools.wraps(original)(dispatch)
+    return dispatch
 
 
-HOOK_DISPATCHERS = {
-    "callback": "_call_callback_hooks",
-    "module": "_call_lightning_module_hook",
-    "strategy": "_call_strategy_hook",
+def _fast_strategy_hook(original: Callable[..., Any]) -> Callable[..., Any]:
+    def dispatch(trainer: Any, hook_name: str, *args: Any, **kwargs: Any) -> Any:
+        if _recording(trainer):
+            return original(trainer, hook_name, *args, **kwargs)
+        _debug(trainer, "strategy", hook_name)
+        pl_module = trainer.lightning_module
+        prev_fx_name = pl_module._current_fx_name
+        pl_module._current_fx_name = hook_name
+        fn = getattr(trainer.strategy, hook_name)
+        if not callable(fn):
+            return None
+        output = fn(*args, **kwargs)
+        pl_module._current_fx_name = prev_fx_name
+        return output
+
+    return dispatch
+
+
+#: the dispatchers of ``pytorch_lightning.trainer.call`` that the loops call every hook through,
+#: and the fast version of each
+_HOOK_FAST_PATHS = {
+    "_call_callback_hooks": _fast_callback_hooks,
+    "_call_lightning_module_hook": _fast_module_hook,
+    "_call_strategy_hook": _fast_strategy_hook,
 }
+HOOK_DISPATCHERS = tuple(_HOOK_FAST_PATHS)
 
 
 def install_hook_fast_path() -> bool:
@@ -186,20 +209,10 @@ def install_hook_fast_path() -> bool:
     Returns:
         True when the fast path is active, False when this Lightning version lacks a dispatcher.
     """
-    try:
-        from pytorch_lightning.trainer import call
-    except ImportError:  # pragma: no cover - another Lightning layout
-        return False
-    originals = {kind: getattr(call, name, None) for kind, name in HOOK_DISPATCHERS.items()}
-    if any(fn is None for fn in originals.values()):  # pragma: no cover
-        return False
-    for kind, original in originals.items():
-        if getattr(original, _MARKER, False):
-            continue
-        fast = _fast_hook_dispatch(original, kind)
-        setattr(fast, _MARKER, True)
-        fast.original = original  # type: ignore[attr-defined]
-        setattr(call, HOOK_DISPATCHERS[kind], fast)
+    if not all(callable(vars(_call).get(name)) for name in HOOK_DISPATCHERS):
+        return False  # pragma: no cover - another Lightning version: replace none of them
+    for name, make_fast in _HOOK_FAST_PATHS.items():
+        _replace(_call, name, make_fast)
     return True
 
 

@@ -51,6 +51,8 @@ STAGE2_LR = {"rbf": 0.1, "mlp": 1e-3}
 LOG_2PI = math.log(2 * math.pi)
 #: the loss terms logged per split, in this order
 LOSS_TERMS = ("rec", "kl", "elbo")
+
+
 class TwoStageVAE(pl.LightningModule):
     """Gaussian VAE with a two-stage generator: mean first, then an RBF (or MLP) variance.
 

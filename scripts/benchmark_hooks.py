@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(RunSettings().torch_threads or torch.get_num_threads())
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
-    fast = {name: getattr(call, name) for name in lightning_speedups.HOOK_DISPATCHERS.values()}
+    fast = {name: getattr(call, name) for name in lightning_speedups.HOOK_DISPATCHERS}
 
     dm = VAEDataModule(max_per_class=args.max_per_class, seed=args.seed)
     dm.setup("fit")

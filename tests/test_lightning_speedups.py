@@ -146,13 +146,13 @@ def _recorded_fit(make_trainer, profiler=None) -> tuple[list, list]:
 def lightning_dispatchers(monkeypatch):
     """Puts Lightning's own three dispatchers back for the test's duration."""
     def restore() -> None:
-        for name in lightning_speedups.HOOK_DISPATCHERS.values():
+        for name in lightning_speedups.HOOK_DISPATCHERS:
             monkeypatch.setattr(call, name, getattr(call, name).original)
     return restore
 
 
 def test_hook_fast_path_installed_once():
-    fast = {name: getattr(call, name) for name in lightning_speedups.HOOK_DISPATCHERS.values()}
+    fast = {name: getattr(call, name) for name in lightning_speedups.HOOK_DISPATCHERS}
     for fn in fast.values():
         assert getattr(fn, lightning_speedups._MARKER)
         assert not getattr(fn.original, lightning_speedups._MARKER, False)
