@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,133 +54,13 @@ from callbacks._common import (
     geometry_mode,
     log_scalars,
     model_stage,
-    spearman,
-    summary,
     validation_dataset,
     wandb_loggers,
     warn_once,
 )
+from callbacks.pair_statistics import PairStatistics, pair_statistics, summarize_pairs
 
-__all__ = ["GeodesicDistanceStats", "PairStatistics", "pair_statistics", "summarize_pairs"]
-
-RATIOS = ("line_ratio", "euclid_ratio", "data_ratio")
-_EPS = 1e-12
-
-
-@dataclass
-class PairStatistics:
-    """Per-pair results (all ``(P,)`` tensors on the CPU, float64 unless noted).
-
-    Attributes:
-        geodesic: geodesic lengths.
-        line: Riemannian lengths of the straight latent lines (same nodes as the geodesic solver).
-        euclidean: Euclidean latent distances ``||z1 - z0||``.
-        data: data-space distances ``||mu(z1) - mu(z0)||`` of the decoded means.
-        converged: bool, the solver's per-curve convergence flag.
-        iterations: solver iterations per curve.
-        curves: ``(P, N, d)`` geodesic nodes.
-    """
-
-    geodesic: Tensor
-    line: Tensor
-    euclidean: Tensor
-    data: Tensor
-    converged: Tensor
-    iterations: Tensor
-    curves: Tensor
-
-    def ratios(self) -> dict[str, np.ndarray]:
-        """``line_ratio``, ``euclid_ratio``, ``data_ratio`` per pair (NaN where undefined)."""
-        geo = self.geodesic.double().numpy()
-        out = {}
-        for name, den in (
-            ("line_ratio", self.line),
-            ("euclid_ratio", self.euclidean),
-            ("data_ratio", self.data),
-        ):
-            d = den.double().numpy()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[name] = np.where(d > _EPS, geo / np.where(d > _EPS, d, 1.0), np.nan)
-        return out
-
-
-def pair_statistics(
-    embed: Callable[[Tensor], Tensor],
-    mean_fn: Callable[[Tensor], Tensor],
-    z0: Tensor,
-    z1: Tensor,
-    **geodesic_options: Any,
-) -> PairStatistics:
-    """Geodesic, straight-line, latent and data-space distances for pairs ``z0[i] -> z1[i]``.
-
-    Call under ``torch.enable_grad()`` in eval mode (see ``callbacks._common.geometry_mode``).
-
-    Args:
-        embed: ``(B, d) -> (B, D')``, its Euclidean pull-back is the metric (``model.embed``).
-        mean_fn: ``(B, d) -> (B, ...)`` the decoded mean, for the data-space distance.
-        z0: start points ``(P, d)``.
-        z1: end points ``(P, d)``.
-        **geodesic_options: passed to ``geometry.connecting_geodesics`` (``n_nodes``,
-            ``tolerance``, ``max_iterations``, ...). The initialisation is always the straight
-            line, so that the returned ``initial_lengths`` are the straight lines' lengths.
-
-    Returns:
-        The per-pair :class:`PairStatistics`.
-    """
-    geo = geometry_api()
-    options = {k: v for k, v in geodesic_options.items() if v is not None}
-    options["init"] = "line"
-    res = geo.connecting_geodesics(embed, z0, z1, **options)
-    with torch.no_grad():
-        data = (mean_fn(z1) - mean_fn(z0)).flatten(1).norm(dim=1)
-    return PairStatistics(
-        geodesic=res.lengths.detach().double().cpu(),
-        line=res.initial_lengths.detach().double().cpu(),
-        euclidean=(z1 - z0).detach().norm(dim=1).double().cpu(),
-        data=data.detach().double().cpu(),
-        converged=res.converged.detach().bool().cpu(),
-        iterations=res.iterations.detach().cpu(),
-        curves=res.curves.detach().cpu(),
-    )
-
-
-def summarize_pairs(
-    stats: PairStatistics, labels0: Tensor | None = None, labels1: Tensor | None = None
-) -> dict[str, float]:
-    """Summary statistics of :func:`pair_statistics` (keys without the ``geo/`` prefix).
-
-    Args:
-        stats: per-pair results.
-        labels0: labels of the start points ``(P,)``, or None.
-        labels1: labels of the end points ``(P,)``, or None.
-
-    Returns:
-        ``{line,euclid,data}_ratio_{mean,median,q10,q90}``, ``spearman_geodesic_euclid``,
-        ``converged_fraction``, ``mean_geodesic_length``, ``mean_line_length``, ``num_pairs`` and,
-        with labels, the ``within_class_*`` / ``between_class_*`` means and ``class_stretch``.
-    """
-    ratios = stats.ratios()
-    out: dict[str, float] = {}
-    for name in RATIOS:
-        for stat, value in summary(ratios[name]).items():
-            out[f"{name}_{stat}"] = value
-    out["spearman_geodesic_euclid"] = spearman(stats.geodesic.numpy(), stats.euclidean.numpy())
-    out["converged_fraction"] = float(stats.converged.double().mean())
-    out["mean_geodesic_length"] = float(stats.geodesic.mean())
-    out["mean_line_length"] = float(stats.line.mean())
-    out["num_pairs"] = float(len(stats.geodesic))
-    if labels0 is not None and labels1 is not None:
-        same = (labels0.cpu() == labels1.cpu()).numpy()
-        for group, mask in (("within_class", same), ("between_class", ~same)):
-            out[f"{group}_pairs"] = float(mask.sum())
-            for name in RATIOS:
-                out[f"{group}_{name}_mean"] = summary(ratios[name][mask])["mean"]
-        within = out["within_class_euclid_ratio_mean"]
-        between = out["between_class_euclid_ratio_mean"]
-        out["class_stretch"] = (
-            between / within if within > 0 and math.isfinite(within) else math.nan
-        )
-    return out
+__all__ = ["GeodesicDistanceStats"]
 
 
 def _geodesic_option_names() -> set[str]:

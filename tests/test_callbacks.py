@@ -29,7 +29,7 @@ from callbacks._common import (
     geometry_mode,
     summary,
 )
-from callbacks.geodesic_stats import PairStatistics, pair_statistics, summarize_pairs
+from callbacks.pair_statistics import PairStatistics, pair_statistics, summarize_pairs
 from lightning_modules.two_stage_vae import TwoStageVAE
 from tests.wandb_records import history_keys, wait_for_exit_record
 
