@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
-from datamodules import sources
+from datamodules import sources, toy_data
 from datamodules.sources import DATASETS, DatasetSpec
 
 SCALES = ("unit", "symmetric")
@@ -276,7 +276,7 @@ class VAEDataModule(pl.LightningDataModule):
         if self.spec.kind == "torchvision":
             return sources.load_torchvision(self.spec, self.root)
         rng = np.random.default_rng([self.seed, 0])
-        return sources.make_toy(self.dataset, self.toy_samples, self.toy_noise, rng)
+        return toy_data.make_toy(self.dataset, self.toy_samples, self.toy_noise, rng)
 
     def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, 1])

