@@ -15,7 +15,6 @@ Everything that makes an epoch-end geometry callback safe to run inside training
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import time
@@ -290,32 +289,6 @@ def draw_pairs(
         if i != j and (len(classes) < 2 or int(labels[i]) != int(labels[j])):
             pairs.append([i, j])
     return pairs
-
-
-# ---------------------------------------------------------------------------- statistics
-def summary(values: np.ndarray) -> dict[str, float]:
-    """mean, median, 10 % and 90 % quantiles of the finite entries (NaN when there are none)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return {"mean": math.nan, "median": math.nan, "q10": math.nan, "q90": math.nan}
-    return {
-        "mean": float(v.mean()),
-        "median": float(np.median(v)),
-        "q10": float(np.quantile(v, 0.1)),
-        "q90": float(np.quantile(v, 0.9)),
-    }
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of the pairs where both are finite (NaN if undefined)."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return math.nan
-    return float(spearmanr(a[ok], b[ok]).statistic)
 
 
 # ---------------------------------------------------------------------------- output

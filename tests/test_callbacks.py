@@ -23,13 +23,8 @@ from scipy.stats import spearmanr
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import CurvaturePlots, GeodesicDistanceStats
-from callbacks._common import (
-    MissingValidationDataError,
-    draw_pairs,
-    geometry_mode,
-    summary,
-)
-from callbacks.pair_statistics import PairStatistics, pair_statistics, summarize_pairs
+from callbacks._common import MissingValidationDataError, draw_pairs, geometry_mode
+from callbacks.pair_statistics import PairStatistics, pair_statistics, summarize_pairs, summary
 from lightning_modules.two_stage_vae import TwoStageVAE
 from tests.wandb_records import history_keys, wait_for_exit_record
 
