@@ -57,6 +57,7 @@ from callbacks._common import (
     validation_dataset,
     warn_once,
 )
+from callbacks._drawing import class_colours, heat_map, mosaic, scatter_codes
 
 __all__ = ["CurvaturePlots", "latent_plane"]
 
@@ -303,8 +304,8 @@ class CurvaturePlots(EpochScheduledCallback):
         # 1. log magnification factor with the codes
         fig = new_figure(7.5, 6)
         ax = fig.add_subplot()
-        _heat(fig, ax, log_mf, extent, mf_label, "viridis")
-        _scatter_codes(ax, c_np, lab_np, class_names)
+        heat_map(fig, ax, log_mf, extent, mf_label, "viridis")
+        scatter_codes(ax, c_np, lab_np, class_names)
         ax.set(title=f"log magnification factor - {tag}{suffix}", xlabel=xlabel, ylabel=ylabel)
         emit("log_magnification", fig)
 
@@ -313,10 +314,10 @@ class CurvaturePlots(EpochScheduledCallback):
         k = min(curves.shape[0], self.max_drawn_geodesics)
         fig = new_figure(7.5, 6)
         ax = fig.add_subplot()
-        _heat(fig, ax, log_mf, extent, mf_label, "viridis")
+        heat_map(fig, ax, log_mf, extent, mf_label, "viridis")
         ax.scatter(c_np[:, 0], c_np[:, 1], s=4, c="white", alpha=0.35, linewidths=0)
         proj = ((curves[:k] - origin) @ basis.T).cpu().numpy()  # (k, N, 2)
-        colours = _colours(k)
+        colours = class_colours(k)
         for i in range(k):
             ax.plot(proj[i, :, 0], proj[i, :, 1], "-", color=colours[i], lw=2)
             ax.plot(proj[i, [0, -1], 0], proj[i, [0, -1], 1], "--", color=colours[i], lw=1.2)
@@ -336,7 +337,7 @@ class CurvaturePlots(EpochScheduledCallback):
         # 3. generator variance
         fig = new_figure(7.5, 6)
         ax = fig.add_subplot()
-        _heat(fig, ax, log_var, extent, "log sum_j sigma_j(z)  (generator std)", "magma")
+        heat_map(fig, ax, log_var, extent, "log sum_j sigma_j(z)  (generator std)", "magma")
         ax.scatter(c_np[:, 0], c_np[:, 1], s=4, c="cyan", alpha=0.4, linewidths=0)
         ax.set(title=f"generator variance map - {tag}{suffix}", xlabel=xlabel, ylabel=ylabel)
         emit("generator_variance", fig)
@@ -395,7 +396,7 @@ class CurvaturePlots(EpochScheduledCallback):
             ax = fig.add_subplot()
             ax.plot(zn, values, "k-", lw=1.5)
             ymin = float(np.min(values))
-            _scatter_codes(
+            scatter_codes(
                 ax,
                 np.stack([c_np, np.full_like(c_np, ymin)], 1),
                 lab_np,
@@ -434,7 +435,7 @@ class CurvaturePlots(EpochScheduledCallback):
             axes = fig.subplots(len(rows), 1, squeeze=False)
             for r, ((label, _), imgs) in enumerate(zip(rows, decoded)):
                 ax = axes[r][0]
-                strip = _mosaic(imgs.reshape(n, -1, H, W), vmin, vmax)  # (H, n*(W+1)-1, C)
+                strip = mosaic(imgs.reshape(n, -1, H, W), vmin, vmax)  # (H, n*(W+1)-1, C)
                 if strip.shape[-1] == 1:
                     ax.imshow(strip[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
                 else:
@@ -469,87 +470,7 @@ def _scratch_dir(trainer: pl.Trainer) -> str:
 
 
 def _along(curve: Tensor, n: int) -> Tensor:
-    """``n`` points at equal parameter spacing along the polyline ``curve (N, d)``."""
-    N = curve.shape[0]
-    t = torch.linspace(0, N - 1, n, dtype=curve.dtype, device=curve.device)
-    i = t.floor().long().clamp(max=N - 2)
-    w = (t - i.to(t.dtype))[:, None]
-    return curve[i] * (1 - w) + curve[i + 1] * w
-
-
-def _mosaic(imgs: Tensor, vmin: float, vmax: float) -> np.ndarray:
-    """Images ``(n, C, H, W)`` in a row, 1-pixel white gaps, scaled to [0, 1]: ``(H, *, C)``."""
-    n, C, H, W = imgs.shape
-    scaled = ((imgs - vmin) / max(vmax - vmin, 1e-12)).clamp(0, 1)
-    out = torch.ones(C, H, n * (W + 1) - 1)
-    for c in range(n):
-        out[:, :, c * (W + 1) : c * (W + 1) + W] = scaled[c]
-    return out.permute(1, 2, 0).numpy()
-
-
-def _heat(
-    fig: Any,
-    ax: Any,
-    values: Tensor,
-    extent: tuple[float, float, float, float],
-    label: str,
-    cmap: str,
-) -> None:
-    v = values.detach().cpu().float().numpy()
-    v = np.where(np.isfinite(v), v, np.nan)
-    im = ax.imshow(
-        v, origin="lower", extent=extent, aspect="auto", cmap=cmap, interpolation="nearest"
-    )
-    cbar = fig.colorbar(im, ax=ax)
-    cbar.set_label(label, fontsize=10)
-
-
-def _colours(k: int) -> list[Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(k)]
-
-
-def _scatter_codes(
-    ax: Any,
-    xy: np.ndarray,
-    labels: np.ndarray | None,
-    class_names: Any,
-    marker: str = "o",
-    size: float = 8,
-) -> None:
-    if labels is None:
-        filled = marker not in ("|", "_", "+", "x", ".", ",")  # line markers have no face
-        ax.scatter(
-            xy[:, 0],
-            xy[:, 1],
-            s=size,
-            c="white" if filled else "black",
-            edgecolors="black" if filled else None,
-            linewidths=0.3 if filled else 0.8,
-            marker=marker,
-            label="validation codes",
-        )
-        return
-    classes = np.unique(labels)
-    colours = _colours(len(classes))
-    for colour, c in zip(colours, classes):
-        m = labels == c
-        name = str(c)
-        if class_names is not None and 0 <= int(c) < len(class_names):
-            name = str(class_names[int(c)])
-        ax.scatter(
-            xy[m, 0],
-            xy[m, 1],
-            s=size,
-            color=colour,
-            marker=marker,
-            label=name,
-            edgecolors="black" if marker == "o" else None,
-            linewidths=0.2 if marker == "o" else 1,
-        )
-    if len(classes) <= 20:
-        ax.legend(
-            title="class", fontsize=8, title_fontsize=9, loc="best", markerscale=1.5, framealpha=0.8
-        )
+    """``n`` points at equal node spacing along the polyline ``curve (N, d)``: for a solver
+    geodesic, whose nodes move at constant Riemannian speed, equal Riemannian steps."""
+    steps = curve.new_ones(1, curve.shape[0] - 1)  # arc length = node index
+    return geometry_api().resample_curves(curve[None], n, weights=steps)[0]
