@@ -35,11 +35,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -215,10 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     torch.set_num_threads(args.threads)
-    tmp = tempfile.mkdtemp(prefix="bench_geo_")
-    # The scratch folder (quick model, matrix-child files) goes when the run ends; pass
-    # --train-dir to keep the trained model.
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    # a scratch folder (the quick model, the matrix child's files), removed when the benchmark
+    # ends; --train-dir keeps the trained model
+    with tempfile.TemporaryDirectory(prefix="bench_geo_") as tmp:
+        return run_benchmark(args, tmp)
+
+
+def run_benchmark(args: argparse.Namespace, tmp: str) -> int:
+    """The benchmark proper (``main`` after argument checks), with ``tmp`` as scratch folder."""
     checkpoint = args.checkpoint or train_quick_model(args.train_dir or os.path.join(tmp, "run"))
     model = load_model(checkpoint)
     embed = model.embed

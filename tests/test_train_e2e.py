@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -233,7 +234,7 @@ def test_ddp_two_processes_both_stages(tmp_path):
         assert json.load(fh)["stage2"]["status"] == "done"
 
 
-def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys):
+def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys, monkeypatch):
     """Smoke runs of the benchmarks on tiny settings (they time nothing here; they must work)."""
     from pytorch_lightning.trainer import call
 
@@ -264,12 +265,16 @@ def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys):
             assert re.search(rf"^\s+{stage}\s+{variant}{row}", out, re.M), out
     report = tmp_path / "geo.json"
     ckpt = os.path.join(reference_run, "checkpoints", "stage2", "last.ckpt")
+    scratch = str(tmp_path / "scratch")
+    os.makedirs(scratch)
+    monkeypatch.setattr(tempfile, "tempdir", scratch)  # where the benchmark's scratch goes
     assert benchmark_geodesics.main(["--checkpoint", ckpt, "--pairs", "6", "--points", "60",
                                      "--ref-pairs", "8", "--no-stochman", "--no-adam",
                                      "--repeats", "1", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["matrix"]["points"] == 60 and result["matrix"]["finite"]
     assert 0 <= result["matrix"]["median_rel_error"] < 1
+    assert os.listdir(scratch) == []  # its scratch folder (matrix child's files) is removed
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
