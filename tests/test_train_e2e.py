@@ -285,3 +285,12 @@ def test_gpu_benchmark_without_cuda_is_a_clear_error(capsys):
         benchmark_training.main(["--accelerator", "gpu"])
     assert info.value.code == 2
     assert "--accelerator gpu: no CUDA device is available here" in capsys.readouterr().err
+
+
+def test_hook_benchmark_rejects_bad_counts(capsys):
+    from scripts import benchmark_hooks
+
+    with pytest.raises(SystemExit) as info:
+        benchmark_hooks.main(["--epochs", "1", "--rounds", "0"])
+    assert info.value.code == 2
+    assert "--epochs 1 / --rounds 0: need epochs >= 2 and rounds >= 1" in capsys.readouterr().err
