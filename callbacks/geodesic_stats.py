@@ -43,34 +43,40 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from callbacks._common import (
-    EpochScheduledCallback,
-    check_ints,
+import geometry
+from callbacks.emit import log_scalars, wandb_loggers, warn_once
+from callbacks.geodesic_results import GeodesicResult, GeodesicResultStore
+from callbacks.model_context import geometry_mode, model_stage
+from callbacks.pair_statistics import (
+    pair_statistics,
+    solver_keywords,
+    summarize_pairs,
+)
+from callbacks.scheduling import EpochScheduledCallback, check_ints
+from callbacks.validation_data import (
     dataset_labels,
     draw_pairs,
     encode_means,
     fetch_items,
-    geometry_api,
-    geometry_mode,
-    log_scalars,
-    model_stage,
     validation_dataset,
-    wandb_loggers,
-    warn_once,
 )
-from callbacks.pair_statistics import PairStatistics, pair_statistics, summarize_pairs
 
 __all__ = ["GeodesicDistanceStats"]
 
 
+#: the solver settings that are arguments of their own (one route per setting)
+_EXPLICIT = ("num_nodes", "max_iterations", "tolerance", "optimizer")
+
+
 def _geodesic_option_names() -> set[str]:
-    """Keyword options of ``geometry.connecting_geodesics`` a user may set (not the end points,
-    nor what the callback sets itself)."""
+    """Keyword options of ``geometry.connecting_geodesics`` that ``geodesic_options`` may set:
+    not the end points, not what the callback sets itself, not what has an argument here."""
     import inspect
 
-    params = inspect.signature(geometry_api().connecting_geodesics).parameters
+    params = inspect.signature(geometry.connecting_geodesics).parameters
     fixed = {"embed", "z0", "z1", "init", "init_curves", "graph_points", "graph_k"}
-    return {name for name, p in params.items() if p.kind == p.KEYWORD_ONLY} - fixed
+    explicit = set(solver_keywords(0, 0, 0.0, ""))
+    return {name for name, p in params.items() if p.kind == p.KEYWORD_ONLY} - fixed - explicit
 
 
 class GeodesicDistanceStats(EpochScheduledCallback):
@@ -89,11 +95,14 @@ class GeodesicDistanceStats(EpochScheduledCallback):
         within_class_fraction: share of the pairs drawn within one class when labels exist (the
             rest is drawn between classes); uniform pairs without labels.
         seed: seed of the pair selection.
-        n_nodes: nodes per geodesic (including end points).
+        num_nodes: nodes per geodesic (including end points).
         max_iterations: solver iteration cap per geodesic.
         tolerance: solver convergence tolerance (relative energy decrease).
-        optimiser: ``"lm"`` (Levenberg-Marquardt, fast) or ``"adam"``.
-        geodesic_options: further keyword arguments for ``geometry.connecting_geodesics``.
+        optimizer: ``"lm"`` (Levenberg-Marquardt, fast) or ``"adam"``.
+        geodesic_options: further keyword arguments for ``geometry.connecting_geodesics`` (its
+            own names), other than the four settings above.
+        results: a :class:`~callbacks.GeodesicResultStore` that receives each epoch's
+            :class:`~callbacks.GeodesicResult` (e.g. shared with a ``CurvaturePlots``).
         run_at_end: also run on the last epoch of each stage.
         log_table: log the W&B table of pairs.
         log_histogram: log the W&B histogram of ``line_ratio``.
@@ -107,11 +116,12 @@ class GeodesicDistanceStats(EpochScheduledCallback):
         num_pairs: int = 64,
         within_class_fraction: float = 0.5,
         seed: int = 0,
-        n_nodes: int = 12,
+        num_nodes: int = 12,
         max_iterations: int = 30,
         tolerance: float = 1e-3,
-        optimiser: str = "lm",
+        optimizer: str = "lm",
         geodesic_options: dict[str, Any] | None = None,
+        results: GeodesicResultStore | None = None,
         run_at_end: bool = True,
         log_table: bool = True,
         log_histogram: bool = True,
@@ -121,7 +131,7 @@ class GeodesicDistanceStats(EpochScheduledCallback):
         super().__init__(every_n_epochs=every_n_epochs, run_at_end=run_at_end)
         check_ints(
             num_pairs=(num_pairs, 1),
-            n_nodes=(n_nodes, 2),
+            num_nodes=(num_nodes, 2),
             max_iterations=(max_iterations, 1),
             encode_batch_size=(encode_batch_size, 1),
         )
@@ -132,28 +142,37 @@ class GeodesicDistanceStats(EpochScheduledCallback):
         self.num_pairs = num_pairs
         self.within_class_fraction = float(within_class_fraction)
         self.seed = int(seed)
-        self.n_nodes = n_nodes
+        self.num_nodes = num_nodes
         self.max_iterations = max_iterations
         self.tolerance = float(tolerance)
-        if optimiser not in ("lm", "adam"):
-            raise ValueError(f"optimiser={optimiser!r} must be 'lm' or 'adam'")
+        if optimizer not in ("lm", "adam"):
+            raise ValueError(f"optimizer={optimizer!r} must be 'lm' or 'adam'")
         options = dict(geodesic_options or {})
         accepted = _geodesic_option_names()
+        explicit = solver_keywords(0, 0, 0.0, "")
+        twice = sorted(set(options) & set(explicit))
+        if twice:
+            own = {v: k for k, v in zip(_EXPLICIT, explicit)}
+            raise ValueError(
+                f"geodesic_options sets {twice}: use the callback's own arguments "
+                f"{[own[k] for k in twice]} instead (one setting, one route)"
+            )
         unknown = sorted(set(options) - accepted)
         if unknown:
             raise ValueError(
                 f"geodesic_options has unknown keys {unknown}; accepted: {sorted(accepted)}"
             )
-        self.optimiser = optimiser
+        self.optimizer = optimizer
         self.geodesic_options = options
+        self.results = results
         self.log_table = bool(log_table)
         self.log_histogram = bool(log_histogram)
         self.key_prefix = key_prefix.rstrip("/")
         self.encode_batch_size = int(encode_batch_size)
         #: ``[[i, j], ...]`` indices into the validation dataset (checkpointed).
         self.pair_indices: list[list[int]] | None = None
-        #: The latest results (every rank): stage, epoch, metrics, per-pair stats, end points.
-        self.last_result: dict[str, Any] | None = None
+        #: The latest result (every rank); also published to ``results`` when given.
+        self.last_result: GeodesicResult | None = None
 
     @property
     def state_key(self) -> str:
@@ -163,13 +182,13 @@ class GeodesicDistanceStats(EpochScheduledCallback):
 
     def solver_options(self) -> dict[str, Any]:
         """Keyword arguments for ``geometry.connecting_geodesics``."""
-        return {
-            "n_nodes": self.n_nodes,
-            "max_iterations": self.max_iterations,
-            "tolerance": self.tolerance,
-            "optimiser": self.optimiser,
+        return solver_keywords(
+            self.num_nodes,
+            self.max_iterations,
+            self.tolerance,
+            self.optimizer,
             **self.geodesic_options,
-        }
+        )
 
     # ------------------------------------------------------------------ lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -228,64 +247,41 @@ class GeodesicDistanceStats(EpochScheduledCallback):
                 z1[idx],
                 **self.solver_options(),
             )
-        seconds = time.perf_counter() - start
-        dev, dt = codes.device, codes.dtype
-        cols = torch.stack(
-            [
-                part.geodesic,
-                part.line,
-                part.euclidean,
-                part.data,
-                part.converged.double(),
-                part.iterations.double(),
-                torch.full_like(part.geodesic, seconds),
-            ],
-            dim=1,
-        )
-        cols, curves = cols.to(dev), part.curves.to(device=dev, dtype=dt)
-        if world > 1:  # every rank reaches this collective (same schedule everywhere)
-            cols = pl_module.all_gather(cols).reshape(world * chunk, -1)
-            curves = pl_module.all_gather(curves).reshape(world * chunk, *part.curves.shape[1:])
-        seconds = float(cols[:, 6].max())  # the slowest rank
-        cols, curves = cols[:P].double().cpu(), curves[:P].cpu()
-        stats = PairStatistics(
-            geodesic=cols[:, 0],
-            line=cols[:, 1],
-            euclidean=cols[:, 2],
-            data=cols[:, 3],
-            converged=cols[:, 4] > 0.5,
-            iterations=cols[:, 5].long(),
-            curves=curves,
-        )
+        seconds = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+        if world > 1:  # every rank reaches these collectives (same schedule everywhere)
+            part = part.map(lambda t: _gather(pl_module, t, world * chunk, codes.device))
+            seconds = _gather(pl_module, seconds, world, codes.device)
+        stats = part.map(lambda t: t[:P])
         lab0 = lab1 = None
         if labels is not None:
             lab0, lab1 = labels[0::2], labels[1::2]
         metrics = summarize_pairs(stats, lab0, lab1)
-        metrics["seconds"] = seconds
+        metrics["seconds"] = float(seconds.max())  # the slowest rank
         metrics = {f"{self.key_prefix}/{k}": v for k, v in metrics.items()}
         log_scalars(trainer, pl_module, metrics, can_log)
-        self.last_result = {
-            "stage": model_stage(pl_module),
-            "epoch": epoch,
-            "metrics": metrics,
-            "stats": stats,
-            "z0": z0.detach().cpu(),
-            "z1": z1.detach().cpu(),
-            "labels0": lab0,
-            "labels1": lab1,
-            "pairs": [list(p) for p in pairs],
-        }
+        self.last_result = GeodesicResult(
+            stage=model_stage(pl_module),
+            epoch=epoch,
+            pairs=[(int(i), int(j)) for i, j in pairs],
+            stats=stats,
+            z0=z0.detach().cpu(),
+            z1=z1.detach().cpu(),
+            labels0=lab0,
+            labels1=lab1,
+            metrics=metrics,
+        )
+        if self.results is not None:
+            self.results.publish(self.last_result)
         if trainer.is_global_zero:  # media: rank 0 only, no collectives in here
-            self._log_media(trainer)
+            self._log_media(trainer, self.last_result)
 
-    def _log_media(self, trainer: pl.Trainer) -> None:
+    def _log_media(self, trainer: pl.Trainer, res: GeodesicResult) -> None:
         loggers = wandb_loggers(trainer)
-        if not loggers or not (self.log_table or self.log_histogram) or self.last_result is None:
+        if not loggers or not (self.log_table or self.log_histogram):
             return
         import wandb
 
-        res = self.last_result
-        stats: PairStatistics = res["stats"]
+        stats = res.stats
         ratios = stats.ratios()
         media: dict[str, Any] = {}
         if self.log_table:
@@ -309,9 +305,9 @@ class GeodesicDistanceStats(EpochScheduledCallback):
                 "iterations",
             ]
             rows = []
-            for k, (i, j) in enumerate(res["pairs"]):
-                la = None if res["labels0"] is None else int(res["labels0"][k])
-                lb = None if res["labels1"] is None else int(res["labels1"][k])
+            for k, (i, j) in enumerate(res.pairs):
+                la = None if res.labels0 is None else int(res.labels0[k])
+                lb = None if res.labels1 is None else int(res.labels1[k])
                 rows.append(
                     [
                         k,
@@ -320,8 +316,8 @@ class GeodesicDistanceStats(EpochScheduledCallback):
                         la,
                         lb,
                         None if la is None else la == lb,
-                        _fmt(res["z0"][k]),
-                        _fmt(res["z1"][k]),
+                        _fmt(res.z0[k]),
+                        _fmt(res.z1[k]),
                         float(stats.geodesic[k]),
                         float(stats.line[k]),
                         float(stats.euclidean[k]),
@@ -349,3 +345,13 @@ def _fmt(z: Tensor) -> str:
 
 def _num(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
+
+
+def _gather(pl_module: pl.LightningModule, t: Tensor, rows: int, device: torch.device) -> Tensor:
+    """``t (chunk, ...)`` of every rank, concatenated in rank order ``(rows, ...)``, on the CPU.
+
+    Booleans travel as uint8 (not every backend gathers bool tensors)."""
+    is_bool = t.dtype == torch.bool
+    sent = t.to(device=device, dtype=torch.uint8 if is_bool else t.dtype)
+    out = pl_module.all_gather(sent).reshape(rows, *t.shape[1:]).cpu()
+    return out.bool() if is_bool else out

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from callbacks._common import geometry_api
+import geometry
 
 __all__ = [
-    "RATIOS", "PairStatistics", "pair_statistics", "spearman", "summarize_pairs", "summary",
+    "RATIOS",
+    "PairStatistics",
+    "pair_statistics",
+    "solver_keywords",
+    "spearman",
+    "summarize_pairs",
+    "summary",
 ]
 
 RATIOS = ("line_ratio", "euclid_ratio", "data_ratio")
@@ -71,6 +77,13 @@ class PairStatistics:
     iterations: Tensor
     curves: Tensor
 
+    def map(self, fn: Callable[[Tensor], Tensor]) -> PairStatistics:
+        """A new :class:`PairStatistics` with ``fn`` applied to every field (same order)."""
+        return PairStatistics(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def __len__(self) -> int:
+        return int(self.geodesic.shape[0])
+
     def ratios(self) -> dict[str, np.ndarray]:
         """``line_ratio``, ``euclid_ratio``, ``data_ratio`` per pair (NaN where undefined)."""
         geo = self.geodesic.double().numpy()
@@ -86,6 +99,23 @@ class PairStatistics:
         return out
 
 
+def solver_keywords(
+    num_nodes: int, max_iterations: int, tolerance: float, optimizer: str, **further: Any
+) -> dict[str, Any]:
+    """The keyword arguments of ``geometry.connecting_geodesics`` for the callbacks' settings.
+
+    The one place where the callbacks' names (``num_nodes``, ``optimizer``) meet the names of
+    ``geometry`` (``n_nodes``, ``optimiser``); ``further`` are passed on unchanged.
+    """
+    return {
+        "n_nodes": num_nodes,
+        "max_iterations": max_iterations,
+        "tolerance": tolerance,
+        "optimiser": optimizer,
+        **further,
+    }
+
+
 def pair_statistics(
     embed: Callable[[Tensor], Tensor],
     mean_fn: Callable[[Tensor], Tensor],
@@ -95,24 +125,23 @@ def pair_statistics(
 ) -> PairStatistics:
     """Geodesic, straight-line, latent and data-space distances for pairs ``z0[i] -> z1[i]``.
 
-    Call under ``torch.enable_grad()`` in eval mode (see ``callbacks._common.geometry_mode``).
+    Call under ``torch.enable_grad()`` in eval mode (see ``callbacks.model_context.geometry_mode``).
 
     Args:
         embed: ``(B, d) -> (B, D')``, its Euclidean pull-back is the metric (``model.embed``).
         mean_fn: ``(B, d) -> (B, ...)`` the decoded mean, for the data-space distance.
         z0: start points ``(P, d)``.
         z1: end points ``(P, d)``.
-        **geodesic_options: passed to ``geometry.connecting_geodesics`` (``n_nodes``,
-            ``tolerance``, ``max_iterations``, ...). The initialisation is always the straight
+        **geodesic_options: passed to ``geometry.connecting_geodesics`` (its own names, e.g.
+            from :func:`solver_keywords`). The initialisation is always the straight
             line, so that the returned ``initial_lengths`` are the straight lines' lengths.
 
     Returns:
         The per-pair :class:`PairStatistics`.
     """
-    geo = geometry_api()
     options = {k: v for k, v in geodesic_options.items() if v is not None}
     options["init"] = "line"
-    res = geo.connecting_geodesics(embed, z0, z1, **options)
+    res = geometry.connecting_geodesics(embed, z0, z1, **options)
     with torch.no_grad():
         data = (mean_fn(z1) - mean_fn(z0)).flatten(1).norm(dim=1)
     return PairStatistics(

@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from callbacks._common import fetch_items
+from callbacks.validation_data import fetch_items
 
 
 class ReconstructionImages(Callback):

@@ -265,10 +265,13 @@ def extract_gz_files(spec: DatasetSpec, root: str) -> list[str]:
             except (OSError, EOFError) as err:  # corrupt or truncated archive
                 if os.path.exists(tmp):
                     os.remove(tmp)
-                raise DatasetUnavailableError(unavailable_message(
-                    spec, root, f"cannot decompress {gz_path} ({err}); delete it and download "
-                    "it again"
-                )) from err
+                raise DatasetUnavailableError(
+                    unavailable_message(
+                        spec,
+                        root,
+                        f"cannot decompress {gz_path} ({err}); delete it and download it again",
+                    )
+                ) from err
             os.replace(tmp, path)
             extracted.append(path)
     return extracted
@@ -294,12 +297,14 @@ def unavailable_message(spec: DatasetSpec, root: str, reason: str) -> str:
         f"root={os.path.abspath(os.path.expanduser(root))!r}: {reason}",
         f"Expected these files in {folder}/ (uncompressed IDX, as torchvision."
         f"{spec.torchvision_class} reads them):",
-        *[f"    {name}{'   <- missing' if os.path.join(folder, name) in missing else ''}"
-          for name in IDX_FILES],
+        *[
+            f"    {name}{'   <- missing' if os.path.join(folder, name) in missing else ''}"
+            for name in IDX_FILES
+        ],
         "Options:",
         f"  1. Copy the four files (or the '.gz' files the mirrors serve; prepare_data() unpacks "
         f"them) into {folder}/. Mirrors: {mirrors}",
-        f"  2. On a machine with network access run `python -c \"from torchvision.datasets import "
+        f'  2. On a machine with network access run `python -c "from torchvision.datasets import '
         f"{spec.torchvision_class}; {spec.torchvision_class}('DIR', download=True)\"` and copy "
         f"DIR/{spec.torchvision_class} to {os.path.dirname(folder)}.",
         "  3. Point `root` at a directory that already holds "

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
 from datamodules import sources, toy_data
+from datamodules.sampling import EpochSeededSampler
 from datamodules.sources import DATASETS, DatasetSpec
 
 SCALES = ("unit", "symmetric")
@@ -100,8 +101,10 @@ class VAEDataModule(pl.LightningDataModule):
         if scale not in SCALES:
             raise ValueError(f"scale={scale!r} is not supported; accepted: {SCALES}")
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0.0 <= float(value) < 1.0
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0.0 <= float(value) < 1.0)
             ):
                 raise ValueError(f"{name}={value!r} must be a number in [0, 1)")
         if float(val_fraction) + float(test_fraction) >= 1.0:
@@ -115,8 +118,10 @@ class VAEDataModule(pl.LightningDataModule):
         if max_per_class is not None:
             self._check_int("max_per_class", max_per_class, minimum=1, extra=" or None")
         self._check_int("toy_samples", toy_samples, minimum=2)
-        if isinstance(toy_noise, bool) or not isinstance(toy_noise, (int, float)) or not (
-            float(toy_noise) >= 0.0
+        if (
+            isinstance(toy_noise, bool)
+            or not isinstance(toy_noise, (int, float))
+            or not (float(toy_noise) >= 0.0)
         ):
             raise ValueError(f"toy_noise={toy_noise!r} must be a number >= 0")
 
@@ -155,6 +160,9 @@ class VAEDataModule(pl.LightningDataModule):
         self.val_dataset: TensorDataset | None = None
         self.test_dataset: TensorDataset | None = None
         self.split_indices: dict[str, np.ndarray] = {}
+        #: seed parts of the training order (EpochSeededSampler); the training pipeline sets
+        #: ``(run seed, stage)`` before each stage's fit
+        self.shuffle_stream: tuple[int | str, ...] = (self.seed,)
 
     # ------------------------------------------------------------------ validation helpers
 
@@ -174,8 +182,10 @@ class VAEDataModule(pl.LightningDataModule):
         if not values:
             raise ValueError(f"digits={values!r} is empty; give None (all classes) or {accepted}")
         bad = [
-            d for d in values
-            if isinstance(d, bool) or not isinstance(d, (int, np.integer))
+            d
+            for d in values
+            if isinstance(d, bool)
+            or not isinstance(d, (int, np.integer))
             or not 0 <= int(d) < spec.num_classes
         ]
         if bad:
@@ -328,11 +338,14 @@ class VAEDataModule(pl.LightningDataModule):
         batch_size: int | None = None,
         persistent: bool = True,
     ) -> DataLoader:
+        # The training order comes from EpochSeededSampler (set_epoch); its private generator only
+        # seeds the iterator's worker base seed, so iterating it never draws from the global RNG.
+        sampler = EpochSeededSampler(len(ds), self.shuffle_stream) if shuffle else None
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             ds,
             batch_size=batch_size or self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             generator=generator,
             num_workers=self.num_workers,
             persistent_workers=persistent and self.num_workers > 0,
@@ -341,7 +354,9 @@ class VAEDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (seeded generator); Lightning shards it under DDP."""
+        """Shuffled training batches: the order of epoch ``e`` is a function of
+        ``(*shuffle_stream, e)`` (:class:`~datamodules.sampling.EpochSeededSampler`); Lightning
+        calls its ``set_epoch`` and shards it under DDP."""
         return self._loader(self._require("train"), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

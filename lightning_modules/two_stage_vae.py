@@ -53,6 +53,30 @@ LOG_2PI = math.log(2 * math.pi)
 LOSS_TERMS = ("rec", "kl", "elbo")
 
 
+#: hyper-parameters that may change between stage 1 and stage 2 (``stage2_from_stage1``)
+STAGE2_HPARAMS = (
+    "variance_head",
+    "num_centers",
+    "bandwidth_scale",
+    "zeta",
+    "mlp_head_activation",
+    "kmeans_seed",
+    "kmeans_restarts",
+    "stage2_lr",
+)
+#: hyper-parameters fixed by the stage-1 checkpoint (the networks of the encoder and the mean)
+ARCHITECTURE_HPARAMS = (
+    "data_shape",
+    "latent_dim",
+    "architecture",
+    "hidden_dims",
+    "conv_channels",
+    "conv_hidden_dim",
+    "activation",
+    "output_activation",
+)
+
+
 class TwoStageVAE(pl.LightningModule):
     """Gaussian VAE with a two-stage generator: mean first, then an RBF (or MLP) variance.
 
@@ -313,14 +337,25 @@ class TwoStageVAE(pl.LightningModule):
             self._epoch_sums[split] = (values * x.shape[0], x.shape[0])
         if split != "train" or self._trainer is None:
             return loss
-        if self.trainer._logger_connector.should_update_logs:
+        if self._logs_this_step():
             self.log_dict(
                 {"train/elbo_step": terms["elbo"].detach(), "train/loss": loss.detach()},
-                on_step=True, on_epoch=False, prog_bar=False, batch_size=x.shape[0],
+                on_step=True,
+                on_epoch=False,
+                prog_bar=False,
+                batch_size=x.shape[0],
             )
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self._log_epoch("train")
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the loggers write the current training step (public API only): every
+        ``log_every_n_steps`` optimiser steps, counted across epochs, and when a stop is
+        requested. One optimiser step per batch (manual optimisation), so the step about to be
+        taken is ``global_step + 1``."""
+        t = self.trainer
+        return (t.global_step + 1) % t.log_every_n_steps == 0 or t.should_stop
 
     def _log_epoch(self, split: str) -> None:
         """Log the epoch means of ``split`` (``{split}/rec``, ``/kl``, ``/elbo``), averaged over
@@ -330,8 +365,14 @@ class TwoStageVAE(pl.LightningModule):
         sums, count = self._epoch_sums.pop(split)
         means = sums / max(count, 1)  # (3,)
         for name, value in zip(LOSS_TERMS, means):
-            self.log(f"{split}/{name}", value, on_step=False, on_epoch=True, sync_dist=True,
-                     prog_bar=name == "elbo")
+            self.log(
+                f"{split}/{name}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+                prog_bar=name == "elbo",
+            )
         if split == "train":
             self.log("stage", float(self._stage), on_step=False, on_epoch=True)
 
@@ -382,10 +423,12 @@ class TwoStageVAE(pl.LightningModule):
         if every == 1:
             return
         t = self.trainer
-        due = (t.global_step % every == 0
-               or batch_idx + 1 >= t.num_training_batches
-               or 0 < (t.max_steps or -1) <= t.global_step
-               or t.should_stop)
+        due = (
+            t.global_step % every == 0
+            or batch_idx + 1 >= t.num_training_batches
+            or 0 < (t.max_steps or -1) <= t.global_step
+            or t.should_stop
+        )
         if not due:
             return
         first = self._first_nonfinite.read()
@@ -429,8 +472,7 @@ class TwoStageVAE(pl.LightningModule):
         # same place where Lightning clips under automatic optimisation
         clip = self.hparams.get("gradient_clip_val")  # absent from older checkpoints' hparams
         if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip,
-                                gradient_clip_algorithm="norm")
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "val")
@@ -536,6 +578,11 @@ class TwoStageVAE(pl.LightningModule):
         read_checkpoint(checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
+    @staticmethod
+    def stage2_overrides(hparams: dict[str, Any]) -> dict[str, Any]:
+        """The entries of ``hparams`` that stage 2 may change (:data:`STAGE2_HPARAMS`)."""
+        return {k: v for k, v in hparams.items() if k in STAGE2_HPARAMS}
+
     @classmethod
     def stage2_from_stage1(
         cls, checkpoint_path: str | os.PathLike, **overrides: Any
@@ -544,14 +591,24 @@ class TwoStageVAE(pl.LightningModule):
 
         Args:
             checkpoint_path: a TwoStageVAE checkpoint (stage 1, or stage 2 to refit the variance).
-            **overrides: hyper-parameters to change for stage 2 (``variance_head``,
-                ``num_centers``, ``bandwidth_scale``, ``zeta``, ``stage2_lr``, ...). Architecture
-                settings must match the checkpoint.
+            **overrides: hyper-parameters to change for stage 2, any of :data:`STAGE2_HPARAMS`
+                (``variance_head``, ``num_centers``, ``bandwidth_scale``, ``zeta``,
+                ``stage2_lr``, ...); the others come from the checkpoint.
+
+        Raises:
+            ValueError: for an override outside :data:`STAGE2_HPARAMS`.
+            CheckpointError: for a missing, corrupt or foreign checkpoint.
 
         Returns:
             A model in stage 2 whose variance network is not yet initialised (its centres are
             placed by :meth:`setup` at the start of ``fit``, or by :meth:`init_variance_net`).
         """
+        fixed = sorted(set(overrides) - set(STAGE2_HPARAMS))
+        if fixed:
+            raise ValueError(
+                f"stage 2 cannot change {fixed} (they come from the stage-1 checkpoint); "
+                f"it may change {list(STAGE2_HPARAMS)}"
+            )
         ckpt = read_checkpoint(checkpoint_path)
         hparams = {**ckpt.get("hyper_parameters", {}), **overrides, "stage": 2}
         model = cls(**hparams)
@@ -607,12 +664,15 @@ def _validate_hparams(**h: Any) -> None:
     if h["kl_warmup_epochs"] < 0:
         raise ValueError(f"kl_warmup_epochs={h['kl_warmup_epochs']!r} must be >= 0")
     clip = h["gradient_clip_val"]
-    if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip)
-                                 and clip > 0):
+    if clip is not None and not (
+        isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0
+    ):
         raise ValueError(f"gradient_clip_val={clip!r} must be a finite number > 0 or None (off)")
     every = h["finite_check_every_n_steps"]
     if every is not None and not (isinstance(every, int) and every >= 1):
-        raise ValueError(f"finite_check_every_n_steps={every!r} must be an integer >= 1 or None "
-                         "(1 on the CPU, a deferred check on accelerators)")
+        raise ValueError(
+            f"finite_check_every_n_steps={every!r} must be an integer >= 1 or None "
+            "(1 on the CPU, a deferred check on accelerators)"
+        )
     if h["stage"] not in (1, 2):
         raise ValueError(f"stage={h['stage']!r} must be 1 or 2")

@@ -196,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch intra-op threads for every method (1: no OpenMP contention on "
                         "small shared machines)")  # fmt: skip
     p.add_argument("--fine-points", type=int, default=256, help="resolution of length measurement")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="interleaved runs of each geodesic method; median times are reported")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved runs of each geodesic method; median times are reported",
+    )
     p.add_argument("--no-stochman", action="store_true")
     p.add_argument("--no-adam", action="store_true")
     p.add_argument("--no-matrix", action="store_true")
@@ -243,8 +247,7 @@ def run_benchmark(args: argparse.Namespace, tmp: str) -> int:
     # lengths are identical across repeats: every method is deterministic).
     runners: dict[str, Any] = {"ours": lambda: run_ours(embed, z0, z1, args.fine_points)}
     if not args.no_adam:
-        runners["ours-adam"] = lambda: run_ours(embed, z0, z1, args.fine_points,
-                                                optimiser="adam")
+        runners["ours-adam"] = lambda: run_ours(embed, z0, z1, args.fine_points, optimiser="adam")
     if not args.no_stochman:
         runners["stochman"] = lambda: run_stochman(embed, z0, z1, args.fine_points)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}

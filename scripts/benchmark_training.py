@@ -47,11 +47,11 @@ if _REPO_ROOT not in sys.path:
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.callbacks import Callback  # noqa: E402
+from scripts._settings import RunSettings, TrainerSettings  # noqa: E402
 
 from datamodules.vae_datamodule import VAEDataModule  # noqa: E402
 from lightning_modules import TwoStageVAE  # noqa: E402
 from lightning_modules.rbf import RBFPrecision  # noqa: E402
-from scripts._settings import RunSettings, TrainerSettings  # noqa: E402
 
 VARIANTS = ("lean", "full", "csv", "bare", "quiet")
 
@@ -147,9 +147,16 @@ class PairedEpochTimer(Callback):
         self._close_epoch()
 
 
-def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: str,
-                  workdir: str, seed: int, checkpoint_seconds: float, accelerator: str = "cpu"
-                  ) -> tuple[list[float], list[float]]:
+def paired_epochs(
+    model: TwoStageVAE,
+    dm: VAEDataModule,
+    epochs: int,
+    variant: str,
+    workdir: str,
+    seed: int,
+    checkpoint_seconds: float,
+    accelerator: str = "cpu",
+) -> tuple[list[float], list[float]]:
     """``epochs`` Lightning epochs, with the Trainer settings and callbacks of ``scripts/train.py``
     for ``variant``, each preceded by one plain-loop epoch on a copy of ``model``;
     ``checkpoint_seconds`` is ``run.checkpoint_every_n_seconds``; ``accelerator`` is ``cpu`` or
@@ -158,9 +165,10 @@ def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: s
     Returns:
         (plain seconds, Lightning seconds), one entry per epoch each.
     """
-    from callbacks.reconstructions import ReconstructionImages
     from scripts._checkpointing import AtomicCheckpointIO, EpochEndCheckpoint
     from scripts._training import EpochSeeder, RunInfo, fit_stage, make_logger
+
+    from callbacks.reconstructions import ReconstructionImages
 
     stage = model.stage
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
@@ -169,29 +177,50 @@ def paired_epochs(model: TwoStageVAE, dm: VAEDataModule, epochs: int, variant: s
     if variant in ("bare", "quiet"):
         model = _quiet_copy(model) if variant == "quiet" else model
     else:
-        callbacks.append(EpochEndCheckpoint(os.path.join(workdir, f"ckpt{stage}"),
-                                            checkpoint_seconds))
+        callbacks.append(
+            EpochEndCheckpoint(os.path.join(workdir, f"ckpt{stage}"), checkpoint_seconds)
+        )
     logger: Any = False
     if variant == "full":
         from scripts._training import LogLinesProgressBar
 
         run = RunSettings()
-        callbacks += [RunInfo("benchmark", "benchmark", stage),
-                      ReconstructionImages(run.reconstructions, run.reconstructions_every_n_epochs,
-                                           save_dir=os.path.join(workdir, "figures")),
-                      LogLinesProgressBar(stage, every_n_seconds=run.log_every_n_seconds,
-                                          stream=io.StringIO())]
-        logger = make_logger("wandb", workdir, "benchmark", f"bench{stage}{variant}", "offline",
-                             "latent-oddity-benchmark", None)
+        callbacks += [
+            RunInfo("benchmark", "benchmark", stage),
+            ReconstructionImages(
+                run.reconstructions,
+                run.reconstructions_every_n_epochs,
+                save_dir=os.path.join(workdir, "figures"),
+            ),
+            LogLinesProgressBar(
+                stage, every_n_seconds=run.log_every_n_seconds, stream=io.StringIO()
+            ),
+        ]
+        logger = make_logger(
+            "wandb",
+            workdir,
+            "benchmark",
+            f"bench{stage}{variant}",
+            "offline",
+            "latent-oddity-benchmark",
+            None,
+        )
     elif variant == "csv":
         logger = make_logger("csv", workdir, "benchmark", "", "offline", "", None)
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_epochs=epochs, logger=logger, callbacks=callbacks,
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=epochs,
+        logger=logger,
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=variant not in ("bare", "quiet"),
-        enable_progress_bar=variant == "full", enable_model_summary=False,
-        num_sanity_val_steps=0, inference_mode=False,
-        log_every_n_steps=TrainerSettings().log_every_n_steps, default_root_dir=workdir,
+        enable_progress_bar=variant == "full",
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        inference_mode=False,
+        log_every_n_steps=TrainerSettings().log_every_n_steps,
+        default_root_dir=workdir,
     )
     fit_stage(trainer, model, dm)  # as scripts/train.py fits a stage
     if variant == "full":
@@ -221,28 +250,52 @@ def median_confidence_interval(values: list[float], z: float = 1.96) -> tuple[fl
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one line per stage and variant."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=31,
-                        help="paired epochs per fit (>= 2; the first is dropped; the default "
-                             "leaves 30, three periods of the reconstruction images)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=31,
+        help="paired epochs per fit (>= 2; the first is dropped; the default "
+        "leaves 30, three periods of the reconstruction images)",
+    )
     parser.add_argument("--variants", nargs="+", default=["lean", "full"], choices=VARIANTS)
     parser.add_argument("--max_per_class", type=int, default=None)
-    parser.add_argument("--architecture", choices=["mlp", "conv"], default="mlp",
-                        help="model.architecture (the default job: mlp)")
-    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu",
-                        help="run both loops on the CPU (the default job) or on one CUDA GPU")
+    parser.add_argument(
+        "--architecture",
+        choices=["mlp", "conv"],
+        default="mlp",
+        help="model.architecture (the default job: mlp)",
+    )
+    parser.add_argument(
+        "--accelerator",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="run both loops on the CPU (the default job) or on one CUDA GPU",
+    )
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: the training job's run.torch_threads)")
-    parser.add_argument("--checkpoint_seconds", type=float,
-                        default=RunSettings().checkpoint_every_n_seconds,
-                        help="run.checkpoint_every_n_seconds (0: a checkpoint at every epoch end)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="fits per stage and variant; their epoch pairs are pooled")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: the training job's run.torch_threads)",
+    )
+    parser.add_argument(
+        "--checkpoint_seconds",
+        type=float,
+        default=RunSettings().checkpoint_every_n_seconds,
+        help="run.checkpoint_every_n_seconds (0: a checkpoint at every epoch end)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="fits per stage and variant; their epoch pairs are pooled",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.repeats < 1:
-        parser.error(f"--epochs {args.epochs} / --repeats {args.repeats}: need epochs >= 2 and "
-                     "repeats >= 1")
+        parser.error(
+            f"--epochs {args.epochs} / --repeats {args.repeats}: need epochs >= 2 and repeats >= 1"
+        )
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         parser.error("--accelerator gpu: no CUDA device is available here; use --accelerator cpu")
     if args.threads is None:
@@ -254,21 +307,33 @@ def main(argv: list[str] | None = None) -> int:
     dm = VAEDataModule(max_per_class=args.max_per_class, batch_size=args.batch_size, seed=args.seed)
     dm.setup("fit")
     pl.seed_everything(args.seed, verbose=False)
-    base1 = TwoStageVAE(data_shape=dm.data_shape, output_activation=dm.output_activation,
-                        architecture=args.architecture)
+    base1 = TwoStageVAE(
+        data_shape=dm.data_shape,
+        output_activation=dm.output_activation,
+        architecture=args.architecture,
+    )
     n_train = len(dm.train_dataset)
-    print(f"{args.architecture} model on {args.accelerator}; data: {n_train} training points, "
-          f"batch {args.batch_size}, "
-          f"{-(-n_train // args.batch_size)} steps/epoch; torch threads {args.threads}; "
-          f"checkpoints at most every {args.checkpoint_seconds:g} s")
+    print(
+        f"{args.architecture} model on {args.accelerator}; data: {n_train} training points, "
+        f"batch {args.batch_size}, "
+        f"{-(-n_train // args.batch_size)} steps/epoch; torch threads {args.threads}; "
+        f"checkpoints at most every {args.checkpoint_seconds:g} s"
+    )
 
     # (stage, variant) -> paired epoch times over all repeats (first pair of each fit dropped)
     pairs: dict[tuple[int, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         # stage 2 starts from a short stage-1 fit, RBF centres placed once for both loops
-        trainer = pl.Trainer(accelerator=args.accelerator, devices=1, max_epochs=2, logger=False,
-                             enable_progress_bar=False, enable_model_summary=False,
-                             num_sanity_val_steps=0, default_root_dir=workdir)
+        trainer = pl.Trainer(
+            accelerator=args.accelerator,
+            devices=1,
+            max_epochs=2,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=workdir,
+        )
         trained = copy.deepcopy(base1)
         trainer.fit(trained, datamodule=dm)
         ckpt = os.path.join(workdir, "stage1.ckpt")
@@ -281,28 +346,52 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in args.variants:
                     torch.manual_seed(args.seed)
                     folder = os.path.join(workdir, f"{variant}{stage}_{rep}")
-                    plain, light = paired_epochs(copy.deepcopy(base), dm, args.epochs, variant,
-                                                 folder, args.seed, args.checkpoint_seconds,
-                                                 args.accelerator)
+                    plain, light = paired_epochs(
+                        copy.deepcopy(base),
+                        dm,
+                        args.epochs,
+                        variant,
+                        folder,
+                        args.seed,
+                        args.checkpoint_seconds,
+                        args.accelerator,
+                    )
                     pairs.setdefault((stage, variant), []).extend(list(zip(plain, light))[1:])
-                    print(f"stage {stage} {variant:>5} repeat {rep + 1}/{args.repeats}: "
-                          f"{len(plain)} paired epochs", flush=True)
+                    print(
+                        f"stage {stage} {variant:>5} repeat {rep + 1}/{args.repeats}: "
+                        f"{len(plain)} paired epochs",
+                        flush=True,
+                    )
 
-    print(f"{args.repeats} repeat(s) of {args.epochs} paired epochs per stage and variant "
-          "(the first pair of each dropped); seconds per epoch are medians; ratio = median of "
-          "the per-pair ratios, with its 95% confidence interval; sum ratio = summed times")
-    header = ("stage", "variant", "pairs", "plain s/epoch", "lightning s/epoch", "ratio",
-              "95% CI", "sum ratio")
-    print(f"{header[0]:>5} {header[1]:>8} {header[2]:>5} {header[3]:>14} {header[4]:>18} "
-          f"{header[5]:>6} {header[6]:>11} {header[7]:>10}")
+    print(
+        f"{args.repeats} repeat(s) of {args.epochs} paired epochs per stage and variant "
+        "(the first pair of each dropped); seconds per epoch are medians; ratio = median of "
+        "the per-pair ratios, with its 95% confidence interval; sum ratio = summed times"
+    )
+    header = (
+        "stage",
+        "variant",
+        "pairs",
+        "plain s/epoch",
+        "lightning s/epoch",
+        "ratio",
+        "95% CI",
+        "sum ratio",
+    )
+    print(
+        f"{header[0]:>5} {header[1]:>8} {header[2]:>5} {header[3]:>14} {header[4]:>18} "
+        f"{header[5]:>6} {header[6]:>11} {header[7]:>10}"
+    )
     for (stage, variant), rows in sorted(pairs.items()):
         plain_s = [p for p, _ in rows]
         light_s = [lt for _, lt in rows]
         ratios = [lt / p for p, lt in rows]
         low, high = median_confidence_interval(ratios)
-        print(f"{stage:>5} {variant:>8} {len(rows):>5} {statistics.median(plain_s):>14.4f} "
-              f"{statistics.median(light_s):>18.4f} {statistics.median(ratios):>6.2f} "
-              f"{low:>5.2f}-{high:<5.2f} {sum(light_s) / sum(plain_s):>10.2f}")
+        print(
+            f"{stage:>5} {variant:>8} {len(rows):>5} {statistics.median(plain_s):>14.4f} "
+            f"{statistics.median(light_s):>18.4f} {statistics.median(ratios):>6.2f} "
+            f"{low:>5.2f}-{high:<5.2f} {sum(light_s) / sum(plain_s):>10.2f}"
+        )
     return 0
 
 

@@ -22,11 +22,12 @@ import torch
 from scipy.stats import spearmanr
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import CurvaturePlots, GeodesicDistanceStats
-from callbacks._common import MissingValidationDataError, draw_pairs, geometry_mode
+from callbacks import CurvaturePlots, GeodesicDistanceStats, GeodesicResultStore
+from callbacks.model_context import geometry_mode
 from callbacks.pair_statistics import PairStatistics, pair_statistics, summarize_pairs, summary
+from callbacks.validation_data import MissingValidationDataError, draw_pairs
 from lightning_modules.two_stage_vae import TwoStageVAE
-from tests.wandb_records import history_keys, wait_for_exit_record
+from tests.helpers.wandb_records import history_keys, wait_for_exit_record
 
 SOLVER = {"n_nodes": 16, "max_iterations": 200, "tolerance": 1e-7}
 
@@ -74,15 +75,20 @@ def tiny_model(stage: int = 1, latent_dim: int = 2, dm: TinyDM | None = None) ->
 
 
 def fast_callbacks(every: int = 1, **plot_kwargs: Any) -> list[pl.Callback]:
+    """A GeodesicDistanceStats and a CurvaturePlots sharing one GeodesicResultStore."""
+    store = GeodesicResultStore()
     return [
-        GeodesicDistanceStats(every_n_epochs=every, num_pairs=8, n_nodes=8, max_iterations=10),
+        GeodesicDistanceStats(
+            every_n_epochs=every, num_pairs=8, num_nodes=8, max_iterations=10, results=store
+        ),
         CurvaturePlots(
             every_n_epochs=every,
             grid_resolution=12,
             num_images=4,
             max_codes=48,
-            n_nodes=8,
+            num_nodes=8,
             max_iterations=10,
+            geodesics=store,
             **plot_kwargs,
         ),
     ]
@@ -234,10 +240,13 @@ def test_settings_are_validated():
         GeodesicDistanceStats(every_n_epochs=-1)
     with pytest.raises(ValueError, match="grid_resolution"):
         CurvaturePlots(grid_resolution=1)
-    with pytest.raises(ValueError, match="optimiser='LM' must be 'lm' or 'adam'"):
-        GeodesicDistanceStats(optimiser="LM")
-    with pytest.raises(ValueError, match=r"unknown keys \['n_node'\]; accepted: .*'n_nodes'"):
+    with pytest.raises(ValueError, match="optimizer='LM' must be 'lm' or 'adam'"):
+        GeodesicDistanceStats(optimizer="LM")
+    with pytest.raises(ValueError, match=r"unknown keys \['n_node'\]; accepted: .*'revert_rtol'"):
         GeodesicDistanceStats(geodesic_options={"n_node": 8})
+    # one route per setting: the solver settings with an argument of their own are refused here
+    with pytest.raises(ValueError, match=r"sets \['n_nodes'\]: use .* \['num_nodes'\] instead"):
+        GeodesicDistanceStats(geodesic_options={"n_nodes": 8})
     with pytest.raises(ValueError, match="encode_batch_size=0"):
         GeodesicDistanceStats(encode_batch_size=0)
     with pytest.raises(ValueError, match="encode_batch_size=0"):
@@ -352,8 +361,14 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
     # keys such as "geo/pairs/_type"), read once the writer has finished the file
     (record,) = glob.glob(os.path.join(run_dirs[0], "run-*.wandb"))
     logged = history_keys(wait_for_exit_record(record))
-    for key in ("geo/line_ratio_mean", "geo/class_stretch", "geo/pairs", "geo/line_ratio_hist",
-                "curvature/geodesics", "curvature/generator_variance"):
+    for key in (
+        "geo/line_ratio_mean",
+        "geo/class_stretch",
+        "geo/pairs",
+        "geo/line_ratio_hist",
+        "curvature/geodesics",
+        "curvature/generator_variance",
+    ):
         assert any(k == key or k.startswith(key + "/") for k in logged), (key, sorted(logged))
     pngs = glob.glob(os.path.join(media, "images", "**", "*.png"), recursive=True)
     names = {
@@ -370,8 +385,9 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
     # PNG files in the run folder (trainer.default_root_dir/figures)
     figs = sorted(os.listdir(os.path.join(trainer.default_root_dir, "figures")))
     assert "geodesics_stage2_epoch0001.png" in figs and len(figs) == 8
-    # the plots reused the stats callback's geodesics (it was moved after the stats callback)
-    assert trainer.callbacks.index(plots) > trainer.callbacks.index(stats)
+    # the plots drew the stats callback's geodesics, handed over through the shared store
+    assert plots.last_geodesic_source == "GeodesicDistanceStats pairs"
+    assert plots.geodesics is not None and plots.geodesics.latest is stats.last_result
     assert stats.total_seconds > 0 and plots.total_seconds > 0
 
     # the same numbers by hand, from the checkpointed pairs and the public geometry API
@@ -388,7 +404,7 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
             model.embed,
             z0,
             z1,
-            n_nodes=8,
+            n_nodes=8,  # geometry's name of the callbacks' num_nodes
             max_iterations=10,
             tolerance=stats.tolerance,
             init="line",
@@ -398,7 +414,8 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
     geo_len = res.lengths.double()
     line_ratio = (geo_len / res.initial_lengths.double()).numpy()
     euclid_ratio = (geo_len / (z1 - z0).norm(dim=1).double()).numpy()
-    got = stats.last_result["metrics"]
+    assert stats.last_result is not None
+    got = stats.last_result.metrics
     assert got["geo/line_ratio_mean"] == pytest.approx(line_ratio.mean(), rel=1e-5)
     assert got["geo/line_ratio_q10"] == pytest.approx(np.quantile(line_ratio, 0.1), rel=1e-5)
     assert got["geo/euclid_ratio_median"] == pytest.approx(np.median(euclid_ratio), rel=1e-5)
@@ -454,14 +471,14 @@ def test_resume_logs_each_epoch_once_with_the_same_pairs(make_trainer, tmp_path)
 
 @pytest.mark.slow
 def test_schedule_every_n_epochs_and_end_of_stage(make_trainer, tmp_path):
-    stats = GeodesicDistanceStats(every_n_epochs=2, num_pairs=4, n_nodes=6, max_iterations=5)
+    stats = GeodesicDistanceStats(every_n_epochs=2, num_pairs=4, num_nodes=6, max_iterations=5)
     trainer = make_trainer(
         max_epochs=5, limit_train_batches=1, limit_val_batches=0, callbacks=[stats]
     )
     trainer.fit(tiny_model(), datamodule=TinyDM())
     assert stats.history == [(1, 1), (1, 3), (1, 4)]  # epochs 2, 4 and the last one (5)
     # stopped by max_steps in the middle of an epoch: the end-of-stage run happens in on_train_end
-    stats = GeodesicDistanceStats(every_n_epochs=10, num_pairs=4, n_nodes=6, max_iterations=5)
+    stats = GeodesicDistanceStats(every_n_epochs=10, num_pairs=4, num_nodes=6, max_iterations=5)
     trainer = make_trainer(max_epochs=5, max_steps=4, callbacks=[stats])
     trainer.fit(tiny_model(), datamodule=TinyDM())
     assert stats.history and stats.history[-1][0] == 1 and len(stats.history) == 1
@@ -489,14 +506,16 @@ def test_curvature_plots_other_latent_dimensions(make_trainer, tmp_path, latent_
 class DumpMetrics(pl.Callback):
     """Writes each rank's geometry scalars and history to ``<folder>/rank<r>.json`` at the end."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, stats: GeodesicDistanceStats, plots: CurvaturePlots) -> None:
         self.folder = folder
+        self.stats = stats
+        self.plots = plots
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stats = next(cb for cb in trainer.callbacks if isinstance(cb, GeodesicDistanceStats))
-        plots = next(cb for cb in trainer.callbacks if isinstance(cb, CurvaturePlots))
+        stats, plots = self.stats, self.plots
+        assert stats.last_result is not None
         out = {
-            "metrics": stats.last_result["metrics"],
+            "metrics": stats.last_result.metrics,
             "history": stats.history,
             "pairs": stats.pair_indices,
             "plot_history": plots.history,
@@ -516,7 +535,8 @@ def test_ddp_two_processes_identical_scalars_images_once(tmp_path, make_trainer)
     from pytorch_lightning.strategies import DDPStrategy
 
     figs = tmp_path / "figs"
-    cbs = [*fast_callbacks(output_dir=str(figs)), DumpMetrics(str(tmp_path))]
+    stats, plots = fast_callbacks(output_dir=str(figs))
+    cbs = [stats, plots, DumpMetrics(str(tmp_path), stats, plots)]
     trainer = make_trainer(
         devices=2,
         strategy=DDPStrategy(start_method="spawn", timeout=timedelta(seconds=120)),
@@ -534,9 +554,11 @@ def test_ddp_two_processes_identical_scalars_images_once(tmp_path, make_trainer)
     assert len(os.listdir(figs)) == 8  # drawn once (rank 0): 4 figures x 2 epochs
 
 
-def test_plots_move_after_the_stats_without_skipping_other_callbacks(make_trainer, tmp_path):
-    """CurvaturePlots reorders itself after GeodesicDistanceStats during setup(); every other
-    callback must still be set up exactly once."""
+@pytest.mark.parametrize("stats_first", [True, False])
+def test_callbacks_share_results_only_through_the_store(make_trainer, tmp_path, stats_first):
+    """Neither callback looks for the other or reorders ``trainer.callbacks``: the plots draw the
+    statistics' geodesics when the shared store holds this epoch's (the statistics ran first),
+    and solve their own otherwise."""
     calls: list[str] = []
 
     class Spy(pl.Callback):
@@ -547,20 +569,23 @@ def test_plots_move_after_the_stats_without_skipping_other_callbacks(make_traine
             calls.append(self.name)
 
     stats, plots = fast_callbacks(output_dir=str(tmp_path))
-    trainer = make_trainer(max_epochs=1, limit_train_batches=1,
-                           callbacks=[Spy("a"), plots, Spy("y"), stats])
+    pair = [stats, plots] if stats_first else [plots, stats]
+    given = [Spy("a"), pair[0], Spy("y"), pair[1]]
+    trainer = make_trainer(max_epochs=1, limit_train_batches=1, callbacks=given)
     trainer.fit(tiny_model(), datamodule=TinyDM())
     assert sorted(calls) == ["a", "y"]
-    order = [cb for cb in trainer.callbacks if cb in (stats, plots)]
-    assert order == [stats, plots]
+    assert [cb for cb in trainer.callbacks if cb in given] == given  # order untouched
     assert plots.history == stats.history == [(1, 0)]
+    expected = "GeodesicDistanceStats pairs" if stats_first else "pairs of validation codes"
+    assert plots.last_geodesic_source == expected
 
 
 def test_reconstructions_of_a_float64_model(make_trainer, tmp_path):
     from callbacks import ReconstructionImages
 
     recon = ReconstructionImages(4, save_dir=str(tmp_path))
-    trainer = make_trainer(max_epochs=1, limit_train_batches=1, precision="64-true",
-                           callbacks=[recon])
+    trainer = make_trainer(
+        max_epochs=1, limit_train_batches=1, precision="64-true", callbacks=[recon]
+    )
     trainer.fit(tiny_model(), datamodule=TinyDM())
     assert recon.last_path is not None and os.path.isfile(recon.last_path)

@@ -4,19 +4,15 @@ epoch-end time gate (``run.checkpoint_every_n_seconds``)."""
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from datamodules.vae_datamodule import VAEDataModule  # noqa: E402
-from lightning_modules import TwoStageVAE  # noqa: E402
-from scripts._checkpointing import AtomicCheckpointIO, EpochEndCheckpoint  # noqa: E402
-from tests.test_train_support import CrashAtEpoch, SimulatedCrashError  # noqa: E402
+from callbacks.checkpointing import AtomicCheckpointIO, EpochEndCheckpoint
+from datamodules.vae_datamodule import VAEDataModule
+from lightning_modules import TwoStageVAE
+from tests.helpers.callbacks import CrashAtEpoch, SimulatedCrashError
 
 
 def test_failed_write_leaves_the_previous_checkpoint_whole(tmp_path):
@@ -55,13 +51,26 @@ def small_data() -> VAEDataModule:
     return dm
 
 
-def _trainer(tmp_path, ckpt_dir: str, seconds: float, epochs: int,
-             callbacks: list[pl.Callback], **trainer_kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False,
-                      callbacks=[EpochEndCheckpoint(ckpt_dir, seconds), *callbacks],
-                      plugins=[AtomicCheckpointIO()], enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0,
-                      default_root_dir=str(tmp_path), **trainer_kwargs)
+def _trainer(
+    tmp_path,
+    ckpt_dir: str,
+    seconds: float,
+    epochs: int,
+    callbacks: list[pl.Callback],
+    **trainer_kwargs,
+) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        callbacks=[EpochEndCheckpoint(ckpt_dir, seconds), *callbacks],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        **trainer_kwargs,
+    )
 
 
 def _model() -> TwoStageVAE:
@@ -69,11 +78,17 @@ def _model() -> TwoStageVAE:
     return TwoStageVAE(num_centers=4, hidden_dims=[16, 8])
 
 
-def _fit(tmp_path, dm, seconds: float, epochs: int = 3, crash_at: int | None = None,
-         callbacks: tuple[pl.Callback, ...] = (), **trainer_kwargs) -> tuple[pl.Trainer, str]:
+def _fit(
+    tmp_path,
+    dm,
+    seconds: float,
+    epochs: int = 3,
+    crash_at: int | None = None,
+    callbacks: tuple[pl.Callback, ...] = (),
+    **trainer_kwargs,
+) -> tuple[pl.Trainer, str]:
     ckpt_dir = str(tmp_path / "ckpt")
-    extra = [*callbacks] + ([CrashAtEpoch(stage=1, epoch=crash_at)] if crash_at is not None
-                            else [])
+    extra = [*callbacks] + ([CrashAtEpoch(stage=1, epoch=crash_at)] if crash_at is not None else [])
     trainer = _trainer(tmp_path, ckpt_dir, seconds, epochs, extra, **trainer_kwargs)
     if crash_at is None:
         trainer.fit(_model(), datamodule=dm)

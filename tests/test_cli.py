@@ -1,4 +1,5 @@
-"""The training CLI (scripts/train.py): config resolution and clear errors for bad input."""
+"""The training CLI (scripts/train.py over pipeline.cli): config resolution and clear errors for
+bad input."""
 
 from __future__ import annotations
 
@@ -9,17 +10,25 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from pipeline import cli as train
 
-from scripts import train  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEBUG = os.path.join(REPO, "configs", "debug.yaml")
 
 
 def _argv(tmp_path, *extra: str) -> list[str]:
-    return ["--config", DEBUG, "--run.root", str(tmp_path), "--run.progress_bar", "none",
-            "--run.logger", "none", *extra]
+    return [
+        "--config",
+        DEBUG,
+        "--run.root",
+        str(tmp_path),
+        "--run.progress_bar",
+        "none",
+        "--run.logger",
+        "none",
+        *extra,
+    ]
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -73,10 +82,14 @@ def test_paper_settings_are_the_defaults():
         (["--trainer.stage1.max_epochs", "0"], "trainer.stage1.max_epochs=0 must be >= 1"),
         (["--run.stage1_checkpoint", "/nonexistent.ckpt"], "does not exist"),
         (["--geodesic_stats.num_pairs", "0"], "invalid geodesic_stats settings: num_pairs=0"),
-        (["--curvature_plots.grid_resolution", "1"],
-         "invalid curvature_plots settings: grid_resolution=1"),
-        (["--run.checkpoint_every_n_seconds", "-1"],
-         "run.checkpoint_every_n_seconds=-1.0 must be a finite number of seconds >= 0"),
+        (
+            ["--curvature_plots.grid_resolution", "1"],
+            "invalid curvature_plots settings: grid_resolution=1",
+        ),
+        (
+            ["--run.checkpoint_every_n_seconds", "-1"],
+            "run.checkpoint_every_n_seconds=-1.0 must be a finite number of seconds >= 0",
+        ),
         (["--run.log_every_n_seconds", "-5"], "run.log_every_n_seconds=-5.0 must be"),
         (["--trainer.log_every_n_steps", "0"], "trainer.log_every_n_steps=0 must be >= 1"),
         (["--model.gradient_clip_val", "-1"], "gradient_clip_val=-1.0 must be a finite number"),
@@ -126,7 +139,10 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, capsys):
 def test_cli_subprocess_prints_error_without_traceback(tmp_path, args, expected):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "scripts", "train.py"), *_argv(tmp_path, *args)],
-        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(tmp_path),
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert expected in proc.stderr

@@ -84,8 +84,9 @@ def test_split_deterministic_for_seed_and_different_for_another():
     a, b, c = _setup(seed=3), _setup(seed=3), _setup(seed=4)
     for split in ("train", "val", "test"):
         assert np.array_equal(a.split_indices[split], b.split_indices[split])
-        assert torch.equal(getattr(a, f"{split}_dataset").tensors[0],
-                           getattr(b, f"{split}_dataset").tensors[0])
+        assert torch.equal(
+            getattr(a, f"{split}_dataset").tensors[0], getattr(b, f"{split}_dataset").tensors[0]
+        )
         assert not np.array_equal(a.split_indices[split], c.split_indices[split])
 
 
@@ -158,10 +159,14 @@ def test_train_dataloader_shuffle_is_seeded_and_val_is_ordered():
     yb = next(iter(b.train_dataloader()))[1]
     assert torch.equal(ya, yb)
     loader = a.train_dataloader()
-    e1, e2 = (torch.cat([bt[1] for bt in loader]) for _ in range(2))
-    assert not torch.equal(e1, e2)  # epochs differ
-    assert torch.equal(torch.cat([bt[1] for bt in a.val_dataloader()]),
-                       _labels(a.val_dataset))
+    e0 = torch.cat([bt[1] for bt in loader])
+    assert torch.equal(e0, torch.cat([bt[1] for bt in loader]))  # an epoch is one order
+    loader.sampler.set_epoch(1)  # what Lightning calls before each epoch
+    e1 = torch.cat([bt[1] for bt in loader])
+    assert not torch.equal(e0, e1)  # epochs differ
+    b.shuffle_stream = (0, 2)  # another stream (the pipeline sets (run seed, stage))
+    assert not torch.equal(e0, torch.cat([bt[1] for bt in b.train_dataloader()]))
+    assert torch.equal(torch.cat([bt[1] for bt in a.val_dataloader()]), _labels(a.val_dataset))
 
 
 def test_persistent_workers_only_with_workers():
@@ -248,8 +253,9 @@ def test_jsonargparse_builds_it():
 
     parser = ArgumentParser()
     parser.add_class_arguments(VAEDataModule, "data")
-    cfg = parser.parse_args(["--data.digits=[0, 1]", "--data.max_per_class=20",
-                             "--data.scale=symmetric"])
+    cfg = parser.parse_args(
+        ["--data.digits=[0, 1]", "--data.max_per_class=20", "--data.scale=symmetric"]
+    )
     dm = parser.instantiate(cfg).data
     assert isinstance(dm, VAEDataModule) and dm.digits == [0, 1] and dm.max_per_class == 20
     assert dm.output_activation == "tanh"
@@ -281,7 +287,10 @@ def test_split_identical_in_another_process():
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(configs)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONHASHSEED": "123"},
     )
     assert proc.returncode == 0, proc.stderr
@@ -316,8 +325,10 @@ def _write_idx_dataset(root: Path, folder: str, n_train: int, n_test: int, gz: b
         rr, cc = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
         images = ((7 * i + rr + cc) % 256).astype(np.uint8)
         labels = (np.arange(offset, offset + n) % 10).astype(np.uint8)
-        for name, blob in ((f"{prefix}-images-idx3-ubyte", _idx_images(images)),
-                           (f"{prefix}-labels-idx1-ubyte", _idx_labels(labels))):
+        for name, blob in (
+            (f"{prefix}-images-idx3-ubyte", _idx_images(images)),
+            (f"{prefix}-labels-idx1-ubyte", _idx_labels(labels)),
+        ):
             if gz:
                 with gzip.open(raw / (name + ".gz"), "wb") as f:
                     f.write(blob)
@@ -328,8 +339,9 @@ def _write_idx_dataset(root: Path, folder: str, n_train: int, n_test: int, gz: b
     return pools
 
 
-@pytest.mark.parametrize(("dataset", "folder"), [("mnist", "MNIST"),
-                                                 ("fashion_mnist", "FashionMNIST")])
+@pytest.mark.parametrize(
+    ("dataset", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
+)
 def test_torchvision_read_from_local_idx_files(dataset, folder, tmp_path):
     pools = _write_idx_dataset(tmp_path, folder, n_train=60, n_test=20)
     from torchvision import datasets
@@ -338,8 +350,9 @@ def test_torchvision_read_from_local_idx_files(dataset, folder, tmp_path):
     tv = getattr(datasets, folder)(str(tmp_path), train=True, download=False)
     assert tv.data.shape == (60, 28, 28)
 
-    dm = _setup(dataset=dataset, root=str(tmp_path), download=False,
-                val_fraction=0.25, test_fraction=0.25)
+    dm = _setup(
+        dataset=dataset, root=str(tmp_path), download=False, val_fraction=0.25, test_fraction=0.25
+    )
     sizes = [len(getattr(dm, f"{k}_dataset")) for k in ("train", "val", "test")]
     assert sizes == [40, 20, 20]  # 80 pooled (train + t10k), 8 per class
     x, y = next(iter(dm.full_train_dataloader(batch_size=1000)))
@@ -351,8 +364,16 @@ def test_torchvision_read_from_local_idx_files(dataset, folder, tmp_path):
     assert torch.equal(y, torch.from_numpy(pooled_y[idx].astype(np.int64)))
     assert idx.max() >= 60  # t10k images are part of the pool
 
-    sub = _setup(dataset=dataset, root=str(tmp_path), download=False, digits=[2, 5],
-                 scale="symmetric", max_per_class=4, val_fraction=0.0, test_fraction=0.5)
+    sub = _setup(
+        dataset=dataset,
+        root=str(tmp_path),
+        download=False,
+        digits=[2, 5],
+        scale="symmetric",
+        max_per_class=4,
+        val_fraction=0.0,
+        test_fraction=0.5,
+    )
     assert len(sub.train_dataset) == 4 and len(sub.test_dataset) == 4
     assert set(_labels(sub.train_dataset).tolist()) == {2, 5}
     assert sub.train_dataset.tensors[0].min() >= -1.0
@@ -376,10 +397,12 @@ def _assert_helpful(message: str, root: Path, folder: str) -> None:
     assert "Traceback" not in message
 
 
-@pytest.mark.parametrize(("dataset", "folder"), [("mnist", "MNIST"),
-                                                 ("fashion_mnist", "FashionMNIST")])
-def test_download_without_network_fails_fast_with_clear_error(dataset, folder, tmp_path,
-                                                              monkeypatch):
+@pytest.mark.parametrize(
+    ("dataset", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
+)
+def test_download_without_network_fails_fast_with_clear_error(
+    dataset, folder, tmp_path, monkeypatch
+):
     """The network is closed here: this exercises the real failure path (probe + message)."""
     monkeypatch.setattr(sources, "DOWNLOAD_TIMEOUT_S", 3.0)
     root = tmp_path / "empty"

@@ -104,8 +104,11 @@ def test_pairs_need_only_be_connected_pairwise_and_bad_indices_are_named() -> No
         G.shortest_path_curves(graph, [0, 30], [40, 31])
     with pytest.raises(G.DisconnectedGraphError, match="1 of 2 pairs"):
         G.refined_pair_distances(emb, graph, [0, 30], [40, 31])
-    for bad, match in (([0, 50], r"outside \[0, 50\) \(e.g. 50\)"), ([-1], "e.g. -1"),
-                       ([0.5], "whole-number")):
+    for bad, match in (
+        ([0, 50], r"outside \[0, 50\) \(e.g. 50\)"),
+        ([-1], "e.g. -1"),
+        ([0.5], "whole-number"),
+    ):
         with pytest.raises(ValueError, match=match):
             G.shortest_path_curves(graph, [0] * len(bad), bad)
         with pytest.raises(ValueError, match=match):
@@ -118,8 +121,9 @@ def test_pairs_without_a_hop_still_give_segments() -> None:
     curves, lengths = G.shortest_path_curves(graph, [0, 3], [40, 3], on_disconnected="inf")
     assert curves.shape == (2, 2, 2) and torch.isinf(lengths[0]) and lengths[1] == 0
     torch.testing.assert_close(curves[0], torch.stack([z[0], z[40]]))
-    refined, glen, res = G.refined_pair_distances(emb, graph, [0, 3], [40, 3],
-                                                  on_disconnected="inf")
+    refined, glen, res = G.refined_pair_distances(
+        emb, graph, [0, 3], [40, 3], on_disconnected="inf"
+    )
     assert torch.isinf(refined[0]) and refined[1] == 0 and res is not None and len(res) == 1
 
 

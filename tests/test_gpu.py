@@ -35,8 +35,9 @@ class _StepGradNorms(pl.Callback):
         def hook(optimizer: torch.optim.Optimizer, *_: object) -> None:
             from tests.test_model import total_grad_norm
 
-            self.norms.append(total_grad_norm(p for g in optimizer.param_groups
-                                              for p in g["params"]))
+            self.norms.append(
+                total_grad_norm(p for g in optimizer.param_groups for p in g["params"])
+            )
 
         trainer.optimizers[0].register_step_post_hook(hook)
 
@@ -52,10 +53,18 @@ def _digits(batch_size: int = 100) -> pl.LightningDataModule:
 
 
 def _cuda_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="gpu", devices=1, precision="16-mixed", logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0,
-                      default_root_dir=str(tmp_path), **kwargs)
+    return pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        **kwargs,
+    )
 
 
 def test_16_mixed_manual_optimisation_both_stages(tmp_path):
@@ -127,23 +136,6 @@ def test_geodesics_on_cuda_match_cpu_and_great_circles():
     assert (on_gpu.lengths <= on_gpu.initial_lengths * (1 + 1e-9)).all()
 
 
-def test_logged_cuda_values_take_the_fast_path_after_the_first_move():
-    from pytorch_lightning.trainer.connectors.logger_connector.result import _ResultCollection
-
-    import lightning_modules  # noqa: F401  (installs the fast path)
-
-    results = _ResultCollection(training=True)
-    results.batch_idx, results.dataloader_idx = 0, None
-    values = torch.tensor([1.0, 2.0, 6.0], device="cuda")
-    for value in values:  # the first call moves the CPU-born state to CUDA (original path)
-        results.log("training_step", "x", value, on_step=False, on_epoch=True, batch_size=1)
-    metric = results["training_step.x"]
-    assert metric.value.device.type == "cuda" and metric.cumulated_batch_size.device.type == "cuda"
-    meta = metric.meta
-    assert metric.to(values.device) is metric and metric.meta is meta  # nothing rebuilt
-    assert float(metric.compute()) == 3.0
-
-
 def test_deferred_finite_check_is_the_cuda_default(tmp_path):
     """On CUDA the loss is checked on the host at the epoch's last step (no sync per step); the
     error still names the step where the loss first turned non-finite."""
@@ -155,11 +147,21 @@ def test_deferred_finite_check_is_the_cuda_default(tmp_path):
     model = TwoStageVAE(num_centers=16)
     assert model.finite_check_interval(torch.device("cuda")) > steps_per_epoch
     poison = _PoisonAtStep(3)
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_epochs=2, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         default_root_dir=str(tmp_path), callbacks=[poison])
-    with pytest.raises(NonFiniteLossError, match=f"global step 3 .found by the check after "
-                                                 f"global step {steps_per_epoch};"):
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        callbacks=[poison],
+    )
+    with pytest.raises(
+        NonFiniteLossError,
+        match=f"global step 3 .found by the check after global step {steps_per_epoch};",
+    ):
         trainer.fit(model, datamodule=data)
     assert poison.steps_run == steps_per_epoch

@@ -325,8 +325,11 @@ def test_deferred_finite_check_names_the_first_bad_step(digits, make_trainer):
     assert TwoStageVAE().finite_check_interval(torch.device("meta")) > 1
     poison = _PoisonAtStep(5)
     trainer = make_trainer(max_epochs=1, callbacks=[poison])
-    with pytest.raises(NonFiniteLossError, match=r"stage 1 at epoch 0, global step 5 \(found by "
-                                                 r"the check after global step 8"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"stage 1 at epoch 0, global step 5 \(found by "
+        r"the check after global step 8",
+    ):
         trainer.fit(model, datamodule=digits)
     assert poison.steps_run == 8
 
@@ -343,8 +346,7 @@ def test_first_nonfinite_loss_keeps_the_first_bad_step():
     assert first.read() == (2, float("inf"))
 
 
-def test_deferred_finite_check_runs_before_the_epoch_end_checkpoint(digits, make_trainer,
-                                                                    tmp_path):
+def test_deferred_finite_check_runs_before_the_epoch_end_checkpoint(digits, make_trainer, tmp_path):
     """An interval longer than the epoch: the check at the epoch's last step still stops the run
     before the epoch-end checkpoint, so the last checkpoint on disk stays finite."""
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -352,8 +354,11 @@ def test_deferred_finite_check_runs_before_the_epoch_end_checkpoint(digits, make
     model = TwoStageVAE(num_centers=8, finite_check_every_n_steps=1000)
     steps_per_epoch = len(digits.train_dataloader())
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True)
-    trainer = make_trainer(max_epochs=3, enable_checkpointing=True,
-                           callbacks=[_PoisonAtStep(steps_per_epoch + 2), ckpt])
+    trainer = make_trainer(
+        max_epochs=3,
+        enable_checkpointing=True,
+        callbacks=[_PoisonAtStep(steps_per_epoch + 2), ckpt],
+    )
     with pytest.raises(NonFiniteLossError, match=f"global step {steps_per_epoch + 2} "):
         trainer.fit(model, datamodule=digits)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
@@ -394,8 +399,9 @@ def test_train_epoch_metrics_logged_before_epoch_end_callbacks(digits, make_trai
     assert float(trainer.callback_metrics["stage"]) == 1.0
 
 
-@pytest.mark.parametrize(("head", "given", "expected"),
-                         [("rbf", None, 0.1), ("mlp", None, 1e-3), ("mlp", 0.05, 0.05)])
+@pytest.mark.parametrize(
+    ("head", "given", "expected"), [("rbf", None, 0.1), ("mlp", None, 1e-3), ("mlp", 0.05, 0.05)]
+)
 def test_stage2_learning_rate_defaults_per_variance_head(head, given, expected):
     model = TwoStageVAE(variance_head=head, stage2_lr=given, stage=2)
     optimiser = model.configure_optimizers()
@@ -417,8 +423,9 @@ def test_mlp_variance_head_starts_at_the_stage1_std():
 def total_grad_norm(params) -> float:
     """Euclidean norm of all gradients of ``params`` together (the norm clipping bounds)."""
     grads = [p.grad for p in params if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
-                                                       for g in grads])))
+    return float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    )
 
 
 class _GradNorms(pl.Callback):
@@ -437,8 +444,9 @@ def test_gradient_clipping_bounds_every_step(clip, digits, make_trainer):
     torch.manual_seed(0)
     model = TwoStageVAE(num_centers=8, gradient_clip_val=clip)
     norms = _GradNorms()
-    trainer = make_trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=0,
-                           callbacks=[norms])
+    trainer = make_trainer(
+        max_epochs=1, limit_train_batches=5, limit_val_batches=0, callbacks=[norms]
+    )
     trainer.fit(model, datamodule=digits)
     assert len(norms.norms) == 5 and trainer.global_step == 5  # one optimiser step per batch
     if clip is None:  # the unclipped gradients of this model are far above the clip value

@@ -1,6 +1,8 @@
-"""End-to-end runs of scripts/train.py on small real data (marked slow).
+"""End-to-end runs of the training pipeline on small real data (marked slow).
 
-Resume, W&B offline, NaN handling, stage 2 from an external checkpoint, and a 2-process DDP run.
+In-process through the CLI's ``main`` and through :func:`pipeline.train` with Python objects:
+resume, W&B offline, NaN handling, stage 2 from an external checkpoint; the real ``ddp``
+launcher (2 processes) through ``scripts/train.py`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -17,21 +19,31 @@ import tempfile
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from lightning_modules import TwoStageVAE
+from pipeline import cli as train
 
-from lightning_modules import TwoStageVAE  # noqa: E402
-from scripts import train  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.slow
 
 DEBUG = os.path.join(REPO, "configs", "debug.yaml")
-SUPPORT = "tests.test_train_support"
+SUPPORT = "tests.helpers.callbacks"
 
 
 def _argv(root, name: str, *extra: str, logger: str = "csv") -> list[str]:
-    return ["--config", DEBUG, "--run.root", str(root), "--run.name", name,
-            "--run.progress_bar", "none", "--run.logger", logger, *extra]
+    return [
+        "--config",
+        DEBUG,
+        "--run.root",
+        str(root),
+        "--run.name",
+        name,
+        "--run.progress_bar",
+        "none",
+        "--run.logger",
+        logger,
+        *extra,
+    ]
 
 
 def _callbacks(*specs: tuple[str, dict]) -> list[str]:
@@ -63,8 +75,16 @@ def reference_run(tmp_path_factory) -> str:
 def test_summary_and_checkpoints(reference_run):
     with open(os.path.join(reference_run, "summary.json")) as fh:
         summary = json.load(fh)
-    for key in ("stage1", "stage2", "checkpoints", "wall_seconds", "callback_seconds", "wandb",
-                "run_dir", "config"):
+    for key in (
+        "stage1",
+        "stage2",
+        "checkpoints",
+        "wall_seconds",
+        "callback_seconds",
+        "wandb",
+        "run_dir",
+        "config",
+    ):
         assert key in summary, key
     assert summary["stage1"]["status"] == summary["stage2"]["status"] == "done"
     assert summary["stage1"]["epochs"] == 3 and summary["stage2"]["epochs"] == 3
@@ -97,13 +117,16 @@ def test_geometry_callbacks_change_nothing_the_training_sees(tmp_path, reference
     assert train.main(_argv(tmp_path, "plain", *LENGTH, *off)) == 0
     for stage in (1, 2):
         ckpt = os.path.join("checkpoints", f"stage{stage}", "last.ckpt")
-        _assert_same_state(_state(os.path.join(tmp_path, "plain", ckpt)),
-                           _state(os.path.join(reference_run, ckpt)))
+        _assert_same_state(
+            _state(os.path.join(tmp_path, "plain", ckpt)), _state(os.path.join(reference_run, ckpt))
+        )
     with open(os.path.join(tmp_path, "plain", "summary.json")) as fh:
         summary = json.load(fh)
     assert "geo/line_ratio_median" not in summary["stage1"]["metrics"]
-    assert not any(f.startswith("log_magnification")
-                   for f in os.listdir(os.path.join(tmp_path, "plain", "figures")))
+    assert not any(
+        f.startswith("log_magnification")
+        for f in os.listdir(os.path.join(tmp_path, "plain", "figures"))
+    )
 
 
 def test_rerun_of_a_finished_run_trains_nothing(reference_run, capsys):
@@ -116,8 +139,18 @@ def test_rerun_of_a_finished_run_trains_nothing(reference_run, capsys):
 
 
 def test_elbo_improves_over_a_few_epochs(tmp_path):
-    argv = _argv(tmp_path, "elbo", "--data.max_per_class", "60", "--trainer.stage1.max_epochs",
-                 "5", "--run.stages", "[1]", "--run.reconstructions", "0")
+    argv = _argv(
+        tmp_path,
+        "elbo",
+        "--data.max_per_class",
+        "60",
+        "--trainer.stage1.max_epochs",
+        "5",
+        "--run.stages",
+        "[1]",
+        "--run.reconstructions",
+        "0",
+    )
     assert train.main(argv) == 0
     with open(os.path.join(tmp_path, "elbo", "csv", "metrics.csv")) as fh:
         all_rows = list(csv.DictReader(fh))
@@ -131,8 +164,9 @@ def test_elbo_improves_over_a_few_epochs(tmp_path):
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path, reference_run, stage,
-                                                      wandb_offline_env):
+def test_resume_after_crash_matches_uninterrupted_run(
+    tmp_path, reference_run, stage, wandb_offline_env
+):
     argv = _argv(tmp_path, "crashed", *LENGTH, logger="wandb")
     with pytest.raises(Exception, match="simulated crash"):
         train.main(argv + _callbacks(("CrashAtEpoch", {"stage": stage, "epoch": 2})))
@@ -150,8 +184,9 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, reference_run, s
     assert state["wandb_id"] == wandb_id
     assert state["stage1"]["status"] == state["stage2"]["status"] == "done"
     for s in (1, 2):
-        ckpt = torch.load(os.path.join(run_dir, "checkpoints", f"stage{s}", "last.ckpt"),
-                          weights_only=True)
+        ckpt = torch.load(
+            os.path.join(run_dir, "checkpoints", f"stage{s}", "last.ckpt"), weights_only=True
+        )
         assert ckpt["callbacks"]["RunInfo"]["wandb_id"] == wandb_id
         ref = _state(os.path.join(reference_run, "checkpoints", f"stage{s}", "last.ckpt"))
         _assert_same_state(ckpt["state_dict"], ref)
@@ -161,12 +196,23 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, reference_run, s
 
 
 def test_offline_wandb_run_logs_images(tmp_path, wandb_offline_env, capsys):
-    argv = _argv(tmp_path, "wb", "--trainer.stage1.max_epochs", "1",
-                 "--trainer.stage2.max_epochs", "1", logger="wandb")
+    argv = _argv(
+        tmp_path,
+        "wb",
+        "--trainer.stage1.max_epochs",
+        "1",
+        "--trainer.stage2.max_epochs",
+        "1",
+        logger="wandb",
+    )
     assert train.main(argv) == 0
     assert "wandb sync" in capsys.readouterr().out
-    media = glob.glob(os.path.join(tmp_path, "wb", "wandb", "offline-run-*", "files", "media",
-                                   "images", "**", "*.png"), recursive=True)
+    media = glob.glob(
+        os.path.join(
+            tmp_path, "wb", "wandb", "offline-run-*", "files", "media", "images", "**", "*.png"
+        ),
+        recursive=True,
+    )
     assert any("stage1" in m for m in media) and any("stage2" in m for m in media), media
     from PIL import Image
 
@@ -191,8 +237,16 @@ def test_nan_loss_stops_with_message_and_last_checkpoint_stays_usable(tmp_path, 
 
 def test_stage2_from_an_external_stage1_checkpoint(tmp_path, reference_run):
     stage1 = os.path.join(reference_run, "checkpoints", "stage1", "last.ckpt")
-    argv = _argv(tmp_path, "refit", "--run.stage1_checkpoint", stage1,
-                 "--model.num_centers", "4", "--trainer.stage2.max_epochs", "1")
+    argv = _argv(
+        tmp_path,
+        "refit",
+        "--run.stage1_checkpoint",
+        stage1,
+        "--model.num_centers",
+        "4",
+        "--trainer.stage2.max_epochs",
+        "1",
+    )
     assert train.main(argv) == 0
     with open(os.path.join(tmp_path, "refit", "summary.json")) as fh:
         summary = json.load(fh)
@@ -209,25 +263,42 @@ def test_stage2_from_an_external_stage1_checkpoint(tmp_path, reference_run):
 @pytest.mark.timeout(600)
 def test_ddp_two_processes_both_stages(tmp_path):
     dump = tmp_path / "dump"
-    cmd = [sys.executable, os.path.join(REPO, "scripts", "train.py"),
-           *_argv(tmp_path, "ddp", logger="none"),
-           "--config", os.path.join(REPO, "configs", "ddp.yaml"), "--run.name", "ddp",
-           "--run.progress_bar", "none", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-           "--trainer.ddp_timeout", "120",
-           # a time-gated checkpoint: rank 0's decision is broadcast at every epoch end, so the
-           # ranks must agree both when a write is skipped and when it is due (the last epoch)
-           "--run.checkpoint_every_n_seconds", "1",
-           *_callbacks(("DumpRankState", {"out_dir": str(dump)}))]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "scripts", "train.py"),
+        *_argv(tmp_path, "ddp", logger="none"),
+        "--config",
+        os.path.join(REPO, "configs", "ddp.yaml"),
+        "--run.name",
+        "ddp",
+        "--run.progress_bar",
+        "none",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.ddp_timeout",
+        "120",
+        # a time-gated checkpoint: rank 0's decision is broadcast at every epoch end, so the
+        # ranks must agree both when a write is skipped and when it is due (the last epoch)
+        "--run.checkpoint_every_n_seconds",
+        "1",
+        *_callbacks(("DumpRankState", {"out_dir": str(dump)})),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "LOCAL_RANK"))}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=str(tmp_path),
-                          env=env)
+    # the project is installed; the test-only callbacks under tests/helpers/ are not
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=480, cwd=str(tmp_path), env=env
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     for stage in (1, 2):
         r0 = torch.load(dump / f"stage{stage}_rank0.pt", weights_only=True)
         r1 = torch.load(dump / f"stage{stage}_rank1.pt", weights_only=True)
         _assert_same_state(r0, r1)
-        _assert_same_state(r0, _state(str(tmp_path / "ddp" / "checkpoints" / f"stage{stage}" /
-                                          "last.ckpt")))
+        _assert_same_state(
+            r0, _state(str(tmp_path / "ddp" / "checkpoints" / f"stage{stage}" / "last.ckpt"))
+        )
     r0 = torch.load(dump / "stage2_rank0.pt", weights_only=True)
     assert bool(r0["variance_net.initialised"]) and r0["variance_net.centers"].abs().sum() > 0
     with open(tmp_path / "ddp" / "summary.json") as fh:
@@ -236,28 +307,24 @@ def test_ddp_two_processes_both_stages(tmp_path):
 
 def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys, monkeypatch):
     """Smoke runs of the benchmarks on tiny settings (they time nothing here; they must work)."""
-    from pytorch_lightning.trainer import call
+    from scripts import benchmark_geodesics, benchmark_training
 
-    from lightning_modules import lightning_speedups
-    from scripts import benchmark_geodesics, benchmark_hooks, benchmark_logging, benchmark_training
-
-    assert benchmark_logging.main(["--calls", "20", "--rounds", "1"]) == 0
-    out = capsys.readouterr().out
-    assert re.search(r"^ratio \(Lightning / fast path\): [\d.]+$", out, re.M), out
-
-    assert benchmark_hooks.main(["--epochs", "2", "--rounds", "1", "--max_per_class", "10",
-                                 "--variant", "lean"]) == 0
-    out = capsys.readouterr().out
-    for name in ("lightning", "fast path"):
-        assert re.search(rf"^\s+{name}\s+[\d.]+\s+[\d.]+$", out, re.M), out
-    assert re.search(r"^ratio to plain, Lightning's dispatchers - fast path: -?[\d.]+$", out,
-                     re.M), out
-    assert re.search(r"^epoch time, Lightning's dispatchers / fast path: [\d.]+$", out, re.M), out
-    for name in lightning_speedups.HOOK_DISPATCHERS:  # the fast ones are back
-        assert getattr(getattr(call, name), lightning_speedups._MARKER)
-
-    assert benchmark_training.main(["--epochs", "3", "--repeats", "1", "--max_per_class", "10",
-                                    "--variants", "lean", "quiet"]) == 0
+    assert (
+        benchmark_training.main(
+            [
+                "--epochs",
+                "3",
+                "--repeats",
+                "1",
+                "--max_per_class",
+                "10",
+                "--variants",
+                "lean",
+                "quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     row = r"\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+-[\d.]+\s+[\d.]+$"  # 2 pairs
     for stage in (1, 2):
@@ -268,9 +335,27 @@ def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys, monke
     scratch = str(tmp_path / "scratch")
     os.makedirs(scratch)
     monkeypatch.setattr(tempfile, "tempdir", scratch)  # where the benchmark's scratch goes
-    assert benchmark_geodesics.main(["--checkpoint", ckpt, "--pairs", "6", "--points", "60",
-                                     "--ref-pairs", "8", "--no-stochman", "--no-adam",
-                                     "--repeats", "1", "--json", str(report)]) == 0
+    assert (
+        benchmark_geodesics.main(
+            [
+                "--checkpoint",
+                ckpt,
+                "--pairs",
+                "6",
+                "--points",
+                "60",
+                "--ref-pairs",
+                "8",
+                "--no-stochman",
+                "--no-adam",
+                "--repeats",
+                "1",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     result = json.loads(report.read_text())
     assert result["matrix"]["points"] == 60 and result["matrix"]["finite"]
     assert 0 <= result["matrix"]["median_rel_error"] < 1
@@ -285,12 +370,3 @@ def test_gpu_benchmark_without_cuda_is_a_clear_error(capsys):
         benchmark_training.main(["--accelerator", "gpu"])
     assert info.value.code == 2
     assert "--accelerator gpu: no CUDA device is available here" in capsys.readouterr().err
-
-
-def test_hook_benchmark_rejects_bad_counts(capsys):
-    from scripts import benchmark_hooks
-
-    with pytest.raises(SystemExit) as info:
-        benchmark_hooks.main(["--epochs", "1", "--rounds", "0"])
-    assert info.value.code == 2
-    assert "--epochs 1 / --rounds 0: need epochs >= 2 and rounds >= 1" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import zlib
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from tests.wandb_records import history_keys, read_record_payloads, read_records
+from tests.helpers.wandb_records import history_keys, read_record_payloads, read_records
 
 BLOCK = 32 * 1024
 
@@ -23,8 +23,8 @@ def _write_log(path, payloads: list[bytes]) -> None:
             if room < 7:
                 out += b"\0" * room
                 room = BLOCK
-            take = rest[:room - 7]
-            rest = rest[len(take):]
+            take = rest[: room - 7]
+            rest = rest[len(take) :]
             kind = (1 if not rest else 2) if first else (4 if not rest else 3)
             out += struct.pack("<IHB", zlib.crc32(bytes([kind]) + take), len(take), kind) + take
             first = False

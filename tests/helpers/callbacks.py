@@ -1,4 +1,4 @@
-"""Test-only callbacks for the training-script tests (importable as ``tests.test_train_support``
+"""Test-only callbacks for the training tests (importable as ``tests.helpers.callbacks``
 by ``--callbacks`` in subprocesses). Contains no tests."""
 
 from __future__ import annotations
@@ -72,9 +72,13 @@ class DumpRankState(Callback):
 class TraceBatches(Callback):
     """Debug aid: print (stage, epoch, batch, sum of x, parameter sum) at each train batch start."""
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
+    ) -> None:
         if batch_idx < 2:
             psum = sum(float(p.double().sum()) for p in pl_module.parameters())
-            print(f"TRACE s{pl_module.stage} e{trainer.current_epoch} b{batch_idx} "
-                  f"x={float(batch[0].sum()):.6f} p={psum:.10f}", flush=True)
+            print(
+                f"TRACE s{pl_module.stage} e{trainer.current_epoch} b{batch_idx} "
+                f"x={float(batch[0].sum()):.6f} p={psum:.10f}",
+                flush=True,
+            )

@@ -1,11 +1,11 @@
-"""The run folder of ``scripts/train.py``: layout, run state, resume plan, W&B mode.
+"""The run folder of the training pipeline: layout, run state, resume plan.
 
 Layout of ``runs/<name>/``::
 
     config.yaml                     resolved configuration of the first invocation
     config.invocation-<n>.yaml      a later invocation whose configuration differed
     run_state.json                  W&B id, stage status (pending / running / done / external)
-    checkpoints/stage1/last.ckpt    written at epoch ends (scripts/_checkpointing.py)
+    checkpoints/stage1/last.ckpt    written at epoch ends (callbacks/checkpointing.py)
     checkpoints/stage2/last.ckpt
     wandb/                          the W&B run (offline-run-* when offline)
     csv/                            CSV logs when ``--run.logger csv``
@@ -19,7 +19,6 @@ derive the same plan (which stage to skip, resume or start) from the same files.
 from __future__ import annotations
 
 import json
-import netrc
 import os
 import secrets
 import tempfile
@@ -47,30 +46,6 @@ def is_global_rank_zero() -> bool:
     node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")) or 0)
     local = int(env.get("LOCAL_RANK", "0") or 0)
     return node == 0 and local == 0
-
-
-def has_wandb_credentials() -> bool:
-    """True when W&B can log online: ``WANDB_API_KEY`` or a netrc entry for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
-    path = os.environ.get("NETRC", os.path.join(os.path.expanduser("~"), ".netrc"))
-    try:
-        return netrc.netrc(path).authenticators(host.split(":")[0]) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_wandb_mode(requested: str) -> str:
-    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with credentials, ``offline`` without."""
-    if requested != "auto":
-        return requested
-    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env_mode in ("online", "offline", "disabled"):
-        return env_mode
-    if env_mode == "dryrun":
-        return "offline"
-    return "online" if has_wandb_credentials() else "offline"
 
 
 @dataclass
@@ -156,8 +131,9 @@ class RunFolder:
         """A fresh W&B run id (8 lowercase hex characters, W&B's own style)."""
         return secrets.token_hex(4)
 
-    def plan(self, state: dict[str, Any], stages: list[int], stage1_checkpoint: str | None
-             ) -> dict[int, StagePlan]:
+    def plan(
+        self, state: dict[str, Any], stages: list[int], stage1_checkpoint: str | None
+    ) -> dict[int, StagePlan]:
         """Decide, from files only, what each stage does in this invocation.
 
         A stage marked done is skipped; a stage with a ``last.ckpt`` resumes from it; otherwise

@@ -1,10 +1,17 @@
-"""The ``trainer`` and ``run`` settings groups of ``scripts/train.py`` (plain dataclasses, so that
-the CLI derives their keys, types, defaults and help from them)."""
+"""The ``trainer`` and ``run`` settings of the training pipeline (plain dataclasses: the CLI
+derives its keys, types, defaults and help from them), and their checks."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pipeline.errors import UserError
+
+LOGGERS = ("wandb", "csv", "none")
+PROGRESS_BARS = ("auto", "tqdm", "rich", "log", "none")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 @dataclass
@@ -13,7 +20,7 @@ class StageSettings:
 
     Args:
         max_epochs: epochs of this stage.
-        max_steps: optimiser steps of this stage (-1: no limit).
+        max_steps: optimizer steps of this stage (-1: no limit).
     """
 
     max_epochs: int = 1
@@ -35,7 +42,7 @@ class TrainerSettings:
         stage2: length of stage 2 (RBF precision weights only).
         limit_train_batches: fraction or number of training batches per epoch.
         limit_val_batches: fraction or number of validation batches per epoch.
-        log_every_n_steps: logging interval of per-step metrics (optimiser steps); epoch means
+        log_every_n_steps: logging interval of per-step metrics (optimizer steps); epoch means
             are logged at every epoch end.
         deterministic: ``torch.use_deterministic_algorithms`` (``true``/``false``/``warn``).
         num_sanity_val_steps: validation batches run before training (0: off).
@@ -106,3 +113,31 @@ class RunSettings:
     reconstructions: int = 16
     reconstructions_every_n_epochs: int = 10
     torch_threads: int | None = 1
+
+
+def check_settings(trainer: TrainerSettings, run: RunSettings) -> None:
+    """Raise :class:`UserError` naming the first bad setting and what is accepted."""
+    stages = run.stages
+    if not stages or any(s not in (1, 2) for s in stages):
+        raise UserError(f"run.stages={stages!r} must be a non-empty list of 1 and/or 2")
+    for s in (1, 2):
+        st = getattr(trainer, f"stage{s}")
+        if st.max_epochs < 1:
+            raise UserError(f"trainer.stage{s}.max_epochs={st.max_epochs} must be >= 1")
+    if run.torch_threads is not None and run.torch_threads < 1:
+        raise UserError(f"run.torch_threads={run.torch_threads} must be >= 1 or null")
+    for key in ("checkpoint_every_n_seconds", "log_every_n_seconds"):
+        value = getattr(run, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"run.{key}={value!r} must be a finite number of seconds >= 0")
+    if trainer.log_every_n_steps < 1:
+        raise UserError(f"trainer.log_every_n_steps={trainer.log_every_n_steps} must be >= 1")
+    for name, accepted in (
+        ("logger", LOGGERS),
+        ("progress_bar", PROGRESS_BARS),
+        ("wandb_mode", WANDB_MODES),
+    ):
+        if getattr(run, name) not in accepted:
+            raise UserError(
+                f"run.{name}={getattr(run, name)!r} is not supported; accepted: {accepted}"
+            )

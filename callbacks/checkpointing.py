@@ -1,4 +1,4 @@
-"""How ``scripts/train.py`` writes checkpoints: one ``last.ckpt`` per stage, replaced atomically,
+"""How the training pipeline writes checkpoints: one ``last.ckpt`` per stage, replaced atomically,
 at epoch ends, at most every ``run.checkpoint_every_n_seconds`` and always at the end of a fit.
 
 * :class:`AtomicCheckpointIO` writes each checkpoint to a temporary file in the target's own
@@ -7,10 +7,10 @@ at epoch ends, at most every ``run.checkpoint_every_n_seconds`` and always at th
   folder; where that is another file system than the run folder (tmpfs, cluster scratch) its last
   step is a copy, and a crash during the copy leaves a truncated ``last.ckpt``.
 * :class:`EpochEndCheckpoint` only writes at epoch ends (a resume from there replays the next
-  epochs bit-identically, see ``EpochSeeder``; a mid-epoch checkpoint would replay a
-  non-resumable dataloader). The time gate bounds both the work a crash can lose and the
-  checkpointing cost of short epochs: writing the default job's 1.4 MB checkpoint took 4-8 ms,
-  several percent of its 0.2 s epochs.
+  epochs bit-identically, see ``EpochSeeder`` and ``EpochSeededSampler``; a mid-epoch
+  checkpoint would replay a non-resumable dataloader). The time gate bounds both the work a
+  crash can lose and the checkpointing cost of short epochs: writing the default job's 1.4 MB
+  checkpoint took 4-8 ms, several percent of its 0.2 s epochs.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+__all__ = ["CHECKPOINT_NAME", "AtomicCheckpointIO", "EpochEndCheckpoint"]
 
 CHECKPOINT_NAME = "last"
 
@@ -43,16 +45,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Remote paths (``s3://``, ``gs://``...) go through Lightning's own writer.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         path = os.fspath(path)
         if storage_options is not None or "://" in path:
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                   dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(checkpoint, fh)
@@ -80,8 +82,10 @@ class EpochEndCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, min_interval_seconds: float = 0.0) -> None:
         interval = float(min_interval_seconds)
         if not (math.isfinite(interval) and interval >= 0):
-            raise ValueError(f"min_interval_seconds={min_interval_seconds!r} must be a finite "
-                             "number >= 0 (0: write at every epoch end)")
+            raise ValueError(
+                f"min_interval_seconds={min_interval_seconds!r} must be a finite "
+                "number >= 0 (0: write at every epoch end)"
+            )
         super().__init__(
             dirpath=dirpath,
             filename=CHECKPOINT_NAME,
@@ -116,8 +120,10 @@ class EpochEndCheckpoint(ModelCheckpoint):
         return bool(last_epoch or steps_done or trainer.should_stop)
 
     def _due(self, trainer: pl.Trainer) -> bool:
-        due = (self._fit_ends_now(trainer)
-               or time.monotonic() - self._last_write >= self.min_interval_seconds)
+        due = (
+            self._fit_ends_now(trainer)
+            or time.monotonic() - self._last_write >= self.min_interval_seconds
+        )
         return bool(trainer.strategy.broadcast(due, src=0))
 
     # Writes happen at train-epoch ends only: the step- and validation-end checks of

@@ -39,11 +39,11 @@ def read_record_payloads(path: str) -> list[bytes]:
         if left_in_block < _CHUNK_HEADER:  # padding at the block's end
             pos += left_in_block
             continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + _CHUNK_HEADER])
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + _CHUNK_HEADER])
         if length == 0 and kind == 0:  # zero fill: the rest of the block
             pos += left_in_block
             continue
-        chunk = data[pos + _CHUNK_HEADER:pos + _CHUNK_HEADER + length]
+        chunk = data[pos + _CHUNK_HEADER : pos + _CHUNK_HEADER + length]
         if len(chunk) < length:  # a record still being written
             break
         if zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != crc:
