@@ -192,7 +192,9 @@ def _lm(
         lam_a, scale = lam_a[keep], scale[keep]
         pred = -(ga * step).sum(dim=(1, 2)) + lam_a * scale * step.pow(2).sum(dim=(1, 2))  # (b,)
         x_trial = x[act] + step.to(x.dtype)  # (b, n, d)
-        S_t, L_t, g_t, diag_t, off_t, h_t = _gn_terms(embed, x_trial, h0[act], h1[act], chunk_size)
+        S_t, L_t, g_t, diag_t, off_t, h_t = _gn_terms(
+            embed, x_trial, h0[act], h1[act], chunk_size
+        )
         rho = (Sa - S_t) / pred.clamp_min(torch.finfo(torch.float64).tiny)
         accept = torch.isfinite(S_t) & (S_t < Sa) & (rho > 1e-4)
         iterations[act] += 1
