@@ -5,7 +5,7 @@ Every ``every_n_epochs`` epochs and at the end of each stage, on rank 0, with th
 
 ``<prefix>/log_magnification``
     heat map of ``log MF(z) = log sqrt(det M(z))`` over a ``grid_resolution``^2 grid covering the
-    codes (plus ``margin``), the codes overlaid and coloured by label;
+    codes (plus ``margin``), the codes overlaid and colored by label;
 ``<prefix>/geodesics``
     the same map with geodesics (solid) against the straight lines between the same end points
     (dashed): the geodesics of the :class:`~callbacks.GeodesicResultStore` handed in as
@@ -67,7 +67,7 @@ def latent_plane(codes: Tensor) -> tuple[Tensor, Tensor, str]:
     """Origin ``(d,)`` and orthonormal basis ``(2, d)`` of the plane the maps are drawn on.
 
     ``d == 2``: the latent plane itself (origin 0, identity basis). ``d > 2``: the plane through the
-    codes' mean spanned by their two principal directions (SVD of the centred codes).
+    codes' mean spanned by their two principal directions (SVD of the centerd codes).
 
     Returns:
         origin, basis and a short description for figure titles.
@@ -183,7 +183,8 @@ class CurvaturePlots(EpochScheduledCallback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(key_prefix=self.key_prefix, seed=self.seed)
+        # the format of Lightning's own state keys (class name + settings), public API only
+        return f"{type(self).__qualname__}{ {'key_prefix': self.key_prefix, 'seed': self.seed}!r}"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":

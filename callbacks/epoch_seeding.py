@@ -1,4 +1,4 @@
-"""Per-epoch reseeding of torch's global RNG (the reparameterisation noise of the training)."""
+"""Per-epoch reseeding of torch's global RNG (the reparameterization noise of the training)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["EpochSeeder"]
 class EpochSeeder(pl.Callback):
     """Reseed torch's global RNG at every epoch start from (seed, stage, epoch, rank).
 
-    The reparameterisation noise of epoch ``e`` then depends only on those and not on what ran
+    The reparameterization noise of epoch ``e`` then depends only on those and not on what ran
     before, so a run resumed from an epoch-end checkpoint replays the same epochs (Lightning does
     not store RNG states in checkpoints). The shuffle order is reproducible on its own: the
     training sampler is a :class:`~datamodules.sampling.EpochSeededSampler`, which Lightning

@@ -50,7 +50,7 @@ def heat_map(
     cmap: str,
 ) -> None:
     """``values (H, W)`` as an image over ``extent`` on ``ax``, non-finite cells blank, with a
-    color bar labelled ``label``."""
+    color bar labeled ``label``."""
     v = values.detach().cpu().float().numpy()
     v = np.where(np.isfinite(v), v, np.nan)
     im = ax.imshow(
@@ -140,11 +140,11 @@ def latent_map_figure(
         extent: the grid's ``(x_min, x_max, y_min, y_max)``.
         codes: latent codes in the plane of the map ``(n, 2)``.
         title: figure title.
-        colorbar_label: label of the colour bar.
+        colorbar_label: label of the color bar.
         labels: class labels ``(n,)`` (one color per class, with a legend), or None.
         class_names: legend names of the classes.
         axis_labels: x and y axis labels.
-        cmap: matplotlib colour map.
+        cmap: matplotlib color map.
         codes_as_dots: draw the codes as small dots of this color instead of class markers.
     """
     fig = new_figure(7.5, 6)

@@ -3,7 +3,7 @@
 For a fixed, seeded set of P pairs of validation points (their encoder means ``z_a``, ``z_b``) the
 callback computes, every ``every_n_epochs`` epochs and at the end of each stage:
 
-* the geodesic length ``L_geo`` (``geometry.connecting_geodesics``, initialised on the straight
+* the geodesic length ``L_geo`` (``geometry.connecting_geodesics``, initialized on the straight
   line, in the model's expected metric: the Euclidean pull-back of ``pl_module.embed``);
 * ``L_line``: the Riemannian length of the straight latent line between the same end points,
   measured on the same number of nodes (the solver's ``initial_lengths``: the line with its nodes
@@ -176,9 +176,9 @@ class GeodesicDistanceStats(EpochScheduledCallback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(
-            num_pairs=self.num_pairs, seed=self.seed, key_prefix=self.key_prefix
-        )
+        # the format of Lightning's own state keys (class name + settings), public API only
+        settings = {"num_pairs": self.num_pairs, "seed": self.seed, "key_prefix": self.key_prefix}
+        return f"{type(self).__qualname__}{settings!r}"
 
     def solver_options(self) -> dict[str, Any]:
         """Keyword arguments for ``geometry.connecting_geodesics``."""

@@ -133,7 +133,7 @@ def pair_statistics(
         z0: start points ``(P, d)``.
         z1: end points ``(P, d)``.
         **geodesic_options: passed to ``geometry.connecting_geodesics`` (its own names, e.g.
-            from :func:`solver_keywords`). The initialisation is always the straight
+            from :func:`solver_keywords`). The initialization is always the straight
             line, so that the returned ``initial_lengths`` are the straight lines' lengths.
 
     Returns:

@@ -98,7 +98,7 @@ class DatasetSpec:
 
     @property
     def is_image(self) -> bool:
-        """Whether samples are images (scaled by ``scale``) rather than standardised toy points."""
+        """Whether samples are images (scaled by ``scale``) rather than standardized toy points."""
         return self.kind != "toy"
 
 

@@ -18,10 +18,10 @@ def _split_counts(n: int, weights: tuple[float, ...]) -> list[int]:
 
 
 def make_toy(name: str, n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Generate a toy dataset, then centre it and divide by one scalar.
+    """Generate a toy dataset, then center it and divide by one scalar.
 
     The clean shapes live at unit scale (radius about 1), isotropic Gaussian noise of standard
-    deviation ``noise`` is added, and the result is centred and divided by the root mean per-
+    deviation ``noise`` is added, and the result is centerd and divided by the root mean per-
     coordinate variance: a single scalar, so the geometry (gaps, aspect ratios) is preserved
     while every coordinate has unit variance on average.
 

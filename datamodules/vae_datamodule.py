@@ -35,7 +35,7 @@ class VAEDataModule(pl.LightningDataModule):
       re-split like every other dataset, so ``test_fraction`` means the same thing everywhere.
     * ``"toy_moons"``, ``"toy_circles"``, ``"toy_arcs"`` (2-D; circles and arcs have gaps that
       geodesics must go around), ``"toy_sphere"``, ``"toy_swissroll"`` (3-D): ``toy_samples``
-      points generated from ``seed`` with Gaussian noise ``toy_noise``, centred and divided by one
+      points generated from ``seed`` with Gaussian noise ``toy_noise``, centerd and divided by one
       scalar (unit average variance, shape preserved). ``scale`` does not apply to them.
 
     Pipeline in :meth:`setup` (identical on every process, so every DDP rank builds the same
@@ -68,7 +68,7 @@ class VAEDataModule(pl.LightningDataModule):
             1000 images per digit); ``None`` keeps all; classes with fewer items keep all of them.
         toy_samples: number of toy points generated (before ``digits`` and ``max_per_class``).
         toy_noise: standard deviation of the toy data's Gaussian noise, in the units of the
-            clean shape (radius about 1) before standardisation.
+            clean shape (radius about 1) before standardization.
 
     Raises:
         ValueError: on any invalid argument, in ``__init__`` before any data are touched.
@@ -210,7 +210,7 @@ class VAEDataModule(pl.LightningDataModule):
         """Decoder mean's output activation matching the data range.
 
         ``"sigmoid"`` for ``scale="unit"`` images, ``"tanh"`` for ``"symmetric"``, ``"identity"``
-        for (standardised, unbounded) toy data.
+        for (standardized, unbounded) toy data.
         """
         return _ACTIVATION[self.scale] if self.spec.is_image else "identity"
 

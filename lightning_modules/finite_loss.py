@@ -1,6 +1,6 @@
 """Stopping a run on a non-finite training loss, with or without a device sync per step.
 
-On the CPU a sync costs nothing, so :class:`TwoStageVAE` checks each loss before its optimiser
+On the CPU a sync costs nothing, so :class:`TwoStageVAE` checks each loss before its optimizer
 step. On an accelerator ``bool(torch.isfinite(loss))`` would stall the host once per step; there
 :class:`FirstNonFiniteLoss` records the first bad loss on the device, and the host reads it at the
 module's due checks.

@@ -209,7 +209,7 @@ class MLPStdHead(nn.Module):
 
     The output layer starts with weights scaled by 0.01 and the bias that gives
     ``sigma = init_std`` everywhere, so stage 2 starts from stage 1's constant variance, like the
-    RBF network (a default initialisation starts near sigma = 0.69 and trains far more slowly).
+    RBF network (a default initialization starts near sigma = 0.69 and trains far more slowly).
 
     Args:
         data_shape: shape of one data point.

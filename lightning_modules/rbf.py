@@ -2,7 +2,7 @@
 
 beta(z) = 1 / sigma^2(z) = W v(z) + zeta, with v_k(z) = exp(-lambda_k ||z - c_k||^2).
 
-Far from every centre v(z) -> 0, so beta -> zeta and sigma^2 -> 1 / zeta: the generator becomes
+Far from every center v(z) -> 0, so beta -> zeta and sigma^2 -> 1 / zeta: the generator becomes
 uncertain away from the data and the expected metric grows there, which is what makes geodesics
 follow the data manifold.
 """
@@ -60,8 +60,8 @@ def rbf_bandwidths(codes: Tensor, centers: Tensor, assignments: Tensor, a: float
 
     Args:
         codes: (n, d) latent codes.
-        centers: (K, d) cluster centres.
-        assignments: (n,) index of the centre of each code.
+        centers: (K, d) cluster centers.
+        assignments: (n,) index of the center of each code.
         a: curvature hyper-parameter a > 0 (larger a = wider kernels, smoother metric).
 
     Returns:
@@ -87,12 +87,12 @@ class RBFPrecision(nn.Module):
     """beta(z) = W v(z) + zeta, returned as the standard deviation sigma(z) = beta(z)^(-1/2).
 
     W (D x K) is parameterised as ``weight_scale * raw_weight`` with ``raw_weight >= 0`` enforced by
-    projection after each optimiser step (:meth:`project_`). The fixed positive scale puts the raw
-    parameter at O(1), so a first-order optimiser's step size is meaningful; projecting the raw
+    projection after each optimizer step (:meth:`project_`). The fixed positive scale puts the raw
+    parameter at O(1), so a first-order optimizer's step size is meaningful; projecting the raw
     weight onto the non-negative orthant is the same projected gradient method in scaled
     coordinates.
 
-    Centres and bandwidths are buffers (saved in checkpoints) filled by :meth:`fit`.
+    Centers and bandwidths are buffers (saved in checkpoints) filled by :meth:`fit`.
 
     Args:
         data_shape: shape of one data point; D = prod(data_shape).
@@ -114,7 +114,7 @@ class RBFPrecision(nn.Module):
         self.register_buffer("centers", torch.zeros(num_centers, latent_dim))
         self.register_buffer("bandwidths", torch.ones(num_centers))
         self.register_buffer("weight_scale", torch.ones(()))
-        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     @property
     def weight(self) -> Tensor:
@@ -138,7 +138,7 @@ class RBFPrecision(nn.Module):
     def fit(
         self, codes: Tensor, a: float, init_std: float, seed: int = 0, n_init: int = 10
     ) -> None:
-        """Place centres by k-means, set eq.-12 bandwidths and initialise W.
+        """Place centers by k-means, set eq.-12 bandwidths and initialize W.
 
         W starts constant, at the value that makes the mean precision over the codes equal
         1 / init_std^2 (the stage-1 constant variance), so stage 2 starts near stage 1's likelihood.
@@ -146,7 +146,7 @@ class RBFPrecision(nn.Module):
         Args:
             codes: (n, d) encoder means of the whole training set.
             a: bandwidth hyper-parameter of eq. 12.
-            init_std: the generator standard deviation W is initialised to reproduce on the data.
+            init_std: the generator standard deviation W is initialized to reproduce on the data.
             seed: k-means seed.
             n_init: k-means restarts.
         """
@@ -159,9 +159,9 @@ class RBFPrecision(nn.Module):
         target = 1.0 / init_std**2
         self.weight_scale.fill_(max(target - self.zeta, 1e-8) / float(mean_activation))
         self.raw_weight.fill_(1.0)
-        self.initialised.fill_(True)
+        self.initialized.fill_(True)
 
     @torch.no_grad()
     def project_(self) -> None:
-        """Projection onto W >= 0 (call after every optimiser step)."""
+        """Projection onto W >= 0 (call after every optimizer step)."""
         self.raw_weight.clamp_(min=0.0)

@@ -2,11 +2,11 @@
 
 Stage 1 trains the encoder and the generator mean mu(z) with a constant generator standard
 deviation. Stage 2 freezes both and fits only the generator's variance: by default the paper's RBF
-precision network beta(z) = W v(z) + zeta (k-means centres on the encoder means of the whole
+precision network beta(z) = W v(z) + zeta (k-means centers on the encoder means of the whole
 training set, eq.-12 bandwidths, W >= 0 by projection), or a standard MLP variance head (the
 paper's baseline). Each stage is a separate ``Trainer.fit`` on a new Trainer (see
 ``scripts/train.py``); the stage is fixed at construction or checkpoint load, before DDP wraps the
-model, and the optimiser only ever sees the stage's trainable parameters.
+model, and the optimizer only ever sees the stage's trainable parameters.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class TwoStageVAE(pl.LightningModule):
             [-1, 1], ``identity`` for unbounded data.
         stage1_std: the constant generator standard deviation used in stage 1 (paper: not stated).
         variance_head: stage-2 variance model, ``"rbf"`` (paper) or ``"mlp"`` (baseline).
-        num_centers: K, RBF centres (paper: 64 for MNIST).
+        num_centers: K, RBF centers (paper: 64 for MNIST).
         bandwidth_scale: a of eq. 12 (paper: 2 for MNIST).
         zeta: precision floor zeta > 0; far from the data sigma^2 -> 1 / zeta.
         mlp_head_activation: hidden activation of the MLP variance head.
@@ -107,7 +107,7 @@ class TwoStageVAE(pl.LightningModule):
         kl_warmup_epochs: linear KL warm-up over this many stage-1 epochs (0 = off).
         gradient_clip_val: clip the gradient norm of each step to this value (``None``: off).
         finite_check_every_n_steps: how often a non-finite training loss is looked for on the
-            host. 1: before every optimiser step (one device sync per step). k > 1: each step
+            host. 1: before every optimizer step (one device sync per step). k > 1: each step
             records the first non-finite loss on the device without a sync; the host checks
             every k steps, at the last step of every epoch (before any epoch-end checkpoint), at
             ``max_steps`` and when a stop is requested, and the error names the first bad step.
@@ -115,13 +115,13 @@ class TwoStageVAE(pl.LightningModule):
             ``finite_loss.DEFERRED_FINITE_CHECK_STEPS`` (50) on an accelerator.
         stage: 1 or 2.
 
-    Optimisation is manual (``automatic_optimization = False``): ``training_step`` runs
-    zero-grad, ``manual_backward``, the optimiser step (clipping in
+    Optimization is manual (``automatic_optimization = False``): ``training_step`` runs
+    zero-grad, ``manual_backward``, the optimizer step (clipping in
     ``on_before_optimizer_step``) and, in stage 2, the RBF projection W >= 0. Lightning's
-    automatic-optimisation closure cost about 0.06 of a plain PyTorch epoch on the default job:
+    automatic-optimization closure cost about 0.06 of a plain PyTorch epoch on the default job:
     the ratio of ``scripts/benchmark_training.py``'s ``quiet`` variant was 1.17 with an
-    automatic-optimisation copy of the model and 1.11 with this one (60 paired epochs each).
-    Precision plugins, DDP gradient synchronisation and the optimiser hooks work the same
+    automatic-optimization copy of the model and 1.11 with this one (60 paired epochs each).
+    Precision plugins, DDP gradient synchronisation and the optimizer hooks work the same
     through ``manual_backward`` and ``LightningOptimizer.step``.
     """
 
@@ -214,6 +214,7 @@ class TwoStageVAE(pl.LightningModule):
             )
         #: per split: (sums of the LOSS_TERMS weighted by batch size, number of points)
         self._epoch_sums: dict[str, tuple[Tensor, int]] = {}
+        self._train_batch_idx = -1  # the current or last training batch of the epoch
         # finiteness checks of the current fit (set in on_train_start): 1 = before every step
         self._finite_every = 1
         self._first_nonfinite = FirstNonFiniteLoss()
@@ -245,9 +246,9 @@ class TwoStageVAE(pl.LightningModule):
 
     @property
     def variance_ready(self) -> bool:
-        """Whether the stage-2 variance network has been initialised (RBF centres placed)."""
+        """Whether the stage-2 variance network has been initialized (RBF centers placed)."""
         if isinstance(self.variance_net, RBFPrecision):
-            return bool(self.variance_net.initialised)
+            return bool(self.variance_net.initialized)
         return True
 
     # ------------------------------------------------------------------ public model API
@@ -283,15 +284,23 @@ class TwoStageVAE(pl.LightningModule):
     def kl_weight(self) -> float:
         """KL warm-up factor in [0, 1] (stage 1 only; 1 in stage 2)."""
         warm = self.hparams.kl_warmup_epochs
-        if self._stage == 2 or warm <= 0 or self._trainer is None:
+        if self._stage == 2 or warm <= 0 or not self.in_trainer:
             return 1.0
         trainer = self.trainer
-        progress = (
-            trainer.current_epoch
-            + trainer.fit_loop.epoch_loop.batch_progress.current.ready
-            / max(1, trainer.num_training_batches)
-        )
+        # batches of this epoch so far, the current one included (1.0 after the epoch's last)
+        done = self._train_batch_idx + 1
+        progress = trainer.current_epoch + done / max(1, trainer.num_training_batches)
         return float(min(1.0, progress / warm))
+
+    @property
+    def in_trainer(self) -> bool:
+        """Whether the module is attached to a Trainer (Lightning's public ``trainer`` property
+        raises when it is not)."""
+        try:
+            self.trainer  # noqa: B018 - the property raises outside a Trainer
+        except RuntimeError:
+            return False
+        return True
 
     def loss_terms(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """One-sample ELBO terms, averaged over the batch (nats per data point).
@@ -309,7 +318,7 @@ class TwoStageVAE(pl.LightningModule):
         return {"rec": rec.mean(), "kl": kl.mean(), "elbo": -(rec + kl).mean()}
 
     def training_loss(self, terms: dict[str, Tensor]) -> Tensor:
-        """The minimised objective from :meth:`loss_terms`: ``rec + kl_weight() * kl`` (the
+        """The minimized objective from :meth:`loss_terms`: ``rec + kl_weight() * kl`` (the
         negative ELBO once the KL warm-up is over)."""
         return terms["rec"] + self.kl_weight() * terms["kl"]
 
@@ -335,7 +344,7 @@ class TwoStageVAE(pl.LightningModule):
             self._epoch_sums[split] = (sums.add_(values, alpha=x.shape[0]), count + x.shape[0])
         else:
             self._epoch_sums[split] = (values * x.shape[0], x.shape[0])
-        if split != "train" or self._trainer is None:
+        if split != "train" or not self.in_trainer:
             return loss
         if self._logs_this_step():
             self.log_dict(
@@ -351,8 +360,8 @@ class TwoStageVAE(pl.LightningModule):
 
     def _logs_this_step(self) -> bool:
         """Whether the loggers write the current training step (public API only): every
-        ``log_every_n_steps`` optimiser steps, counted across epochs, and when a stop is
-        requested. One optimiser step per batch (manual optimisation), so the step about to be
+        ``log_every_n_steps`` optimizer steps, counted across epochs, and when a stop is
+        requested. One optimizer step per batch (manual optimization), so the step about to be
         taken is ``global_step + 1``."""
         t = self.trainer
         return (t.global_step + 1) % t.log_every_n_steps == 0 or t.should_stop
@@ -406,12 +415,12 @@ class TwoStageVAE(pl.LightningModule):
     def _check_finite(self, loss: Tensor) -> None:
         """Stop on a non-finite training loss: at once (interval 1, or outside a Trainer), or
         record it on the device for the next due check (``on_train_batch_end``)."""
-        if self._finite_every > 1 and self._trainer is not None:
+        if self._finite_every > 1 and self.in_trainer:
             self._first_nonfinite.record(loss, self.trainer.global_step)
             return
         if not self._all_ranks_agree(bool(torch.isfinite(loss))):
             where = ""
-            if self._trainer is not None:
+            if self.in_trainer:
                 t = self.trainer
                 where = f" at epoch {t.current_epoch}, global step {t.global_step}"
             raise nonfinite_loss_error(f"({float(loss.detach())}) in stage {self._stage}{where}")
@@ -446,18 +455,19 @@ class TwoStageVAE(pl.LightningModule):
     def _all_ranks_agree(self, ok: bool) -> bool:
         """``ok`` on every rank (a collective under DDP: every rank must stop together, or the
         others hang in the next all-reduce)."""
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if self.in_trainer and self.trainer.world_size > 1:
             return bool(self.trainer.strategy.reduce_boolean_decision(ok, all=True))
         return ok
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """One optimiser step on ``batch``; returns the detached loss."""
+        """One optimizer step on ``batch``; returns the detached loss."""
+        self._train_batch_idx = batch_idx  # the KL warm-up's position in the epoch
         loss = self._step(batch, "train", batch_idx)  # raises first if the loss is not finite
-        self.optimise(loss)
+        self.optimize(loss)
         return loss.detach()
 
-    def optimise(self, loss: Tensor) -> None:
-        """One optimiser step on ``loss`` (inside a Trainer's fit): zero-grad, backward, step
+    def optimize(self, loss: Tensor) -> None:
+        """One optimizer step on ``loss`` (inside a Trainer's fit): zero-grad, backward, step
         (gradient-norm clipping happens in ``on_before_optimizer_step``), and in stage 2 the RBF
         projection W >= 0."""
         optimizer = self.optimizers()
@@ -469,7 +479,7 @@ class TwoStageVAE(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # here, unlike right after manual_backward, mixed-precision gradients are unscaled: the
-        # same place where Lightning clips under automatic optimisation
+        # same place where Lightning clips under automatic optimization
         clip = self.hparams.get("gradient_clip_val")  # absent from older checkpoints' hparams
         if clip is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
@@ -480,7 +490,7 @@ class TwoStageVAE(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "test")
 
-    # ------------------------------------------------------------------ optimisation
+    # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         if self._stage == 1:
@@ -492,7 +502,7 @@ class TwoStageVAE(pl.LightningModule):
             lr = STAGE2_LR[self.hparams.variance_head]
         return torch.optim.Adam(params, lr=lr)
 
-    # ------------------------------------------------------------------ stage-2 initialisation
+    # ------------------------------------------------------------------ stage-2 initialization
     @torch.no_grad()
     def encode_dataset(self, dataloader: Any) -> Tensor:
         """Encoder means of every batch of ``dataloader``: (n, d), on the encoder's device.
@@ -522,9 +532,9 @@ class TwoStageVAE(pl.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
-        """Before stage-2 fitting: place RBF centres on the encoder means of the whole training set.
+        """Before stage-2 fitting: place RBF centers on the encoder means of the whole training set.
 
-        Runs on every rank before DDP wraps the model; rank 0's centres are broadcast so all ranks
+        Runs on every rank before DDP wraps the model; rank 0's centers are broadcast so all ranks
         hold bit-identical buffers.
         """
         if stage != "fit" or self._stage != 2 or self.variance_ready:
@@ -532,7 +542,7 @@ class TwoStageVAE(pl.LightningModule):
         dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "full_train_dataloader"):
             raise RuntimeError(
-                "stage 2 with an uninitialised RBF network needs a datamodule with "
+                "stage 2 with an uninitialized RBF network needs a datamodule with "
                 "full_train_dataloader() (or call model.init_variance_net(codes) before fit)"
             )
         codes = self.encode_dataset(dm.full_train_dataloader())
@@ -600,7 +610,7 @@ class TwoStageVAE(pl.LightningModule):
             CheckpointError: for a missing, corrupt or foreign checkpoint.
 
         Returns:
-            A model in stage 2 whose variance network is not yet initialised (its centres are
+            A model in stage 2 whose variance network is not yet initialized (its centers are
             placed by :meth:`setup` at the start of ``fit``, or by :meth:`init_variance_net`).
         """
         fixed = sorted(set(overrides) - set(STAGE2_HPARAMS))

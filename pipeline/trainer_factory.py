@@ -25,6 +25,7 @@ def make_trainer(
     default_root_dir: str,
     progress_bar: bool,
     model_summary: bool,
+    checkpointing: bool = True,
 ) -> pl.Trainer:
     """A new Trainer for one stage.
 
@@ -36,6 +37,8 @@ def make_trainer(
         default_root_dir: the run folder.
         progress_bar: whether ``callbacks`` hold a progress bar.
         model_summary: print Lightning's model summary.
+        checkpointing: False for no checkpoint at all (benchmarks); the pipeline's own
+            ``EpochEndCheckpoint`` is among ``callbacks``.
     """
     t = settings
     return pl.Trainer(
@@ -55,6 +58,7 @@ def make_trainer(
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=checkpointing,
         enable_progress_bar=progress_bar,
         enable_model_summary=model_summary,
         inference_mode=False,  # geometry callbacks need autograd during validation

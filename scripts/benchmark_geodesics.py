@@ -46,13 +46,11 @@ import time
 import warnings
 from typing import Any
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import torch
 
-import torch  # noqa: E402
+import geometry as G
 
-import geometry as G  # noqa: E402
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the matrix child's cwd
 
 STOCHMAN_HINT = (
     "stochman is not installed: the stochman baseline is skipped. Install the optional "
@@ -82,16 +80,19 @@ def _reset_peak_rss() -> bool:
 
 
 def train_quick_model(run_dir: str) -> str:
-    """Train both stages through the project's CLI; return the stage-2 checkpoint path."""
-    cmd = [
-        sys.executable, os.path.join(_REPO_ROOT, "scripts", "train.py"),
-        "--run.dir", run_dir, "--run.logger", "none", "--run.progress_bar", "none",
-        "--run.reconstructions", "0", "--trainer.accelerator", "cpu",
-        "--trainer.stage1.max_epochs", "30", "--trainer.stage2.max_epochs", "10",
-    ]  # fmt: skip
-    print("training a quick model:", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, cwd=_REPO_ROOT)
-    return os.path.join(run_dir, "checkpoints", "stage2", "last.ckpt")
+    """Train both stages with the pipeline (30 + 10 epochs); return the stage-2 checkpoint path."""
+    from pipeline import RunSettings, StageSettings, TrainerSettings, train
+
+    print(f"training a quick model (30 + 10 epochs) into {run_dir}", flush=True)
+    summary = train(
+        trainer=TrainerSettings(
+            accelerator="cpu",
+            stage1=StageSettings(max_epochs=30),
+            stage2=StageSettings(max_epochs=10),
+        ),
+        run=RunSettings(dir=run_dir, logger="none", progress_bar="none", reconstructions=0),
+    )
+    return str(summary["checkpoints"]["stage2"])
 
 
 def load_model(checkpoint: str) -> Any:

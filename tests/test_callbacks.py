@@ -203,10 +203,8 @@ def test_draw_pairs_is_seeded_stratified_and_leaves_global_rng_alone():
     assert pairs != draw_pairs(60, 20, labels, 0.5, seed=4)
     same = [int(labels[i]) == int(labels[j]) for i, j in pairs]
     assert sum(same) == 10 and all(i != j for i, j in pairs)
-    unlabelled = draw_pairs(5, 30, None, 0.5, seed=0)
-    assert len(unlabelled) == 30 and all(
-        i != j and 0 <= i < 5 and 0 <= j < 5 for i, j in unlabelled
-    )
+    unlabeled = draw_pairs(5, 30, None, 0.5, seed=0)
+    assert len(unlabeled) == 30 and all(i != j and 0 <= i < 5 and 0 <= j < 5 for i, j in unlabeled)
 
 
 def test_geometry_mode_restores_modes_rng_and_leaves_no_gradients():
@@ -589,3 +587,55 @@ def test_reconstructions_of_a_float64_model(make_trainer, tmp_path):
     )
     trainer.fit(tiny_model(), datamodule=TinyDM())
     assert recon.last_path is not None and os.path.isfile(recon.last_path)
+
+
+# ---------------------------------------------------------------------------- pure figures
+def test_figures_are_pure_functions_of_tensors():
+    """The callbacks' figures are drawn by functions of tensors alone (no Trainer, no model)."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    from callbacks.figures import (
+        geodesics_figure,
+        interpolation_figure,
+        latent_map_figure,
+        profile_1d_figure,
+    )
+
+    values = torch.arange(20.0).reshape(4, 5)  # (G_b, G_a)
+    extent = (0.0, 1.0, -2.0, 2.0)
+    codes = torch.rand(10, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1] * 5)
+    fig = latent_map_figure(
+        values, extent, codes, title="map", colorbar_label="cb", labels=labels,
+        class_names=["zero", "one"],
+    )  # fmt: skip
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == "map" and fig.axes[1].get_ylabel() == "cb"  # the colour bar
+    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), values.numpy())
+    assert tuple(ax.images[0].get_extent()) == extent
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "one"]
+
+    curves = torch.stack([torch.linspace(0, 1, 6)[:, None].expand(6, 2) * k for k in (1, 2, 3)])
+    fig = geodesics_figure(values, extent, codes, curves, title="geo", colorbar_label="cb")
+    ax = fig.axes[0]
+    solid = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_xdata())]
+    assert len(solid) == 3
+    np.testing.assert_allclose(solid[1].get_xydata(), curves[1].numpy())
+    assert ax.get_xlim() == extent[:2] and ax.get_ylim() == extent[2:]
+
+    images = [("geodesic", torch.rand(4, 1, 8, 8)), ("straight line", torch.rand(4, 1, 8, 8))]
+    fig = interpolation_figure(images, "interp")
+    assert fig._suptitle.get_text() == "interp"  # noqa: SLF001 - matplotlib has no getter
+    strip = np.asarray(fig.axes[0].images[0].get_array())
+    assert strip.shape == (8, 4 * 9 - 1)  # 4 images with 1-pixel gaps
+    assert [a.get_ylabel() for a in fig.axes] == ["geodesic", "straight line"]
+    fig = interpolation_figure([("path", torch.rand(3, 5))], "vectors")
+    assert len(fig.axes[0].lines) == 3  # one line per position along the path
+
+    z = torch.linspace(-1, 1, 50)
+    fig = profile_1d_figure(z, z**2, codes[:, 0], title="1d", ylabel="v")
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), (z**2).numpy())
+    fig.savefig(io.BytesIO(), format="png")  # renders without pyplot

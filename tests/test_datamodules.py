@@ -503,7 +503,7 @@ def test_toy_gaps_are_empty():
     circles, y = toy_data.make_toy("toy_circles", 1000, 0.0, np.random.default_rng(0))
     r = np.linalg.norm(circles, axis=1)
     r = r / r.max()
-    assert not np.any((r > 0.6) & (r < 0.9))  # radii 0.5 and 1, slightly off-centre
+    assert not np.any((r > 0.6) & (r < 0.9))  # radii 0.5 and 1, slightly off-center
     assert r[y == 1].max() < r[y == 0].min()
     arcs, _ = toy_data.make_toy("toy_arcs", 1000, 0.0, np.random.default_rng(0))
     # the two ends (points are generated in arc order) are close across the gap,

@@ -1,4 +1,4 @@
-"""CUDA checks: mixed-precision manual optimisation, and the geometry on the GPU against the CPU.
+"""CUDA checks: mixed-precision manual optimization, and the geometry on the GPU against the CPU.
 
 These need a CUDA device and are skipped without one (CI has none); run them on a GPU machine
 with ``python -m pytest -m gpu``.
@@ -67,7 +67,7 @@ def _cuda_trainer(tmp_path, **kwargs) -> pl.Trainer:
     )
 
 
-def test_16_mixed_manual_optimisation_both_stages(tmp_path):
+def test_16_mixed_manual_optimization_both_stages(tmp_path):
     """Stage 1 and stage 2 on CUDA under 16-mixed: the GradScaler is active, the clipped norm is
     applied to unscaled gradients, the ELBO improves, and stage 2 changes only W (kept >= 0)."""
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def test_16_mixed_manual_optimisation_both_stages(tmp_path):
     trainer.save_checkpoint(ckpt)
     stage2 = TwoStageVAE.stage2_from_stage1(str(ckpt), num_centers=16)
     trainer = _cuda_trainer(tmp_path, max_epochs=1, limit_train_batches=1)
-    trainer.fit(stage2, datamodule=data)  # places the centres (k-means on CUDA codes)
+    trainer.fit(stage2, datamodule=data)  # places the centers (k-means on CUDA codes)
     start = {k: v.detach().cpu().clone() for k, v in stage2.state_dict().items()}
     trainer = _cuda_trainer(tmp_path, max_epochs=3)
     trainer.fit(stage2, datamodule=data)

@@ -141,7 +141,7 @@ def test_stage2_trains_only_rbf_weights(stage1_ckpt, digits, make_trainer):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"variance_net.raw_weight"}
     trainer = make_trainer(max_epochs=1, limit_train_batches=1)
-    trainer.fit(model, datamodule=digits)  # setup() places the centres, then one step
+    trainer.fit(model, datamodule=digits)  # setup() places the centers, then one step
     assert model.variance_ready
     before = {k: v.clone() for k, v in model.state_dict().items()}
     _fit(model, digits, make_trainer, epochs=3)
@@ -189,7 +189,7 @@ def test_rbf_bandwidths_equation_12():
     centers = torch.tensor([[1.0, 0.0], [10.0, 10.0], [50.0, 50.0]])
     assign = torch.tensor([0, 0, 1, 1, 1, 2])
     lam = rbf_bandwidths(codes, centers, assign, a=2.0)
-    mean0, mean1 = 1.0, 2.0  # mean distances to the centre in clusters 0 and 1
+    mean0, mean1 = 1.0, 2.0  # mean distances to the center in clusters 0 and 1
     assert lam[0].item() == pytest.approx(0.5 * (2 * mean0) ** -2)
     assert lam[1].item() == pytest.approx(0.5 * (2 * mean1) ** -2)
     # a single-point cluster has zero spread: it gets the median spread of the others
@@ -241,8 +241,16 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, stage1_ckpt):
         TwoStageVAE.load_from_checkpoint(foreign)
     with pytest.raises(CheckpointError, match="does not exist"):
         TwoStageVAE.load_from_checkpoint(tmp_path / "missing.ckpt")
-    with pytest.raises(CheckpointError, match="does not match"):
+    # the model decides what stage 2 may change: not the architecture
+    with pytest.raises(ValueError, match=r"stage 2 cannot change \['hidden_dims'\]"):
         TwoStageVAE.stage2_from_stage1(stage1_ckpt, hidden_dims=[32, 16])
+    # hyper-parameters that do not describe the checkpoint's weights
+    ckpt = torch.load(stage1_ckpt, weights_only=True)
+    ckpt["hyper_parameters"]["hidden_dims"] = [32, 16]
+    mismatched = tmp_path / "mismatched.ckpt"
+    torch.save(ckpt, mismatched)
+    with pytest.raises(CheckpointError, match="does not match"):
+        TwoStageVAE.stage2_from_stage1(mismatched)
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -277,7 +285,7 @@ def test_relu_warns_not_twice_differentiable():
         TwoStageVAE(activation="relu")
 
 
-def test_too_many_centres_for_the_data():
+def test_too_many_centers_for_the_data():
     model = TwoStageVAE(num_centers=64)
     with pytest.raises(
         ValueError, match="num_centers=64 exceeds the number of training points \\(50\\)"
@@ -373,7 +381,7 @@ def test_logged_epoch_means_are_batch_weighted_means(digits, make_trainer):
     trainer = make_trainer()
     torch.manual_seed(5)
     trainer.validate(model, dataloaders=loader, verbose=False)
-    torch.manual_seed(5)  # the same reparameterisation noise, batch by batch
+    torch.manual_seed(5)  # the same reparameterization noise, batch by batch
     sums, n = torch.zeros(3), 0
     with torch.no_grad():
         for x, _ in loader:
@@ -404,10 +412,10 @@ def test_train_epoch_metrics_logged_before_epoch_end_callbacks(digits, make_trai
 )
 def test_stage2_learning_rate_defaults_per_variance_head(head, given, expected):
     model = TwoStageVAE(variance_head=head, stage2_lr=given, stage=2)
-    optimiser = model.configure_optimizers()
-    assert optimiser.param_groups[0]["lr"] == expected
+    optimizer = model.configure_optimizers()
+    assert optimizer.param_groups[0]["lr"] == expected
     trainable = {id(p) for p in model.variance_net.parameters()}
-    assert all(id(p) in trainable for p in optimiser.param_groups[0]["params"])
+    assert all(id(p) in trainable for p in optimizer.param_groups[0]["params"])
 
 
 def test_mlp_variance_head_starts_at_the_stage1_std():
@@ -448,7 +456,7 @@ def test_gradient_clipping_bounds_every_step(clip, digits, make_trainer):
         max_epochs=1, limit_train_batches=5, limit_val_batches=0, callbacks=[norms]
     )
     trainer.fit(model, datamodule=digits)
-    assert len(norms.norms) == 5 and trainer.global_step == 5  # one optimiser step per batch
+    assert len(norms.norms) == 5 and trainer.global_step == 5  # one optimizer step per batch
     if clip is None:  # the unclipped gradients of this model are far above the clip value
         assert min(norms.norms) > 5 * 5.0, norms.norms
     else:
@@ -457,7 +465,7 @@ def test_gradient_clipping_bounds_every_step(clip, digits, make_trainer):
 
 def test_encode_dataset_follows_the_weights_not_the_reported_device(digits):
     """In ``setup`` Lightning already reports the target device (``cuda:0`` on a GPU run) while the
-    weights are still on the CPU; stage 2 encodes the training set there to place the centres."""
+    weights are still on the CPU; stage 2 encodes the training set there to place the centers."""
     model = TwoStageVAE(num_centers=8)
     expected = model.encode_dataset(digits.full_train_dataloader())
     for module in model.modules():  # what pytorch_lightning's _call_setup_hook does
