@@ -65,7 +65,7 @@ def check_checkpoint_dict(ckpt: Any, path: str = "<checkpoint>") -> dict[str, An
         raise CheckpointError(
             f"checkpoint {path!r} was not written by latent-oddity's {MODEL_NAME} "
             f"(marker {MARKER_KEY!r} missing or names another model: {marker!r}); "
-            "pass a checkpoint from scripts/train.py"
+            "pass a checkpoint written by scripts/train.py (pipeline.train)"
         )
     if marker.get("format", 0) > FORMAT_VERSION:
         raise CheckpointError(

@@ -5,7 +5,7 @@ deviation. Stage 2 freezes both and fits only the generator's variance: by defau
 precision network beta(z) = W v(z) + zeta (k-means centers on the encoder means of the whole
 training set, eq.-12 bandwidths, W >= 0 by projection), or a standard MLP variance head (the
 paper's baseline). Each stage is a separate ``Trainer.fit`` on a new Trainer (see
-``scripts/train.py``); the stage is fixed at construction or checkpoint load, before DDP wraps the
+``pipeline.train``); the stage is fixed at construction or checkpoint load, before DDP wraps the
 model, and the optimizer only ever sees the stage's trainable parameters.
 """
 

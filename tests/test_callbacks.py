@@ -328,7 +328,7 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
         max_epochs=2,
         limit_train_batches=2,
         logger=logger,
-        callbacks=[plots, stats],
+        callbacks=[stats, plots],  # the statistics first: the plots draw their geodesics
         log_every_n_steps=1,
     )
     trainer.fit(model, datamodule=dm)
