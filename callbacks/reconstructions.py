@@ -99,14 +99,7 @@ class ReconstructionImages(Callback):
         finally:
             pl_module.train(was_training)
         low, high = _pixel_range(trainer, x)
-        rows = [
-            ((x.cpu() - low) / (high - low)).clamp(0, 1),
-            ((mu_x.float().cpu() - low) / (high - low)).clamp(0, 1),
-            _minmax(sigma_x.float().cpu()),
-        ]
-        from torchvision.utils import make_grid
-
-        return make_grid(torch.cat(rows), nrow=x.shape[0], padding=2, pad_value=1.0)
+        return reconstruction_grid(x.cpu(), mu_x.float().cpu(), sigma_x.float().cpu(), low, high)
 
     def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, grid: Tensor) -> None:
         stage = int(getattr(pl_module, "stage", 0))
@@ -119,6 +112,22 @@ class ReconstructionImages(Callback):
             save_image(grid, self.last_path)
         for logger in trainer.loggers:
             _log_image(logger, f"{self.key}/stage{stage}", grid, caption, trainer.global_step)
+
+
+def reconstruction_grid(
+    x: Tensor, mu_x: Tensor, sigma_x: Tensor, low: float, high: float
+) -> Tensor:
+    """The ``(C, H', W')`` grid in [0, 1]: data ``x (n, C, H, W)`` (top row), the means
+    ``mu_x`` (middle row), both scaled from ``[low, high]``, and ``sigma_x`` min-max scaled per
+    image (bottom row). A pure function: no Trainer, no model."""
+    from torchvision.utils import make_grid
+
+    rows = [
+        ((x - low) / (high - low)).clamp(0, 1),
+        ((mu_x - low) / (high - low)).clamp(0, 1),
+        _minmax(sigma_x),
+    ]
+    return make_grid(torch.cat(rows), nrow=x.shape[0], padding=2, pad_value=1.0)
 
 
 def _pixel_range(trainer: pl.Trainer, x: Tensor) -> tuple[float, float]:

@@ -639,3 +639,16 @@ def test_figures_are_pure_functions_of_tensors():
     fig = profile_1d_figure(z, z**2, codes[:, 0], title="1d", ylabel="v")
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), (z**2).numpy())
     fig.savefig(io.BytesIO(), format="png")  # renders without pyplot
+
+
+def test_reconstruction_grid_is_a_pure_function():
+    from callbacks.reconstructions import reconstruction_grid
+
+    x = torch.full((3, 1, 4, 4), 0.5)
+    mu = torch.zeros(3, 1, 4, 4)
+    sigma = torch.arange(48.0).reshape(3, 1, 4, 4)
+    grid = reconstruction_grid(x, mu, sigma, low=0.0, high=1.0)
+    assert grid.shape == (3, 3 * 6 + 2, 3 * 6 + 2)  # 3 rows x 3 images, 2-pixel padding
+    cell = lambda r, c: grid[0, 2 + 6 * r : 6 + 6 * r, 2 + 6 * c : 6 + 6 * c]  # noqa: E731
+    assert torch.all(cell(0, 1) == 0.5) and torch.all(cell(1, 2) == 0.0)
+    assert float(cell(2, 0).min()) == 0.0 and float(cell(2, 0).max()) == 1.0  # per-image min-max
