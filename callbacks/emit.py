@@ -46,7 +46,7 @@ def log_scalars(
     """Log scalars that are identical on every rank.
 
     With ``can_log`` (epoch-end hooks) through ``pl_module.log`` (every logger and
-    ``callback_metrics``; called on every rank with the same value, no synchronisation);
+    ``callback_metrics``; called on every rank with the same value, no synchronization);
     otherwise (``on_train_end``) straight to the loggers, which write on rank 0 only.
     """
     if can_log:

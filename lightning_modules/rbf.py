@@ -86,7 +86,7 @@ def rbf_bandwidths(codes: Tensor, centers: Tensor, assignments: Tensor, a: float
 class RBFPrecision(nn.Module):
     """beta(z) = W v(z) + zeta, returned as the standard deviation sigma(z) = beta(z)^(-1/2).
 
-    W (D x K) is parameterised as ``weight_scale * raw_weight`` with ``raw_weight >= 0`` enforced by
+    W (D x K) is parameterized as ``weight_scale * raw_weight`` with ``raw_weight >= 0`` enforced by
     projection after each optimizer step (:meth:`project_`). The fixed positive scale puts the raw
     parameter at O(1), so a first-order optimizer's step size is meaningful; projecting the raw
     weight onto the non-negative orthant is the same projected gradient method in scaled

@@ -103,7 +103,7 @@ class TwoStageVAE(pl.LightningModule):
             0.1 for the RBF weights (on the default job 0.1 reached a validation ELBO of 991 in
             30 epochs, 0.01 reached 821) and 1e-3 for the MLP head (0.1 and 0.01 made its
             validation ELBO worse than 1e-3 there: -1915 and -2882 against -578).
-        weight_decay: L2 regularisation of stage-1 weights (paper: 1e-5).
+        weight_decay: L2 regularization of stage-1 weights (paper: 1e-5).
         kl_warmup_epochs: linear KL warm-up over this many stage-1 epochs (0 = off).
         gradient_clip_val: clip the gradient norm of each step to this value (``None``: off).
         finite_check_every_n_steps: how often a non-finite training loss is looked for on the
@@ -121,9 +121,13 @@ class TwoStageVAE(pl.LightningModule):
     automatic-optimization closure cost about 0.06 of a plain PyTorch epoch on the default job:
     the ratio of ``scripts/benchmark_training.py``'s ``quiet`` variant was 1.17 with an
     automatic-optimization copy of the model and 1.11 with this one (60 paired epochs each).
-    Precision plugins, DDP gradient synchronisation and the optimizer hooks work the same
+    Precision plugins, DDP gradient synchronization and the optimizer hooks work the same
     through ``manual_backward`` and ``LightningOptimizer.step``.
     """
+
+    #: what stage 2 may change (:data:`STAGE2_HPARAMS`) and what the stage-1 weights fix
+    STAGE2_HPARAMS = STAGE2_HPARAMS
+    ARCHITECTURE_HPARAMS = ARCHITECTURE_HPARAMS
 
     def __init__(
         self,
@@ -521,7 +525,7 @@ class TwoStageVAE(pl.LightningModule):
         return torch.cat(codes)
 
     def init_variance_net(self, codes: Tensor) -> None:
-        """Initialise the stage-2 RBF network from codes (k-means + eq. 12); no-op for MLP."""
+        """Initialize the stage-2 RBF network from codes (k-means + eq. 12); no-op for MLP."""
         if isinstance(self.variance_net, RBFPrecision):
             self.variance_net.fit(
                 codes,

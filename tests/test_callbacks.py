@@ -613,7 +613,7 @@ def test_figures_are_pure_functions_of_tensors():
     )  # fmt: skip
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    assert ax.get_title() == "map" and fig.axes[1].get_ylabel() == "cb"  # the colour bar
+    assert ax.get_title() == "map" and fig.axes[1].get_ylabel() == "cb"  # the color bar
     np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), values.numpy())
     assert tuple(ax.images[0].get_extent()) == extent
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "one"]

@@ -20,7 +20,7 @@ def test_failed_write_leaves_the_previous_checkpoint_whole(tmp_path):
     path = tmp_path / "ckpts" / "last.ckpt"
     good = {"epoch": 1, "weights": torch.arange(100_000, dtype=torch.float32)}
     io.save_checkpoint(good, path)
-    # a real failure half-way through serialisation: the tensor is written, the lambda is not
+    # a real failure half-way through serialization: the tensor is written, the lambda is not
     # picklable
     bad = {"epoch": 2, "weights": torch.zeros(100_000), "hook": lambda: None}
     with pytest.raises(Exception, match="pickle|lambda"):
