@@ -48,7 +48,12 @@ from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_points, check_positive_int
 from geometry.distances import build_graph
-from geometry.graph import LatentGraph, check_connected, graph_distances
+from geometry.graph import (
+    DisconnectedGraphError,
+    LatentGraph,
+    check_connected,
+    graph_distances,
+)
 
 __all__ = [
     "DistanceMatrixFileError",
@@ -210,7 +215,7 @@ def embed_digest(embed: Embed) -> str | None:
         if isinstance(value, Tensor):
             arr = value.detach().cpu().contiguous()
             h.update(str(arr.dtype).encode() + repr(tuple(arr.shape)).encode())
-            h.update(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+            h.update(arr.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -363,6 +368,7 @@ def _prepare_file(path: str, identity: dict[str, Any], overwrite: bool) -> None:
     n = identity["n"]
     need = n * n * np.dtype(identity["dtype"]).itemsize
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if need > free:
         raise OSError(
@@ -391,6 +397,12 @@ def _mark_done(path: str, block: int) -> None:
         f.write(b"\x01")
         f.flush()
         os.fsync(f.fileno())
+
+
+_ERRORS: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (DistanceMatrixFileError, DisconnectedGraphError, FileExistsError, OSError)
+}
 
 
 def _broadcast(obj: Any, group: Any) -> Any:
@@ -507,7 +519,7 @@ def write_distance_matrix(
     if sharded:
         graph = _same_graph_on_all_ranks(graph, group, rank)
     codes = np.arange(n)
-    error: str | None = None
+    error: tuple[str, str] | None = None
     if rank == 0:
         try:
             if on_disconnected == "raise":
@@ -516,11 +528,11 @@ def write_distance_matrix(
         except (OSError, ValueError) as err:
             if not sharded:
                 raise
-            error = f"{type(err).__name__}: {err}"
+            error = (type(err).__name__, str(err))
     if sharded:
         error = _broadcast(error, group)
-        if error is not None:
-            raise RuntimeError(f"rank 0 refused the run: {error}")
+        if error is not None:  # every rank raises rank 0's error
+            raise _ERRORS.get(error[0], ValueError)(f"(rank 0) {error[1]}")
     status = distance_matrix_status(path)
     done = status["done"]
     if sharded:  # one view of what is pending, whatever each rank's file cache says
