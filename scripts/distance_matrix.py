@@ -26,6 +26,7 @@ disconnected graph), 1 when blocks are still missing at the end (rerun to finish
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -114,9 +115,32 @@ def _device(accelerator: str) -> torch.device:
     return torch.device("cuda", local)
 
 
+#: glibc ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (malloc.h)
+_M_MMAP_THRESHOLD = -3
+
+
+def return_large_frees_to_the_os(threshold: int = 4 << 20) -> bool:
+    """Serve allocations of ``threshold`` bytes and more by ``mmap`` (glibc only; else no-op).
+
+    Building the graph pushes millions of points through ``embed`` in chunks of tens of MB; with
+    glibc's default (a threshold that rises to 32 MB after the first frees) those chunks land on
+    the heap, and the small long-lived arrays allocated between them keep it from shrinking, so
+    the resident memory grows with the number of chunks (README, "Distance matrices past
+    memory"). Returns whether the setting was applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     args = parse_args(argv)
+    return_large_frees_to_the_os()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
