@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -328,43 +329,49 @@ def _identity(
     }
 
 
-def _prepare_file(path: str, identity: dict[str, Any], overwrite: bool) -> None:
-    """Create the run's files, or check that the existing ones are this run's (rank 0 only)."""
+def _check_existing(path: str, identity: dict[str, Any], overwrite: bool) -> bool:
+    """Whether ``path`` holds this run's resumable files; raise if it holds anything else.
+
+    Nothing is written or deleted here (``overwrite`` only disables the checks).
+    """
     meta_p, blocks_p = _meta_path(path), _blocks_path(path)
     exists = [p for p in (path, meta_p, blocks_p) if os.path.exists(p)]
-    if exists and not overwrite:
-        meta = _read_meta(path)
-        if meta is None or not os.path.exists(path) or not os.path.exists(blocks_p):
-            raise DistanceMatrixFileError(
-                f"{exists[0]!r} exists and is not a resumable distance-matrix run of these codes; "
-                "choose another output path, delete it, or pass overwrite=True (--overwrite)"
-            )
-        differ = sorted(key for key in identity if meta.get(key) != identity[key])
-        if differ:
-            shown = ", ".join(
-                f"{key}: file {meta.get(key)!r} vs run {identity[key]!r}" for key in differ
-            )
-            raise DistanceMatrixFileError(
-                f"{path!r} holds a distance-matrix run with other codes or settings ({shown}); "
-                "choose another output path, or pass overwrite=True (--overwrite) to replace it"
-            )
-        offset, shape, dtype = _header_length(path)
-        n = identity["n"]
-        expected = offset + n * n * np.dtype(identity["dtype"]).itemsize
-        if (
-            shape != (n, n)
-            or dtype != np.dtype(identity["dtype"])
-            or os.path.getsize(path) != expected
-        ):
-            raise DistanceMatrixFileError(
-                f"{path!r} has shape {shape}, dtype {dtype} and {os.path.getsize(path)} bytes; "
-                f"this run writes ({n}, {n}) {identity['dtype']} ({expected} bytes): the file is "
-                "damaged; pass overwrite=True (--overwrite) to start again"
-            )
-        distance_matrix_status(path)  # the bitmap has the right size
-        return
-    for p in exists:
-        os.remove(p)
+    if not exists or overwrite:
+        return False
+    meta = _read_meta(path)
+    if meta is None or not os.path.exists(path) or not os.path.exists(blocks_p):
+        raise DistanceMatrixFileError(
+            f"{exists[0]!r} exists and is not a resumable distance-matrix run of these codes; "
+            "choose another output path, delete it, or pass overwrite=True (--overwrite)"
+        )
+    differ = sorted(key for key in identity if meta.get(key) != identity[key])
+    if differ:
+        shown = ", ".join(
+            f"{key}: file {meta.get(key)!r} vs run {identity[key]!r}" for key in differ
+        )
+        raise DistanceMatrixFileError(
+            f"{path!r} holds a distance-matrix run with other codes or settings ({shown}); "
+            "choose another output path, or pass overwrite=True (--overwrite) to replace it"
+        )
+    offset, shape, dtype = _header_length(path)
+    n = identity["n"]
+    expected = offset + n * n * np.dtype(identity["dtype"]).itemsize
+    if shape != (n, n) or dtype != np.dtype(identity["dtype"]) or os.path.getsize(path) != expected:
+        raise DistanceMatrixFileError(
+            f"{path!r} has shape {shape}, dtype {dtype} and {os.path.getsize(path)} bytes; "
+            f"this run writes ({n}, {n}) {identity['dtype']} ({expected} bytes): the file is "
+            "damaged; pass overwrite=True (--overwrite) to start again"
+        )
+    distance_matrix_status(path)  # the bitmap has the right size
+    return True
+
+
+def _create_file(path: str, identity: dict[str, Any]) -> None:
+    """Create the run's files (an empty matrix and bitmap), replacing any old ones."""
+    meta_p, blocks_p = _meta_path(path), _blocks_path(path)
+    for p in (meta_p, path, blocks_p):  # the meta first: a half-deleted run is not resumable
+        if os.path.exists(p):
+            os.remove(p)
     n = identity["n"]
     need = n * n * np.dtype(identity["dtype"]).itemsize
     folder = os.path.dirname(os.path.abspath(path))
@@ -403,6 +410,22 @@ _ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (DistanceMatrixFileError, DisconnectedGraphError, FileExistsError, OSError)
 }
+
+
+def _on_rank_zero(fn: Callable[[], Any], group: Any, sharded: bool) -> Any:
+    """``fn()`` on rank 0 only; its result, or its error (same type), on every rank."""
+    if not sharded:
+        return fn()
+    result, error = None, None
+    if dist.get_rank(group) == 0:
+        try:
+            result = fn()
+        except (OSError, ValueError) as err:
+            error = (type(err).__name__, str(err))
+    result, error = _broadcast((result, error), group)
+    if error is not None:  # every rank raises rank 0's error
+        raise _ERRORS.get(error[0], ValueError)(f"(rank 0) {error[1]}")
+    return result
 
 
 def _broadcast(obj: Any, group: Any) -> Any:
@@ -478,7 +501,8 @@ def write_distance_matrix(
 
     Returns:
         ``{"path", "n", "n_blocks", "computed" (blocks this call wrote on this rank),
-        "skipped" (blocks found done), "world_size", "graph_edges"}``.
+        "skipped" (blocks found done), "world_size", "graph_edges", "graph_seconds" (graph,
+        checks and file set-up), "blocks_seconds" (this rank's blocks)}``.
 
     Raises:
         DistanceMatrixFileError: ``path`` holds something other than this run's matrix.
@@ -515,28 +539,30 @@ def write_distance_matrix(
             bad = [r for r, other in enumerate(ids) if other != ids[0]]
             raise ValueError(f"ranks {bad} were given other codes or settings than rank 0")
 
+    t_graph = time.perf_counter()
+    # refuse a foreign output before the expensive graph; a finished run returns at once
+    resumable = _on_rank_zero(lambda: _check_existing(path, identity, overwrite), group, sharded)
+    if resumable:
+        status = distance_matrix_status(path)
+        if status["complete"]:
+            return _summary(path, n, status, 0, world, None, 0.0, 0.0)
     graph = build_graph(embed, z, k, n_substeps, aux_points, seed, progress and rank == 0)
     if sharded:
         graph = _same_graph_on_all_ranks(graph, group, rank)
     codes = np.arange(n)
-    error: tuple[str, str] | None = None
-    if rank == 0:
-        try:
-            if on_disconnected == "raise":
-                check_connected(graph, codes)
-            _prepare_file(path, identity, overwrite)
-        except (OSError, ValueError) as err:
-            if not sharded:
-                raise
-            error = (type(err).__name__, str(err))
-    if sharded:
-        error = _broadcast(error, group)
-        if error is not None:  # every rank raises rank 0's error
-            raise _ERRORS.get(error[0], ValueError)(f"(rank 0) {error[1]}")
+
+    def connected_and_created() -> None:
+        if on_disconnected == "raise":
+            check_connected(graph, codes)
+        if not resumable:
+            _create_file(path, identity)
+
+    _on_rank_zero(connected_and_created, group, sharded)
     status = distance_matrix_status(path)
     done = status["done"]
     if sharded:  # one view of what is pending, whatever each rank's file cache says
         done = _broadcast(done if rank == 0 else None, group)
+    t_blocks = time.perf_counter()
     pending = np.flatnonzero(~done)
     mine = pending[rank::world]
     offset, _, _ = _header_length(path)
@@ -558,6 +584,7 @@ def write_distance_matrix(
         if on_block is not None:
             on_block(int(block))
     bar.close()
+    t_end = time.perf_counter()
     if sharded:
         dist.barrier(group=group)
     final = distance_matrix_status(path)
@@ -567,12 +594,29 @@ def write_distance_matrix(
             f"{path!r}: {missing.size} of {final['n_blocks']} blocks missing after the run "
             f"(first: {int(missing[0])}); rerun with the same settings to finish them"
         )
+    return _summary(
+        path, n, status, int(mine.size), world, graph.n_edges, t_blocks - t_graph, t_end - t_blocks
+    )
+
+
+def _summary(
+    path: str,
+    n: int,
+    status: dict[str, Any],
+    computed: int,
+    world: int,
+    edges: int | None,
+    graph_s: float,
+    blocks_s: float,
+) -> dict[str, Any]:
     return {
         "path": path,
         "n": n,
         "n_blocks": status["n_blocks"],
-        "computed": int(mine.size),
-        "skipped": int(done.sum()),
+        "computed": computed,
+        "skipped": int(status["done"].sum()),
         "world_size": world,
-        "graph_edges": graph.n_edges,
+        "graph_edges": edges,
+        "graph_seconds": round(graph_s, 3),
+        "blocks_seconds": round(blocks_s, 3),
     }

@@ -154,14 +154,22 @@ def test_resume_after_interruption_skips_finished_blocks(rbf, tmp_path) -> None:
     assert _bytes(out) == _bytes(ref)  # the identical file
     info = G.write_distance_matrix(rbf.embed, z, out, k=10, block_size=16, progress=False)
     assert info["computed"] == 0 and info["skipped"] == 7  # a finished run is not redone
+    assert info["graph_edges"] is None  # ... and its graph is not rebuilt
 
 
 def test_foreign_or_mismatching_output_is_refused(rbf, tmp_path) -> None:
     z = _codes(rbf, 60)
     foreign = tmp_path / "foreign.npy"
     np.save(foreign, np.ones((60, 60), dtype=np.float32))
+    calls = []
+
+    def counting_embed(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return rbf.embed(x)
+
     with pytest.raises(G.DistanceMatrixFileError, match="is not a resumable distance-matrix run"):
-        G.write_distance_matrix(rbf.embed, z, foreign, k=8, progress=False)
+        G.write_distance_matrix(counting_embed, z, foreign, k=8, progress=False)
+    assert not calls  # refused before any graph work
     assert np.array_equal(np.load(foreign), np.ones((60, 60)))  # untouched
     out = tmp_path / "d.npy"
     G.write_distance_matrix(rbf.embed, z, out, k=8, block_size=16, progress=False)
