@@ -16,6 +16,14 @@ from geometry.curves import (
     straight_lines,
     subdivide_curves,
 )
+from geometry.distance_blocks import (
+    DistanceMatrixFileError,
+    IncompleteDistanceMatrixError,
+    distance_matrix_status,
+    geodesic_distances,
+    open_distance_matrix,
+    write_distance_matrix,
+)
 from geometry.distances import (
     auxiliary_points,
     build_graph,
@@ -43,8 +51,16 @@ from geometry.metric import (
     metric_tensor,
 )
 from geometry.sampling import random_walk
+from geometry.squared_distance import squared_geodesic_distance
 
 __all__ = [
+    "DistanceMatrixFileError",
+    "IncompleteDistanceMatrixError",
+    "distance_matrix_status",
+    "geodesic_distances",
+    "open_distance_matrix",
+    "squared_geodesic_distance",
+    "write_distance_matrix",
     "DisconnectedGraphError",
     "GeodesicResult",
     "LatentGraph",
