@@ -54,6 +54,19 @@ LOSS_TERMS = ("rec", "kl", "elbo")
 
 
 #: hyper-parameters that may change between stage 1 and stage 2 (``stage2_from_stage1``)
+#: state-dict keys renamed since checkpoints were first written (old -> new); checkpoints with
+#: the old names still load
+RENAMED_STATE_KEYS = {"variance_net.initialised": "variance_net.initialized"}
+
+
+def upgrade_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """Rename, in place, the keys of ``state`` listed in :data:`RENAMED_STATE_KEYS`."""
+    for old, new in RENAMED_STATE_KEYS.items():
+        if old in state and new not in state:
+            state[new] = state.pop(old)
+    return state
+
+
 STAGE2_HPARAMS = (
     "variance_head",
     "num_centers",
@@ -582,6 +595,7 @@ class TwoStageVAE(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         marker = check_checkpoint_dict(checkpoint)
+        upgrade_state_dict(checkpoint.get("state_dict", {}))
         self.set_stage(int(marker["stage"]))
 
     @classmethod

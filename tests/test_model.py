@@ -227,6 +227,20 @@ def test_checkpoint_round_trip_in_stage2(stage1_ckpt, digits, make_trainer, tmp_
     torch.testing.assert_close(loaded.embed(z), model.embed(z))
     stage1 = TwoStageVAE.load_from_checkpoint(stage1_ckpt)
     assert stage1.stage == 1
+    # a checkpoint written before the buffer was renamed (``initialised``) still loads, also
+    # as a Trainer resume
+    old = torch.load(path, weights_only=True)
+    old["state_dict"]["variance_net.initialised"] = old["state_dict"].pop(
+        "variance_net.initialized"
+    )
+    old_path = tmp_path / "s2_old_names.ckpt"
+    torch.save(old, old_path)
+    renamed = TwoStageVAE.load_from_checkpoint(old_path)
+    assert renamed.variance_ready
+    torch.testing.assert_close(renamed.embed(z), model.embed(z))
+    resumed = TwoStageVAE.stage2_from_stage1(stage1_ckpt, num_centers=16)
+    make_trainer(max_epochs=2).fit(resumed, datamodule=digits, ckpt_path=old_path)
+    assert resumed.variance_ready
 
 
 def test_corrupt_and_foreign_checkpoints(tmp_path, stage1_ckpt):
