@@ -61,6 +61,8 @@ from geometry.metric import embed_and_tangents
 
 __all__ = ["GeodesicResult", "connecting_geodesics"]
 
+_COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through first
+
 
 @dataclass
 class GeodesicResult:
@@ -124,13 +126,17 @@ class _Terms:
     g: Tensor
     diag: Tensor
     off: Tensor
+    noise: Tensor
 
     def take(self, idx: Tensor) -> _Terms:
-        return _Terms(self.S[idx], self.L[idx], self.g[idx], self.diag[idx], self.off[idx])
+        return _Terms(*(getattr(self, f)[idx] for f in _TERM_FIELDS))
 
     def put(self, idx: Tensor, other: _Terms) -> None:
-        for name in ("S", "L", "g", "diag", "off"):
+        for name in _TERM_FIELDS:
             getattr(self, name)[idx] = getattr(other, name)
+
+
+_TERM_FIELDS = ("S", "L", "g", "diag", "off", "noise")
 
 
 def _sub_points(nodes: Tensor, m: int) -> Tensor:
@@ -156,7 +162,10 @@ def _terms_chunk(embed: Embed, nodes: Tensor, m: int) -> _Terms:
     K = pts.shape[1]
     h, T = embed_and_tangents(embed, pts.reshape(c * K, d))  # (c*K, D'), (d, c*K, D')
     Dp = h.shape[-1]
+    eps = torch.finfo(h.dtype).eps
     h = h.reshape(c, K, Dp).double()
+    # roundoff of the objective: every sub-chord is a difference of embeddings of size ||h||
+    noise = 10 * eps * h.norm(dim=2).sum(dim=1)  # (c,)
     T = T.reshape(d, c, K, Dp).double()
     r = (h[:, 1:] - h[:, :-1]).reshape(c, N - 1, m, Dp)  # sub-chords
     ell = r.norm(dim=3)  # (c, N-1, m)
@@ -199,6 +208,7 @@ def _terms_chunk(embed: Embed, nodes: Tensor, m: int) -> _Terms:
         g=0.5 * (va[:, 1:] + vb[:, :-1]),
         diag=(AA * inv)[:, 1:] + (BB * inv)[:, :-1],
         off=AB * inv[:, 1:-1],
+        noise=noise,
     )
 
 
@@ -229,9 +239,7 @@ def _terms(embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: 
     parts = [_terms_chunk(embed, nodes[s : s + per], m) for s in range(0, b, per)]
     if len(parts) == 1:
         return parts[0]
-    return _Terms(
-        *(torch.cat([getattr(p, f) for p in parts]) for f in ("S", "L", "g", "diag", "off"))
-    )
+    return _Terms(*(torch.cat([getattr(p, f) for p in parts]) for f in _TERM_FIELDS))
 
 
 def _lm(
@@ -244,12 +252,12 @@ def _lm(
     max_iterations: int,
     chunk_size: int,
     bar: tqdm,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Batched Levenberg-Marquardt on interior nodes ``x (B, n, d)`` with ``m`` sub-points.
 
     Returns:
-        Final nodes (a copy), stationary mask, iterations ``(B,)`` and the objective's length
-        ``sum_i lambda_i`` ``(B,)`` (float64) at the final nodes.
+        Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
+        ``sum_i lambda_i`` ``(B,)`` at the final nodes and its roundoff level (float64).
     """
     B, n, d = x.shape
     x = x.clone()
@@ -257,9 +265,8 @@ def _lm(
     if not bool(torch.isfinite(tm.S).all()):
         bad = (~torch.isfinite(tm.S)).nonzero().flatten().tolist()
         raise ValueError(f"embed gives a non-finite length on the initial curves {bad[:10]}")
-    eps = torch.finfo(z0.dtype).eps
-    # roundoff level of S: sub-chord lengths carry errors ~ sqrt(eps) * length
-    noise = 100 * eps * tm.S.clone() + torch.finfo(torch.float64).tiny
+    # roundoff level of the objective (of the start: the embeddings stay of that size)
+    noise = tm.noise.clone() + torch.finfo(torch.float64).tiny
     eye = torch.eye(d, dtype=torch.float64, device=x.device)
     lam = torch.full((B,), 1e-4, dtype=torch.float64, device=x.device)  # relative damping
     nu = torch.full((B,), 2.0, dtype=torch.float64, device=x.device)
@@ -305,7 +312,7 @@ def _lm(
         nu[act] = torch.where(accept, torch.full_like(lam_a, 2.0), nu[act] * 2)
         bar.update(1)
         bar.set_postfix(active=int(act.numel()), sub_steps=m)
-    return x, stationary, iterations, tm.L
+    return x, stationary, iterations, tm.L, tm.noise
 
 
 def _adam(
@@ -397,14 +404,14 @@ def _solve_lm(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved
     while m <= opts.max_sub_steps:
         todo = (level == m).nonzero().flatten()
         if todo.numel():
-            x, stat, its, L_obj = _lm(
+            x, stat, its, L_obj, noise = _lm(
                 embed, curves[todo, 1:-1], z0[todo], z1[todo], m, opts.tolerance,
                 opts.max_iterations, opts.chunk_size, bar,
             )  # fmt: skip
             curves[todo, 1:-1] = x
             meas = _measure(embed, curves[todo], opts)
             _put_measured(measured, todo, meas)
-            good = _agrees(L_obj, meas, opts.rtol)
+            good = _agrees(L_obj, meas, opts.rtol, noise)
             stationary[todo], faithful[todo] = stat, good
             sub_steps[todo] = m
             iterations[todo] += its
@@ -438,11 +445,12 @@ def _solve_adam(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solv
     return _Solved(curves, stat, good, ones, its, meas)
 
 
-def _agrees(L_obj: Tensor, meas: CurveLengths, rtol: float) -> Tensor:
-    """Whether the objective's length is within ``rtol`` (plus the measurement's own error) of
-    the measured length."""
+def _agrees(L_obj: Tensor, meas: CurveLengths, rtol: float, noise: Tensor | None = None) -> Tensor:
+    """Whether the objective's length is within ``rtol`` (plus the measurement's own error and
+    the objective's roundoff ``noise``) of the measured length."""
     L = meas.lengths.double()
-    return (L_obj.double() - L).abs() <= rtol * L + meas.errors.double()
+    slack = rtol * L + meas.errors.double() + (0 if noise is None else noise)
+    return (L_obj.double() - L).abs() <= slack
 
 
 def _measure(embed: Embed, curves: Tensor, opts: _Options) -> CurveLengths:
@@ -580,7 +588,10 @@ def connecting_geodesics(
     z0, z1 = z0.detach(), z1.detach()
     with torch.no_grad():
         starts = _starts(embed, z0, z1, init, init_curves, graph_points, graph_k, bent_starts)
-        return _solve(embed, z0, z1, starts, n_nodes, optimiser, reparametrise, opts, progress)
+        n_line = 1 + bent_starts if init == "line" else 0
+        return _solve(
+            embed, z0, z1, starts, n_nodes, optimiser, reparametrise, opts, progress, n_line
+        )
 
 
 def _check_pairs(embed: Embed, z0: Tensor, z1: Tensor) -> None:
@@ -678,34 +689,78 @@ def _solve(
     reparametrise: bool,
     opts: _Options,
     progress: bool,
+    n_line_starts: int,
 ) -> GeodesicResult:
-    """Optimise every start, keep the best per pair, never longer than its start."""
-    B, d = z0.shape
+    """Optimise every start, keep the best per pair, never longer than the first start.
+
+    The first ``n_line_starts`` starts (the line and the bent lines) are first optimised on a
+    coarse polyline (``_COARSE_NODES`` nodes: few unknowns, cheap, global moves) and only the
+    best of them per pair is refined on ``n_nodes`` nodes; the others (graph paths, given
+    curves) are optimised on ``n_nodes`` nodes directly.
+    """
     same = (z0 == z1).all(dim=1)  # (B,) zero-length pairs: constant curves
     live = (~same).nonzero().flatten()
     out = _empty_result(z0, z1, n_nodes, opts.rtol)
     if live.numel() == 0:
         return out
     a, b = z0[live], z1[live]
-    total = opts.max_iterations * len(starts) * (1 + int(math.log2(opts.max_sub_steps)))
+    total = opts.max_iterations * (len(starts) + 1) * (1 + int(math.log2(opts.max_sub_steps)))
     bar = tqdm(total=total, disable=not progress, desc=f"geodesics ({optimiser})", leave=False)
+
+    def place(curves: Tensor, n: int) -> Tensor:
+        if reparametrise and n > 2:
+            curves = constant_speed_curves(embed, curves, n, n_sub=4, chunk_size=opts.chunk_size)
+        elif curves.shape[1] != n:
+            curves = resample_curves(curves, n)
+        curves[:, 0], curves[:, -1] = a, b
+        return curves
+
+    primary = place(starts[0][live], n_nodes)
     best: GeodesicResult | None = None
-    for start in starts:
-        start = start[live]
-        if reparametrise and n_nodes > 2:
-            start = constant_speed_curves(
-                embed, start, n_nodes, n_sub=2, chunk_size=opts.chunk_size
-            )
-        elif start.shape[1] != n_nodes:
-            start = resample_curves(start, n_nodes)
-        start[:, 0], start[:, -1] = a, b
-        res = _optimise_one_start(embed, start, optimiser, opts, bar)
+    coarse_iterations = torch.zeros(live.numel(), dtype=torch.long, device=z0.device)
+    fine_starts = [place(s[live], n_nodes) for s in starts[n_line_starts:]]
+    if n_line_starts:
+        n_coarse = min(n_nodes, _COARSE_NODES)
+        coarse: GeodesicResult | None = None
+        for s in starts[:n_line_starts]:
+            res = _optimise_one_start(embed, place(s[live], n_coarse), optimiser, opts, bar)
+            coarse = res if coarse is None else _better(coarse, res, by_length=True)
+        assert coarse is not None
+        coarse_iterations = coarse.iterations
+        fine_starts.insert(
+            0, place(coarse.curves, n_nodes) if n_coarse < n_nodes else coarse.curves
+        )
+    for s in fine_starts:
+        res = _optimise_one_start(embed, s, optimiser, opts, bar)
         best = res if best is None else _better(best, res)
     bar.close()
     assert best is not None
+    best.iterations += coarse_iterations
+    _never_longer_than(embed, best, primary, opts)
     for name, value in best.__dict__.items():
         getattr(out, name)[live] = value.to(getattr(out, name).dtype)
     return out
+
+
+def _never_longer_than(embed: Embed, res: GeodesicResult, primary: Tensor, opts: _Options) -> None:
+    """Replace, in place, results measured longer than the ``primary (B, N, d)`` start by it."""
+    initial = _measure(embed, primary, opts)
+    L, L0 = res.lengths.double(), initial.lengths.double()
+    longer = ~(L <= L0)  # also catches NaN
+    far = ~(L0 * (1 + opts.revert_rtol) >= L)
+    res.initial_lengths = initial.lengths.to(res.lengths.dtype)
+    if not bool(longer.any()):
+        return
+    res.curves[longer] = primary[longer]
+    res.lengths[longer] = initial.lengths[longer].to(res.lengths.dtype)
+    res.length_errors[longer] = initial.errors[longer].to(res.lengths.dtype)
+    seg = initial.segment_lengths[longer].double()
+    res.energies[longer] = ((primary.shape[1] - 1) * seg.pow(2).sum(dim=1)).to(res.lengths.dtype)
+    res.chord_lengths[longer] = _chords(embed, primary[longer], opts.chunk_size).to(
+        res.lengths.dtype
+    )
+    res.reverted |= longer
+    res.converged &= ~far
 
 
 def _optimise_one_start(
@@ -758,12 +813,12 @@ def _take_measured(meas: CurveLengths, mask: Tensor) -> CurveLengths:
     )  # fmt: skip
 
 
-def _better(old: GeodesicResult, new: GeodesicResult) -> GeodesicResult:
+def _better(old: GeodesicResult, new: GeodesicResult, by_length: bool = False) -> GeodesicResult:
     """Per pair, the converged result with the smaller length (a converged one beats any
-    unconverged one); iterations add up."""
-    take = (new.converged & ~old.converged) | (
-        (new.converged == old.converged) & (new.lengths < old.lengths)
-    )
+    unconverged one; with ``by_length`` only the length counts); iterations add up."""
+    take = new.lengths < old.lengths
+    if not by_length:
+        take = (new.converged & ~old.converged) | ((new.converged == old.converged) & take)
     fields = {}
     for name, o in old.__dict__.items():
         n = getattr(new, name)

