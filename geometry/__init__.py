@@ -8,9 +8,12 @@ on the device and dtype of the inputs.
 """
 
 from geometry.curves import (
+    CurveLengths,
+    chord_length,
     constant_speed_curves,
     curve_energy,
     curve_length,
+    measure_curve_lengths,
     resample_curves,
     segment_lengths,
     straight_lines,
@@ -45,6 +48,7 @@ from geometry.metric import (
 from geometry.sampling import random_walk
 
 __all__ = [
+    "CurveLengths",
     "DisconnectedGraphError",
     "GeodesicResult",
     "LatentGraph",
@@ -52,6 +56,7 @@ __all__ = [
     "build_graph",
     "check_connected",
     "check_pairs_connected",
+    "chord_length",
     "connecting_geodesics",
     "constant_speed_curves",
     "curve_energy",
@@ -68,6 +73,7 @@ __all__ = [
     "log_magnification_factor",
     "log_map",
     "magnification_factor",
+    "measure_curve_lengths",
     "metric_tensor",
     "random_walk",
     "refined_pair_distances",
