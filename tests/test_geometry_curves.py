@@ -175,7 +175,7 @@ def test_far_from_the_data_and_degenerate_segments() -> None:
     torch.testing.assert_close(rough.lengths.detach(), ref, rtol=1e-2, atol=0)
     assert float(G.chord_length(dec.embed, padded)) < 0.9 * float(ref)  # the nodes miss 18 %
     assert (m.segment_lengths[:, -3:] <= 1e-12 * m.lengths).all()
-    assert (m.pieces[:, -3:] == 2).all()  # one piece, bisected once
+    assert (m.pieces[:, -3:] <= 4).all()  # one piece, bisected twice at most
     const = torch.zeros(2, 4, 2, dtype=torch.float64)
     assert torch.equal(
         G.curve_length(dec.embed, const).detach(), torch.zeros(2, dtype=torch.float64)
