@@ -77,8 +77,9 @@ def test_node_only_objective_is_flagged_unfaithful(walled) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known defect (#10): 2 of 12 converged curves lie in worse local minima that a "
-    "300-step Adam run leaves (by 2-3 %); multi-start (line + 2 bent lines) does not catch them",
+    reason="known defect (#10): 3 of 11 converged curves lie in worse local minima that a "
+    "300-step Adam run leaves (by 2.4-2.8 %); line + 2 bent starts on a coarse polyline do not "
+    "catch them",
 )
 def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) -> None:
     z = _codes(walled, 24, seed=3)
@@ -94,7 +95,7 @@ def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) ->
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known defect (#10): the default solver still reports 4 of 16 curves converged in "
+    reason="known defect (#10): the default solver still reports 3 of 16 curves converged in "
     "a minimum > 1 % longer than a plain Adam run from the straight line",
 )
 def test_a_worse_minimum_is_not_reported_converged(walled) -> None:
