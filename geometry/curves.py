@@ -54,7 +54,7 @@ def _embed_curves(embed: Embed, curves: Tensor, chunk_size: int | None) -> Tenso
         h = embed_flat(embed, flat)
     else:
         h = torch.cat([embed_flat(embed, part) for part in flat.split(chunk_size)])
-    return h.reshape(B, N, -1)  # (B, N, D')
+    return h.reshape(B, N, h.shape[1])  # (B, N, D')
 
 
 def segment_lengths(embed: Embed, curves: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -183,6 +183,17 @@ def measure_curve_lengths(
     B, N, d = curves.shape
     n_seg = N - 1
     x = curves.detach()
+    if B == 0:
+        empty = curves.new_zeros(0)
+        return CurveLengths(
+            lengths=empty,
+            errors=empty,
+            segment_lengths=curves.new_zeros(0, n_seg),
+            converged=torch.ones(0, dtype=torch.bool, device=curves.device),
+            pieces=torch.zeros(0, n_seg, dtype=torch.long, device=curves.device),
+            rtol=float(rtol),
+            evaluations=0,
+        )
 
     def run(points: Tensor) -> Tensor:
         if chunk_size is None or points.shape[0] <= chunk_size:
@@ -198,7 +209,8 @@ def measure_curve_lengths(
 
     f64 = torch.float64
     with torch.no_grad():
-        h_nodes = run(x.reshape(B * N, d)).reshape(B, N, -1)  # (B, N, D')
+        h_nodes = run(x.reshape(B * N, d))
+        h_nodes = h_nodes.reshape(B, N, h_nodes.shape[1])  # (B, N, D')
         evaluations = B * N
         start, step = x[:, :-1].reshape(-1, d), (x[:, 1:] - x[:, :-1]).reshape(-1, d)  # (S, d)
         # pieces: segment index, parameter interval [t0, t1] in the segment, end embeddings

@@ -13,6 +13,7 @@ convolutional, ...): ``embed`` is only called on ``(n, d)`` batches.
 
 from __future__ import annotations
 
+import math
 import warnings
 from functools import partial
 
@@ -129,7 +130,7 @@ def jacobian(
     check_points(z)
     check_positive_int(chunk_size, "chunk_size")
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-        parts = [embed_and_jacobian(embed, zc)[1] for zc in z.split(chunk_size)]
+        parts = [embed_and_jacobian(embed, zc)[1] for zc in _chunks(z, chunk_size)]
     return torch.cat(parts)  # (B, D', d)
 
 
@@ -152,43 +153,55 @@ def metric_tensor(
     check_positive_int(chunk_size, "chunk_size")
     parts = []
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-        for zc in z.split(chunk_size):
+        for zc in _chunks(z, chunk_size):
             J = embed_and_jacobian(embed, zc)[1]  # (b, D', d)
             M = J.transpose(1, 2) @ J  # (b, d, d)
             parts.append(0.5 * (M + M.transpose(1, 2)))
     return torch.cat(parts)
 
 
+def _chunks(z: Tensor, chunk_size: int) -> list[Tensor]:
+    """``z.split(chunk_size)``, with one empty chunk for an empty batch (so results are empty)."""
+    return list(z.split(chunk_size)) if z.shape[0] else [z]
+
+
 def log_magnification_factor(
-    embed: Embed, z: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+    embed: Embed, z: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, floor: float | None = None
 ) -> Tensor:
     """``log sqrt(det M(z))``, computed stably from the singular values of ``J``.
 
     ``0.5 * log det(J^T J) = sum_i log s_i(J)``: no determinant is formed, so there is no
     overflow/underflow for tiny or huge metrics and the condition number is not squared.
-    Points where ``M`` is singular (including ``D' < d``) give ``-inf``.
+    Points where ``M`` is singular (including ``D' < d``) give ``-inf``: far from the data a
+    generator whose mean and variance saturate (tanh/sigmoid mean, RBF precision at its floor
+    ``zeta``) has a vanishing metric in float arithmetic. ``floor`` clamps the result from below
+    (e.g. for colour scales), and is the only place a finite value replaces ``-inf``.
 
     Args:
         embed: ``(n, d) -> (n, D')`` callable.
         z: latent points, shape ``(B, d)``.
         chunk_size: points per forward-mode pass.
+        floor: optional lower bound of the returned values (a finite number).
 
     Returns:
         Tensor of shape ``(B,)``.
     """
+    if floor is not None and not math.isfinite(floor):
+        raise ValueError(f"floor must be a finite number or None, got {floor!r}")
     check_points(z)
     check_positive_int(chunk_size, "chunk_size")
     d = z.shape[1]
     parts = []
     with torch.no_grad():
-        for zc in z.split(chunk_size):
+        for zc in _chunks(z, chunk_size):
             J = embed_and_jacobian(embed, zc)[1]  # (b, D', d)
             if J.shape[1] < d:
                 parts.append(torch.full((zc.shape[0],), -torch.inf, dtype=z.dtype, device=z.device))
                 continue
             s = torch.linalg.svdvals(J)  # (b, d)
             parts.append(torch.log(s).sum(dim=1))  # log 0 = -inf for singular M
-    return torch.cat(parts)
+    out = torch.cat(parts)
+    return out if floor is None else out.clamp_min(floor)
 
 
 def magnification_factor(embed: Embed, z: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
