@@ -218,8 +218,8 @@ def geodesic_distance_matrix(
     n = z.shape[0]
     graph = build_graph(embed, z, k, rtol, aux_points, seed, progress)
     idx = np.arange(n)
-    D = graph_distances(graph, idx, idx, on_disconnected=on_disconnected, progress=progress)
-    D = torch.as_tensor(D, dtype=z.dtype, device=z.device)
+    D_np = graph_distances(graph, idx, idx, on_disconnected=on_disconnected, progress=progress)
+    D = torch.as_tensor(D_np, dtype=z.dtype, device=z.device)  # (n, n)
     if method == "refined" and n > 1:
         iu = torch.triu_indices(n, n, offset=1)  # (2, n(n-1)/2)
         refined, _, _ = refined_pair_distances(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -74,7 +75,10 @@ def embed_and_tangents(embed: Embed, z: Tensor, mode: str = "auto") -> tuple[Ten
     if mode != "double_backward":
         try:
             tangents = basis[:, None, :].expand(d, n, d)  # (d, n, d)
-            return vmap(lambda t: jvp(flat, (z,), (t,)), out_dims=(None, 0))(tangents)
+            out_dims: Any = (None, 0)  # the primal once, the tangents stacked
+            primal_and_tangents = vmap(lambda t: jvp(flat, (z,), (t,)), out_dims=out_dims)
+            h, T = primal_and_tangents(tangents)[:2]
+            return h, T
         except NotImplementedError as err:
             if mode == "forward" or "forward AD" not in str(err):
                 raise
@@ -87,7 +91,7 @@ def embed_and_tangents(embed: Embed, z: Tensor, mode: str = "auto") -> tuple[Ten
             )
         except RuntimeError:  # embed is not vmap-compatible: stack d copies of the batch
             z_rep = z.repeat(d, 1)  # (d*n, d): block k holds all points, with tangent e_k
-            h_rep, dh = jvp(flat, (z_rep,), (basis.repeat_interleave(n, dim=0),))
+            h_rep, dh = jvp(flat, (z_rep,), (basis.repeat_interleave(n, dim=0),))[:2]
             return h_rep[:n], dh.reshape(d, n, -1)
     z_rep = z.repeat(d, 1)
     h_rep, dh = _jvp_double_backward(embed, z_rep, basis.repeat_interleave(n, dim=0))
