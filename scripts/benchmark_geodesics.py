@@ -637,11 +637,12 @@ def format_decoder(name: str, rep: dict[str, Any]) -> str:
         f"{'max|e|':>9}{'med e':>9}",
     ]
     for m, row in rep["methods"].items():
+        label = m + ("*" if row.get("from_cache") else "")
         rb, er = row["ratio_to_best"], row["reported_error"]
         nan = float("nan")
         er = er or {"median_abs": nan, "max_abs": nan, "median_signed": nan}
         lines.append(
-            f"{m:<10}{_f(row.get('wall_s'), '8.2f')}{_f(row.get('geodesics_per_s'), '8.1f')}"
+            f"{label:<10}{_f(row.get('wall_s'), '8.2f')}{_f(row.get('geodesics_per_s'), '8.1f')}"
             f"{_f(row.get('converged_fraction'), '6.2f')}{_f(row.get('reverted_fraction'), '7.2f')}"
             f" | {'':14}{rb['median']:7.4f}{rb['p95']:7.4f}{rb['max']:7.3f}{rb['n_gt_1.01']:6d}"
             f" | {'':17} {_f(er['median_abs'], '9.2e')}{_f(er['max_abs'], '9.2e')}"
@@ -654,6 +655,9 @@ def format_decoder(name: str, rep: dict[str, Any]) -> str:
                 f"  ours / {m:<9}: median {o['median']:.4f}, p95 {o['p95']:.4f}, max "
                 f"{o['max']:.3f}, {o['n_gt_1.01']} of {rep['pairs']} pairs > 1.01"
             )
+    if any(row.get("from_cache") for row in rep["methods"].values()):
+        lines.append("  * curves from --reference-cache (time: of the run that computed them); "
+                     "measured in this run")  # fmt: skip
     if "speedup_vs_stochman" in rep:
         lines.append(f"  speed: ours {rep['speedup_vs_stochman']:.1f}x stochman's geodesics/s")
     if "ours_n100" in rep["methods"]:
@@ -897,8 +901,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke-test sizes: 4 pairs, 1 repeat, 100 Adam steps, 200 graph points, "
-        "8 substeps, no matrix",
+        help="smoke-test sizes: 4 pairs, 1 repeat, no warm-up, 100 Adam steps, 200 graph "
+        "points, 8 substeps, no matrix",
     )
     p.add_argument("--no-stochman", action="store_true")
     p.add_argument("--no-adam", action="store_true")
