@@ -246,9 +246,13 @@ def fine_lengths(embed: Any, curves: Tensor, args: argparse.Namespace) -> tuple[
     measure = getattr(geometry_curves, "measure_curve_lengths", None)
     with torch.no_grad():
         if measure is not None and not args.fixed_measure:
-            res = measure(embed, curves, rtol=args.measure_rtol)
-            ok = float(torch.as_tensor(res.converged).float().mean())
-            return res.lengths.double(), (
+            # a few curves per call: deep bisection of many long polylines at once can take
+            # more memory than a small machine has
+            per = max(1, 1024 // max(1, curves.shape[1] - 1))
+            parts = [measure(embed, c, rtol=args.measure_rtol) for c in curves.split(per)]
+            lengths = torch.cat([p.lengths.double() for p in parts])
+            ok = float(torch.cat([torch.as_tensor(p.converged) for p in parts]).float().mean())
+            return lengths, (
                 f"measure_curve_lengths(rtol={args.measure_rtol:g}), converged {ok:.3f}"
             )
         # a polyline of many points (stochman's spline evaluated at --spline-points) is split
