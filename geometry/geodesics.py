@@ -2,23 +2,22 @@
 
 A geodesic between ``z0`` and ``z1`` is approximated by a polyline of ``N`` nodes ``c_0 .. c_{N-1}``
 (end points fixed). Every segment is read through ``m`` equally spaced sub-points (linear in its
-two nodes), and the solver minimises
+two nodes), and the solver minimises the polyline's length at that resolution,
 
-    ``S = sum_i lambda_i^2``,  ``lambda_i = sum_s ||h(p_{i,s+1}) - h(p_{i,s})||``,
+    ``L = sum_i lambda_i``,  ``lambda_i = sum_s ||h(p_{i,s+1}) - h(p_{i,s})||``
 
-the node energy with each segment's *measured* length ``lambda_i`` in place of its chord (times
-``N - 1`` this is the discrete energy; ``S >= L^2 / (N - 1)`` with equality for equal segments,
-so a minimiser is also a shortest polyline among those with equal segments). With ``m = 1`` this
-is the classical chord energy.
+(with ``m = 1`` this is the classical chord sum on the nodes, which cuts corners through
+variance walls).
 
 Solver (``optimiser="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch. Each
-sub-chord ``r_q = h(p_{q+1}) - h(p_q)`` depends on the two nodes of its segment only, so the
-Gauss-Newton matrix ``sum_q w_q A_q^T A_q`` (weights ``w_q = lambda_i / ||r_q||`` make its
-gradient the exact gradient of ``S``) is block tridiagonal with ``d x d`` blocks and is solved
-exactly per curve (:mod:`geometry.block_tridiagonal`, ``O(N d^3)``). Jacobians come from forward
-mode (``d`` tangents per sub-point, no backward pass). Every curve keeps its own damping, accepts
-a step only if ``S`` decreases, and stops when the Gauss-Newton model predicts a relative
-decrease of ``S`` below ``tolerance`` (the Newton decrement: first-order stationarity).
+sub-chord ``r_q = h(p_{q+1}) - h(p_q)`` depends on the two nodes of its segment only. The model of
+``L`` is, per segment, the Gauss-Newton model of ``lambda_i^2`` (sub-chord Jacobians ``A_q``
+projected orthogonally to ``r_q``, plus the rank-one term of ``grad lambda_i``) divided by
+``2 lambda_i``: it has the exact gradient of ``L`` and is block tridiagonal with ``d x d``
+blocks, solved exactly per curve (:mod:`geometry.block_tridiagonal`, ``O(N d^3)``). Jacobians
+come from forward mode (``d`` tangents per sub-point, no backward pass). Every curve keeps its
+own damping, accepts a step only if ``L`` decreases, and is stationary when the model predicts a
+relative decrease of ``L`` below ``tolerance`` (or below the objective's roundoff).
 
 Faithful objective: when a curve is stationary its polyline is measured to ``rtol`` by
 :func:`geometry.curves.measure_curve_lengths`. If ``sum_i lambda_i`` differs from that
