@@ -8,9 +8,12 @@ on the device and dtype of the inputs.
 """
 
 from geometry.curves import (
+    CurveLengths,
+    chord_length,
     constant_speed_curves,
     curve_energy,
     curve_length,
+    measure_curve_lengths,
     resample_curves,
     segment_lengths,
     straight_lines,
@@ -54,6 +57,7 @@ from geometry.sampling import random_walk
 from geometry.squared_distance import squared_geodesic_distance
 
 __all__ = [
+    "CurveLengths",
     "DistanceMatrixFileError",
     "IncompleteDistanceMatrixError",
     "distance_matrix_status",
@@ -68,6 +72,7 @@ __all__ = [
     "build_graph",
     "check_connected",
     "check_pairs_connected",
+    "chord_length",
     "connecting_geodesics",
     "constant_speed_curves",
     "curve_energy",
@@ -84,6 +89,7 @@ __all__ = [
     "log_magnification_factor",
     "log_map",
     "magnification_factor",
+    "measure_curve_lengths",
     "metric_tensor",
     "random_walk",
     "refined_pair_distances",

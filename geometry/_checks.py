@@ -58,9 +58,39 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     return value
 
 
+def _parameter_dtype(embed: Embed) -> torch.dtype | None:
+    """Floating dtype of the parameters of ``embed`` (a module or a bound method of one)."""
+    owner = getattr(embed, "__self__", embed)
+    if not isinstance(owner, torch.nn.Module):
+        return None
+    for p in owner.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
 def embed_flat(embed: Embed, z: Tensor) -> Tensor:
-    """Evaluate ``embed`` on ``z (B, d)`` and flatten its output to ``(B, D')``."""
-    out = embed(z)
+    """Evaluate ``embed`` on ``z (B, d)`` and flatten its output to ``(B, D')``.
+
+    Raises:
+        TypeError: when ``z``'s dtype differs from the dtype of ``embed``'s parameters (say,
+            float64 points and a float32 model), naming both and the two ways out.
+    """
+    dtype = _parameter_dtype(embed)
+    if dtype is not None and z.dtype != dtype:
+        raise TypeError(
+            f"the latent points are {z.dtype} but embed's parameters are {dtype}: pass points "
+            f"of dtype {dtype} (e.g. z.to({dtype})) or convert the model (e.g. model.double())"
+        )
+    try:
+        out = embed(z)
+    except RuntimeError as err:
+        if "dtype" in str(err) and "same dtype" in str(err):
+            raise TypeError(
+                f"embed failed on latent points of dtype {z.dtype} ({err}); pass points of the "
+                "model's dtype or convert the model"
+            ) from err
+        raise
     if not isinstance(out, Tensor):
         raise TypeError(f"embed must return a torch.Tensor, got {type(out).__name__}")
     if out.ndim < 1 or out.shape[0] != z.shape[0]:
@@ -68,4 +98,6 @@ def embed_flat(embed: Embed, z: Tensor) -> Tensor:
             f"embed returned shape {tuple(out.shape)} for input of shape {tuple(z.shape)}; "
             "expected a leading batch dimension of the same size"
         )
-    return out.reshape(z.shape[0], -1)
+    if out.ndim == 1:
+        return out[:, None]  # (B, 1)
+    return out.flatten(1)  # (B, D'); also for B = 0

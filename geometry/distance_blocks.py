@@ -33,6 +33,7 @@ Files of a run at ``path`` (``path`` should end in ``.npy``):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -101,7 +102,7 @@ def geodesic_distances(
     *,
     points: Tensor | None = None,
     k: int = 40,
-    n_substeps: int = 4,
+    rtol: float = 1e-3,
     aux_points: int | Tensor | None = None,
     seed: int = 0,
     on_disconnected: str = "raise",
@@ -124,7 +125,7 @@ def geodesic_distances(
         points: optional ``(P, d)`` extra graph nodes; more nodes give shorter, more accurate
             graph paths.
         k: neighbours per graph node (capped at the number of nodes minus one).
-        n_substeps: sub-segments per graph edge when measuring its length.
+        rtol: relative tolerance of the graph's edge lengths.
         aux_points: optional random way points in the bounding box of all nodes (a count,
             seeded by ``seed``) or an ``(m, d)`` tensor.
         seed: seed of the random auxiliary points.
@@ -133,7 +134,7 @@ def geodesic_distances(
         block_size: sources per Dijkstra call.
         progress: tqdm progress bars.
         graph: a graph from an earlier call whose nodes already hold every source and target
-            (its settings replace ``points``, ``k``, ``n_substeps``, ``aux_points``).
+            (its settings replace ``points``, ``k``, ``rtol``, ``aux_points``).
 
     Returns:
         ``(S, T)`` distances on the device and dtype of ``sources``.
@@ -157,7 +158,7 @@ def geodesic_distances(
     offset = 0 if points is None else points.shape[0]
     src, tgt = index[offset : offset + S], index[offset + S :]
     if graph is None:
-        graph = build_graph(embed, nodes, k, n_substeps, aux_points, seed, progress)
+        graph = build_graph(embed, nodes, k, rtol, aux_points, seed, progress)
     else:
         src, tgt = _locate(graph, nodes, src, tgt)
     D = graph_distances(
@@ -299,7 +300,7 @@ def _identity(
     z: Tensor,
     embed: Embed,
     k: int,
-    n_substeps: int,
+    rtol: float,
     aux_points: int | Tensor | None,
     seed: int,
     on_disconnected: str,
@@ -319,7 +320,7 @@ def _identity(
         "codes_dtype": str(z.dtype).replace("torch.", ""),
         "embed_sha256": embed_digest(embed),
         "k": k,
-        "n_substeps": n_substeps,
+        "rtol": float(rtol),
         "aux_points": aux,
         "seed": seed,
         "on_disconnected": on_disconnected,
@@ -450,7 +451,7 @@ def _same_graph_on_all_ranks(graph: LatentGraph, group: Any, rank: int) -> Laten
     if len(set(digests)) == 1:
         return graph
     adj = _broadcast(graph.adjacency if rank == 0 else None, group)
-    return LatentGraph(nodes=graph.nodes, adjacency=adj, k=graph.k, n_substeps=graph.n_substeps)
+    return dataclasses.replace(graph, adjacency=adj)
 
 
 def write_distance_matrix(
@@ -459,7 +460,7 @@ def write_distance_matrix(
     path: str | os.PathLike,
     *,
     k: int = 40,
-    n_substeps: int = 4,
+    rtol: float = 1e-3,
     aux_points: int | Tensor | None = None,
     seed: int = 0,
     on_disconnected: str = "raise",
@@ -484,7 +485,7 @@ def write_distance_matrix(
         path: output ``.npy`` file (``path + ".meta.json"`` and ``path + ".blocks"`` are its
             sidecars; all three must be on a file system every rank sees).
         k: neighbours per graph node (capped at the number of nodes minus one).
-        n_substeps: sub-segments per graph edge when measuring its length.
+        rtol: relative tolerance of the graph's edge lengths.
         aux_points: optional auxiliary way points (count or ``(m, d)`` tensor), graph nodes only.
         seed: seed of the random auxiliary points.
         on_disconnected: ``"raise"`` (:class:`~geometry.graph.DisconnectedGraphError` naming the
@@ -514,7 +515,8 @@ def write_distance_matrix(
     path = os.fspath(path)
     check_points(z, "z")
     check_positive_int(k, "k")
-    check_positive_int(n_substeps, "n_substeps")
+    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     check_positive_int(block_size, "block_size")
     if on_disconnected not in ("raise", "inf"):
         raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
@@ -529,9 +531,7 @@ def write_distance_matrix(
         raise ValueError("process_group given but torch.distributed is not initialised")
     rank = dist.get_rank(group) if sharded else 0
     world = dist.get_world_size(group) if sharded else 1
-    identity = _identity(
-        z, embed, k, n_substeps, aux_points, seed, on_disconnected, dtype, block_size
-    )
+    identity = _identity(z, embed, k, rtol, aux_points, seed, on_disconnected, dtype, block_size)
     if sharded:  # every rank must run the same job
         ids: list[Any] = [None] * world
         dist.all_gather_object(ids, identity, group=group)
@@ -546,7 +546,7 @@ def write_distance_matrix(
         status = distance_matrix_status(path)
         if status["complete"]:
             return _summary(path, n, status, 0, world, None, 0.0, 0.0)
-    graph = build_graph(embed, z, k, n_substeps, aux_points, seed, progress and rank == 0)
+    graph = build_graph(embed, z, k, rtol, aux_points, seed, progress and rank == 0)
     if sharded:
         graph = _same_graph_on_all_ranks(graph, group, rank)
     codes = np.arange(n)

@@ -1,14 +1,15 @@
 """All-pairs geodesic distance matrices.
 
 ``method="graph"``: shortest paths on a kNN graph whose edges are straight latent segments
-weighted by their Riemannian length (:mod:`geometry.graph`). Optionally auxiliary nodes (random
-points in the bounding box of the codes) are added to the graph; they only serve as way points.
-Graph distances are lengths of actual latent curves (polylines), so they are upper bounds of
-the geodesic distance up to the sub-step discretisation of each edge.
+weighted by their Riemannian length, measured to a relative tolerance ``rtol``
+(:mod:`geometry.graph`). Optionally auxiliary nodes (random points in the bounding box of the
+codes) are added to the graph; they only serve as way points. Graph distances are lengths of
+actual latent curves (polylines), so they are upper bounds of the geodesic distance up to
+``rtol``.
 
 ``method="refined"``: the graph path of every pair initialises :func:`connecting_geodesics`;
-the reported distance is ``min(graph distance, refined length)``, both measured with the same
-``n_substeps`` sub-segments per curve segment. Cost grows with the number of pairs
+the reported distance is ``min(graph distance, refined length)``, both measured to the same
+``rtol`` (:func:`geometry.curves.measure_curve_lengths`). Cost grows with the number of pairs
 (``n (n - 1) / 2`` geodesics), so use it for small ``n`` or on samples
 (:func:`refined_pair_distances`).
 """
@@ -23,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_points, check_positive_int
-from geometry.curves import curve_length, subdivide_curves
+from geometry.curves import curve_length
 from geometry.geodesics import GeodesicResult, connecting_geodesics
 from geometry.graph import (
     LatentGraph,
@@ -62,7 +63,7 @@ def build_graph(
     embed: Embed,
     z: Tensor,
     k: int = 40,
-    n_substeps: int = 4,
+    rtol: float = 1e-3,
     aux_points: int | Tensor | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -72,8 +73,8 @@ def build_graph(
     Args:
         embed: ``(m, d) -> (m, D')`` callable.
         z: ``(n, d)`` codes.
-        k: neighbours per node (capped at the number of nodes minus one).
-        n_substeps: sub-segments per edge for the length measurement.
+        k: neighbours per node (capped at the number of distinct nodes minus one).
+        rtol: relative tolerance of the edge lengths.
         aux_points: ``None``, a number of random points in the bounding box of ``z`` (seeded by
             ``seed``), or an ``(m, d)`` tensor of way points.
         seed: seed for the auxiliary points.
@@ -91,8 +92,8 @@ def build_graph(
             check_positive_int(aux_points, "aux_points", minimum=0)
             aux = auxiliary_points(z, aux_points, generator=torch.Generator().manual_seed(seed))
         nodes = torch.cat([nodes, aux.detach()])
-    k = min(k, nodes.shape[0] - 1)
-    return knn_graph(embed, nodes, k=k, n_substeps=n_substeps, progress=progress)
+    k = min(k, torch.unique(nodes, dim=0).shape[0] - 1)
+    return knn_graph(embed, nodes, k=k, rtol=rtol, progress=progress)
 
 
 def refined_pair_distances(
@@ -125,10 +126,9 @@ def refined_pair_distances(
         **geodesic_options: forwarded to :func:`connecting_geodesics`.
 
     Returns:
-        ``refined (P,)`` = min(graph length, refined length) measured with ``graph.n_substeps``
-        sub-segments per segment, ``graph_lengths (P,)``, and the concatenated
-        :class:`GeodesicResult` of the refined pairs (``None`` if no pair was refined or
-        ``keep_results`` is false).
+        ``refined (P,)`` = min(graph length, refined length), both measured to ``graph.rtol``;
+        ``graph_lengths (P,)``; and the concatenated :class:`GeodesicResult` of the refined
+        pairs (``None`` if no pair was refined or ``keep_results`` is false).
     """
     check_positive_int(batch_size, "batch_size")
     if on_disconnected not in ("raise", "inf"):
@@ -160,8 +160,8 @@ def refined_pair_distances(
             embed, nodes[s_t], nodes[t_t], init_curves=curves[finite], **geodesic_options
         )
         with torch.no_grad():
-            fine = curve_length(embed, subdivide_curves(res.curves, graph.n_substeps))
-        out[start + finite] = torch.fmin(lengths[finite], fine.to(out))
+            measured = curve_length(embed, res.curves, rtol=graph.rtol)
+        out[start + finite] = torch.fmin(lengths[finite], measured.to(out))
         if keep_results:
             results.append(res)
     merged = None
@@ -178,7 +178,7 @@ def geodesic_distance_matrix(
     method: str = "graph",
     *,
     k: int = 40,
-    n_substeps: int = 4,
+    rtol: float = 1e-3,
     aux_points: int | Tensor | None = None,
     seed: int = 0,
     on_disconnected: str = "raise",
@@ -195,7 +195,7 @@ def geodesic_distance_matrix(
             :func:`connecting_geodesics`, ``n (n - 1) / 2`` geodesics).
         k: neighbours per graph node (capped at ``n - 1``); larger is more accurate and
             slower; increase it if the graph is disconnected.
-        n_substeps: sub-segments per graph edge / per curve segment when measuring lengths.
+        rtol: relative tolerance of every measured length (graph edges, refined curves).
         aux_points: optional auxiliary way points (a count of random points in the bounding box
             of ``z``, or an ``(m, d)`` tensor); they refine the graph in empty regions.
         seed: seed of the random auxiliary points.
@@ -216,10 +216,10 @@ def geodesic_distance_matrix(
     if geodesic_options and method == "graph":
         raise ValueError(f"geodesic options {sorted(geodesic_options)} need method='refined'")
     n = z.shape[0]
-    graph = build_graph(embed, z, k, n_substeps, aux_points, seed, progress)
+    graph = build_graph(embed, z, k, rtol, aux_points, seed, progress)
     idx = np.arange(n)
-    D = graph_distances(graph, idx, idx, on_disconnected=on_disconnected, progress=progress)
-    D = torch.as_tensor(D, dtype=z.dtype, device=z.device)
+    D_np = graph_distances(graph, idx, idx, on_disconnected=on_disconnected, progress=progress)
+    D = torch.as_tensor(D_np, dtype=z.dtype, device=z.device)  # (n, n)
     if method == "refined" and n > 1:
         iu = torch.triu_indices(n, n, offset=1)  # (2, n(n-1)/2)
         refined, _, _ = refined_pair_distances(

@@ -1,30 +1,40 @@
-"""Batched connecting geodesics by discrete energy minimisation.
+"""Batched connecting geodesics by minimising the measured length of a polyline.
 
-A geodesic between ``z0`` and ``z1`` is approximated by a discrete curve of ``N`` nodes (end
-points fixed) minimising the discrete energy ``E = (N - 1) * sum_i ||h(c_{i+1}) - h(c_i)||^2``
-(see :mod:`geometry.curves`). The minimiser has (approximately) constant Riemannian speed, so it
-also minimises the length among curves with its nodes.
+A geodesic between ``z0`` and ``z1`` is approximated by a polyline of ``N`` nodes ``c_0 .. c_{N-1}``
+(end points fixed). Every segment is read through ``m`` equally spaced sub-points (linear in its
+two nodes), and the solver minimises the polyline's length at that resolution,
 
-Default solver (``optimiser="lm"``): a per-curve Levenberg-Marquardt / Gauss-Newton method
-vectorised over the batch. ``E`` is a sum of squares of the residuals
-``r_i = h(c_{i+1}) - h(c_i)``; with node Jacobians ``J_i = dh/dz(c_i)`` (forward mode, one batched
-pass) the Gauss-Newton matrix is block tridiagonal with blocks ``2 J_i^T J_i = 2 M(c_i)`` on the
-diagonal and ``-J_i^T J_{i+1}`` beside it, and it is solved exactly per curve (block Thomas
-algorithm, ``O(N d^3)``). No backward pass through ``embed`` is needed. Each curve keeps its own
-damping, accepts or rejects its own steps (so its energy never increases) and stops on its own:
-finished curves cost no further ``embed`` evaluations. Convergence test per curve: the
-Gauss-Newton model predicts a relative energy decrease below ``tolerance``
-(``g^T H^{-1} g <= tolerance * E``, the Newton decrement).
+    ``L = sum_i lambda_i``,  ``lambda_i = sum_s ||h(p_{i,s+1}) - h(p_{i,s})||``
 
-``optimiser="adam"`` is a plain batched Adam on the nodes (gradients by one backward pass),
-kept as a baseline; its convergence test is stagnation of the best energy.
+(with ``m = 1`` this is the classical chord sum on the nodes, which cuts corners through
+variance walls).
 
-Guarantee: no returned curve is longer than its initial curve, measured both on its ``N`` nodes
-and with every segment split into ``check_substeps`` parts (a discrete minimiser can "cut corners":
-short chords between its nodes while the polyline between them crosses a high-metric region). If
-the optimised curve is longer by either measure, the initial curve is returned, ``reverted`` is
-set, and ``converged`` is cleared unless the difference is within ``revert_rtol`` (numerical
-noise).
+Solver (``optimiser="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch. Each
+sub-chord ``r_q = h(p_{q+1}) - h(p_q)`` depends on the two nodes of its segment only. The model of
+``L`` is, per segment, the Gauss-Newton model of ``lambda_i^2`` (sub-chord Jacobians ``A_q``
+projected orthogonally to ``r_q``, plus the rank-one term of ``grad lambda_i``) divided by
+``2 lambda_i``: it has the exact gradient of ``L`` and is block tridiagonal with ``d x d``
+blocks, solved exactly per curve (:mod:`geometry.block_tridiagonal`, ``O(N d^3)``). Jacobians
+come from forward mode (``d`` tangents per sub-point, no backward pass). Every curve keeps its
+own damping, accepts a step only if ``L`` decreases, and is stationary when the model predicts a
+relative decrease of ``L`` below ``tolerance`` (or below the objective's roundoff).
+
+Faithful objective: when a curve is stationary its polyline is measured to ``rtol`` by
+:func:`geometry.curves.measure_curve_lengths`. If ``sum_i lambda_i`` differs from that
+measurement by more than ``rtol``, ``m`` was too coarse (the optimiser saw a length the polyline
+does not have): ``m`` is doubled and the curve optimised further, up to ``max_sub_steps``.
+
+Starts: the straight line, or given curves, or a kNN-graph shortest path (``init="graph"``);
+with ``graph_points`` and ``init="line"`` both the line and the graph path are optimised and the
+shorter result is kept (``starts="line+graph"``).
+
+Outputs: ``lengths`` are the measured lengths of the returned polylines (``length_errors`` their
+error estimates, at relative tolerance ``length_rtol``). No returned curve is longer than its
+start by that measurement: otherwise the start is returned and ``reverted`` is set.
+``converged`` = stationary and faithful and the measurement converged and not reverted.
+
+``optimiser="adam"`` is a plain batched Adam on the node chord energy, kept as a baseline; its
+convergence test is stagnation of the best energy (then the same faithfulness test).
 """
 
 from __future__ import annotations
@@ -34,43 +44,60 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from geometry._checks import Embed, check_curves, check_points, check_positive_int, embed_flat
 from geometry.block_tridiagonal import solve_spd_block_tridiagonal
 from geometry.curves import (
+    CurveLengths,
     constant_speed_curves,
     curve_energy,
-    curve_length,
+    measure_curve_lengths,
     resample_curves,
     straight_lines,
-    subdivide_curves,
 )
 from geometry.metric import embed_and_tangents
 
 __all__ = ["GeodesicResult", "connecting_geodesics"]
 
+_COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through first
+
 
 @dataclass
 class GeodesicResult:
-    """Output of :func:`connecting_geodesics` (batch-first).
+    """Output of :func:`connecting_geodesics` (batch-first; every field is a tensor).
 
     Attributes:
         curves: ``(B, N, d)`` node positions; ``curves[:, 0] == z0`` and ``curves[:, -1] == z1``.
-        lengths: ``(B,)`` discrete Riemannian lengths on the ``N`` nodes.
-        energies: ``(B,)`` discrete energies on the ``N`` nodes (curve parameter in ``[0, 1]``).
-        converged: ``(B,)`` bool; ``False`` for curves that hit ``max_iterations``, stalled, or
-            ended longer than their initial curve.
-        iterations: ``(B,)`` int64, optimiser steps taken by each curve.
-        initial_lengths: ``(B,)`` lengths of the initial curves (after resampling to ``N`` nodes).
+        lengths: ``(B,)`` Riemannian lengths of the returned polylines, measured to
+            ``length_rtol`` (:func:`geometry.curves.measure_curve_lengths`).
+        length_errors: ``(B,)`` estimated absolute errors of ``lengths``.
+        length_rtol: ``(B,)`` relative tolerance the lengths were measured at.
+        energies: ``(B,)`` ``(N - 1) * sum_i l_i^2`` with the measured segment lengths ``l_i``
+            (``>= lengths**2``; equal for equal segments).
+        chord_lengths: ``(B,)`` chord sums on the ``N`` nodes (a lower bound; for reference).
+        converged: ``(B,)`` bool; stationary and faithful and measured and not reverted.
+        stationary: ``(B,)`` bool; the first-order test passed on the optimised objective.
+        faithful: ``(B,)`` bool; the objective's length agreed with the measured length to
+            ``length_rtol`` (the sub-point resolution was fine enough).
+        sub_steps: ``(B,)`` int64, sub-points per segment of the final objective.
+        iterations: ``(B,)`` int64, optimiser steps taken by each curve (all starts).
+        initial_lengths: ``(B,)`` measured lengths of the initial curves (after resampling to
+            ``N`` nodes; the best start's when several were tried).
         reverted: ``(B,)`` bool; the initial curve was returned because the optimised one was
             longer.
     """
 
     curves: Tensor
     lengths: Tensor
+    length_errors: Tensor
+    length_rtol: Tensor
     energies: Tensor
+    chord_lengths: Tensor
     converged: Tensor
+    stationary: Tensor
+    faithful: Tensor
+    sub_steps: Tensor
     iterations: Tensor
     initial_lengths: Tensor
     reverted: Tensor
@@ -80,137 +107,211 @@ class GeodesicResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Gauss-Newton terms
+# Gauss-Newton terms of the sub-point objective
 # --------------------------------------------------------------------------------------------
 
 
-def _gn_terms(
-    embed: Embed, x: Tensor, h0: Tensor, h1: Tensor, chunk_size: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Sum of squared residuals, length and Gauss-Newton pieces for interior nodes ``x``.
+@dataclass
+class _Terms:
+    """Objective and Gauss-Newton pieces for ``b`` curves with ``n`` interior nodes (float64).
+
+    ``S (b,)`` objective, ``L (b,)`` its length ``sum_i lambda_i``, ``g (b, n, d)`` half the
+    gradient of ``S``, ``diag (b, n, d, d)`` / ``off (b, n - 1, d, d)`` half the Gauss-Newton
+    matrix.
+    """
+
+    S: Tensor
+    L: Tensor
+    g: Tensor
+    diag: Tensor
+    off: Tensor
+    noise: Tensor
+
+    def take(self, idx: Tensor) -> _Terms:
+        return _Terms(*(getattr(self, f)[idx] for f in _TERM_FIELDS))
+
+    def put(self, idx: Tensor, other: _Terms) -> None:
+        for name in _TERM_FIELDS:
+            getattr(self, name)[idx] = getattr(other, name)
+
+
+_TERM_FIELDS = ("S", "L", "g", "diag", "off", "noise")
+
+
+def _sub_points(nodes: Tensor, m: int) -> Tensor:
+    """``(b, N, d)`` nodes -> ``(b, (N - 1) m + 1, d)`` points, ``m`` per segment."""
+    b, N, d = nodes.shape
+    t = torch.arange(m, dtype=nodes.dtype, device=nodes.device) / m  # (m,)
+    step = nodes[:, 1:] - nodes[:, :-1]  # (b, N-1, d)
+    pts = nodes[:, :-1, None] + t[None, None, :, None] * step[:, :, None]  # (b, N-1, m, d)
+    return torch.cat([pts.reshape(b, (N - 1) * m, d), nodes[:, -1:]], dim=1)
+
+
+def _sub_weights(m: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Weights of a sub-chord's two points on the segment's first / second node, ``(m,)`` each:
+    ``alpha_lo, alpha_hi`` (first node) and ``beta_lo, beta_hi`` (second node)."""
+    s = torch.arange(m, dtype=like.dtype, device=like.device)
+    return 1 - s / m, 1 - (s + 1) / m, s / m, (s + 1) / m
+
+
+def _terms_chunk(embed: Embed, nodes: Tensor, m: int) -> _Terms:
+    """:class:`_Terms` for ``nodes (c, N, d)`` (end points included) in one forward-mode pass."""
+    c, N, d = nodes.shape
+    pts = _sub_points(nodes, m)  # (c, K, d)
+    K = pts.shape[1]
+    h, T = embed_and_tangents(embed, pts.reshape(c * K, d))  # (c*K, D'), (d, c*K, D')
+    Dp = h.shape[-1]
+    eps = torch.finfo(h.dtype).eps
+    h = h.reshape(c, K, Dp).double()
+    # roundoff of the objective: every sub-chord is a difference of embeddings of size ||h||
+    noise = 10 * eps * h.norm(dim=2).sum(dim=1)  # (c,)
+    T = T.reshape(d, c, K, Dp).double()
+    r = (h[:, 1:] - h[:, :-1]).reshape(c, N - 1, m, Dp)  # sub-chords
+    ell = r.norm(dim=3)  # (c, N-1, m)
+    lam = ell.sum(dim=2)  # (c, N-1) measured segment lengths
+    tiny = torch.finfo(torch.float64).tiny
+    floor = 1e-8 * lam[..., None] / m + tiny
+    w = torch.where(lam[..., None] > 0, lam[..., None] / ell.clamp_min(floor), float(m))
+    a_lo, a_hi, b_lo, b_hi = _sub_weights(m, h)
+    T_lo = T[:, :, :-1].reshape(d, c, N - 1, m, Dp)
+    T_hi = T[:, :, 1:].reshape(d, c, N - 1, m, Dp)
+    A = a_hi[:, None] * T_hi - a_lo[:, None] * T_lo  # d r / d c_i, (d, c, N-1, m, D')
+    Bm = b_hi[:, None] * T_hi - b_lo[:, None] * T_lo  # d r / d c_{i+1}
+    u = r / ell.clamp_min(floor)[..., None]  # (c, N-1, m, D') unit sub-chords
+    pa = torch.einsum("kcimD,cimD->cimk", A, u)  # (c, N-1, m, d): d ell_q / d c_i
+    pb = torch.einsum("kcimD,cimD->cimk", Bm, u)
+    va, vb = pa.sum(dim=2), pb.sum(dim=2)  # (c, N-1, d): d lambda_i / d c_i, d c_{i+1}
+    sw = w.sqrt()[None, ..., None]  # (1, c, N-1, m, 1)
+    A = (A * sw).permute(1, 2, 0, 3, 4).reshape(c, N - 1, d, m * Dp)
+    Bm = (Bm * sw).permute(1, 2, 0, 3, 4).reshape(c, N - 1, d, m * Dp)
+
+    AA = _gn_block(A, A, pa, pa, va, va, w)  # (c, N-1, d, d)
+    BB = _gn_block(Bm, Bm, pb, pb, vb, vb, w)
+    inner = slice(1, -1)
+    AB = _gn_block(
+        A[:, inner],
+        Bm[:, inner],
+        pa[:, inner],
+        pb[:, inner],
+        va[:, inner],
+        vb[:, inner],
+        w[:, inner],
+    )  # (c, N-3, d, d)
+    # Objective: the length L = sum_i lambda_i. Each segment's block of lambda_i^2 divided by
+    # 2 lambda_i is a model of lambda_i with the exact gradient v (Weiszfeld-like majoriser);
+    # stored halved (the convention of _lm: model L + 2 g.x + x^T H x).
+    inv = 0.5 / lam.clamp_min(1e-12 * lam.sum(dim=1, keepdim=True) + tiny)[..., None, None]
+    return _Terms(
+        S=lam.sum(dim=1),
+        L=lam.sum(dim=1),
+        g=0.5 * (va[:, 1:] + vb[:, :-1]),
+        diag=(AA * inv)[:, 1:] + (BB * inv)[:, :-1],
+        off=AB * inv[:, 1:-1],
+        noise=noise,
+    )
+
+
+def _gn_block(
+    X: Tensor, Y: Tensor, px: Tensor, py: Tensor, vx: Tensor, vy: Tensor, w: Tensor
+) -> Tensor:
+    """Half the Gauss-Newton block of ``sum_i lambda_i^2`` between two nodes, per segment:
+    ``lambda_i sum_q X_q (I - u_q u_q^T) Y_q^T / ell_q + v_x v_y^T``.
 
     Args:
-        x: ``(b, n, d)`` interior nodes; ``h0``, ``h1``: ``(b, D')`` embedded end points.
+        X, Y: ``(c, s, d, m D')`` sub-chord Jacobians scaled by ``sqrt(lambda / ell)``.
+        px, py: ``(c, s, m, d)`` derivatives of the sub-chord lengths ``ell_q``.
+        vx, vy: ``(c, s, d)`` derivatives of the segment lengths ``lambda_i``.
+        w: ``(c, s, m)`` weights ``lambda_i / ell_q``.
 
     Returns:
-        ``S (b,)`` = sum_i ||r_i||^2, ``L (b,)`` = sum_i ||r_i||, ``g (b, n, d)`` = A^T r,
-        ``diag (b, n, d, d)``, ``off (b, n - 1, d, d)`` of ``H = A^T A`` (all float64), where
-        ``A = dr/dx``, and the node embeddings ``h (b, n, D')`` (dtype of ``x``).
+        ``(c, s, d, d)``.
     """
+    proj = X @ Y.transpose(2, 3) - torch.einsum("cimk,cimj,cim->cikj", px, py, w)
+    return proj + vx[..., :, None] * vy[..., None, :]
+
+
+def _terms(embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int) -> _Terms:
+    """:class:`_Terms` for interior nodes ``x (b, n, d)`` between ``z0``, ``z1`` ``(b, d)``."""
     b, n, d = x.shape
-    per = max(1, chunk_size // (n * d))  # curves per forward-mode pass
-    S_l, L_l, g_l, dg_l, off_l, h_l = [], [], [], [], [], []
-    for s in range(0, b, per):
-        xc = x[s : s + per]  # (c, n, d)
-        c = xc.shape[0]
-        h, T = embed_and_tangents(embed, xc.reshape(c * n, d))  # (c*n, D'), (d, c*n, D')
-        h = h.reshape(c, n, -1)  # (c, n, D')
-        T = T.reshape(d, c, n, -1)  # (d, c, n, D'): T[k] = J e_k at every node
-        a, z = h0[s : s + per], h1[s : s + per]  # (c, D')
-        inner = h[:, 1:] - h[:, :-1]  # (c, n-1, D') interior residuals
-        first, last = (h[:, 0] - a).pow(2).sum(1), (z - h[:, -1]).pow(2).sum(1)  # (c,)
-        inner_sq = inner.pow(2).sum(2)  # (c, n-1)
-        S = first + last + inner_sq.sum(1)
-        L = first.sqrt() + last.sqrt() + inner_sq.sqrt().sum(1)
-        lap = 2 * h  # (c, n, D'): r_{j-1} - r_j = 2 h_j - h_{j-1} - h_{j+1}
-        lap[:, 1:] -= h[:, :-1]
-        lap[:, :-1] -= h[:, 1:]
-        lap[:, 0] -= a
-        lap[:, -1] -= z
-        h_l.append(h)
-        S_l.append(S.double())
-        L_l.append(L.double())
-        g_l.append(torch.einsum("kcnD,cnD->cnk", T, lap).double())
-        dg_l.append(2.0 * torch.einsum("kcnD,lcnD->cnkl", T, T).double())
-        off_l.append(-torch.einsum("kcnD,lcnD->cnkl", T[:, :, :-1], T[:, :, 1:]).double())
-    return _cat(S_l), _cat(L_l), _cat(g_l), _cat(dg_l), _cat(off_l), _cat(h_l)
-
-
-def _cat(parts: list[Tensor]) -> Tensor:
-    """``torch.cat`` without the copy when there is one part (most calls: one chunk)."""
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
+    per = max(1, chunk_size // (((n + 1) * m + 1) * d))  # curves per forward-mode pass
+    parts = [_terms_chunk(embed, nodes[s : s + per], m) for s in range(0, b, per)]
+    if len(parts) == 1:
+        return parts[0]
+    return _Terms(*(torch.cat([getattr(p, f) for p in parts]) for f in _TERM_FIELDS))
 
 
 def _lm(
     embed: Embed,
     x: Tensor,
-    h0: Tensor,
-    h1: Tensor,
+    z0: Tensor,
+    z1: Tensor,
+    m: int,
     tolerance: float,
     max_iterations: int,
     chunk_size: int,
-    progress: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Batched Levenberg-Marquardt on interior nodes ``x (B, n, d)``.
+    bar: tqdm,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Batched Levenberg-Marquardt on interior nodes ``x (B, n, d)`` with ``m`` sub-points.
 
     Returns:
-        Final nodes (a copy), converged mask, iterations, final ``S`` and length, initial ``S``
-        and length (float64; ``S`` is the energy divided by ``N - 1``), and the embeddings
-        ``(B, n, D')`` of the final and of the initial nodes.
+        Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
+        ``sum_i lambda_i`` ``(B,)`` at the final nodes and its roundoff level (float64).
     """
     B, n, d = x.shape
     x = x.clone()
-    S, L, g, diag, off, h = _gn_terms(embed, x, h0, h1, chunk_size)
-    S_init, L_init, h_init = S.clone(), L.clone(), h.clone()
-    if not bool(torch.isfinite(S).all()):
-        bad = (~torch.isfinite(S)).nonzero().flatten().tolist()
-        raise ValueError(f"embed gives a non-finite energy on the initial curves {bad[:10]}")
-    # Roundoff level of S: residual components carry errors ~ eps * |h|.
-    eps = torch.finfo(h0.dtype).eps
-    noise = 100 * eps**2 * (n + 1) * (h0.double().pow(2).sum(1) + h1.double().pow(2).sum(1))  # (B,)
+    tm = _terms(embed, x, z0, z1, m, chunk_size)
+    if not bool(torch.isfinite(tm.S).all()):
+        bad = (~torch.isfinite(tm.S)).nonzero().flatten().tolist()
+        raise ValueError(f"embed gives a non-finite length on the initial curves {bad[:10]}")
+    # roundoff level of the objective (of the start: the embeddings stay of that size)
+    noise = tm.noise.clone() + torch.finfo(torch.float64).tiny
     eye = torch.eye(d, dtype=torch.float64, device=x.device)
     lam = torch.full((B,), 1e-4, dtype=torch.float64, device=x.device)  # relative damping
     nu = torch.full((B,), 2.0, dtype=torch.float64, device=x.device)
     active = torch.ones(B, dtype=torch.bool, device=x.device)
-    converged = torch.zeros(B, dtype=torch.bool, device=x.device)
+    stationary = torch.zeros(B, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(B, dtype=torch.long, device=x.device)
-    bar = tqdm(total=max_iterations, disable=not progress, desc="geodesics (lm)", leave=False)
+    tiny = torch.finfo(torch.float64).tiny
     for it in range(max_iterations + 1):
         act = active.nonzero().flatten()
         if act.numel() == 0:
             break
-        dg, of, ga, Sa = diag[act], off[act], g[act], S[act]
-        scale = dg.diagonal(dim1=2, dim2=3).mean(dim=(1, 2))  # (b,) mean diagonal of H
-        scale = scale.clamp_min(torch.finfo(torch.float64).tiny)
+        ta = tm.take(act)
+        scale = ta.diag.diagonal(dim1=2, dim2=3).mean(dim=(1, 2)).clamp_min(tiny)  # (b,)
         lam_a = lam[act]
         damp = torch.stack([lam_a, torch.full_like(lam_a, 1e-10)]) * scale  # (2, b)
-        sys_diag = dg[None] + damp[..., None, None, None] * eye  # (2, b, n, d, d)
+        sys_diag = ta.diag[None] + damp[..., None, None, None] * eye  # (2, b, n, d, d)
         sol = solve_spd_block_tridiagonal(
-            sys_diag.reshape(-1, n, d, d), of.repeat(2, 1, 1, 1), -ga.repeat(2, 1, 1)
+            sys_diag.reshape(-1, n, d, d), ta.off.repeat(2, 1, 1, 1), -ta.g.repeat(2, 1, 1)
         ).reshape(2, -1, n, d)
         step, step0 = sol[0], sol[1]  # (b, n, d) each
-        newton_decrement = -(ga * step0).sum(dim=(1, 2))  # (b,) GN-predicted decrease of S
-        floor = noise[act]
-        done = (newton_decrement <= tolerance * Sa + floor) | (Sa <= floor)
-        converged[act[done]] = True
-        stalled = lam_a > 1e12
-        keep = ~done & ~stalled
+        decrement = -(ta.g * step0).sum(dim=(1, 2))  # (b,) GN-predicted decrease of S
+        done = (decrement <= tolerance * ta.S + noise[act]) | (noise[act] >= ta.S)
+        stationary[act[done]] = True
+        keep = ~done & (lam_a <= 1e12)
         active[act[~keep]] = False
         if it == max_iterations or not bool(keep.any()):
             break
-        act, step, ga, Sa = act[keep], step[keep], ga[keep], Sa[keep]
-        lam_a, scale = lam_a[keep], scale[keep]
-        pred = -(ga * step).sum(dim=(1, 2)) + lam_a * scale * step.pow(2).sum(dim=(1, 2))  # (b,)
+        act, step, lam_a, scale = act[keep], step[keep], lam_a[keep], scale[keep]
+        g_a, S_a = ta.g[keep], ta.S[keep]
+        pred = -(g_a * step).sum(dim=(1, 2)) + lam_a * scale * step.pow(2).sum(dim=(1, 2))
         x_trial = x[act] + step.to(x.dtype)  # (b, n, d)
-        S_t, L_t, g_t, diag_t, off_t, h_t = _gn_terms(
-            embed, x_trial, h0[act], h1[act], chunk_size
-        )
-        rho = (Sa - S_t) / pred.clamp_min(torch.finfo(torch.float64).tiny)
-        accept = torch.isfinite(S_t) & (S_t < Sa) & (rho > 1e-4)
+        tt = _terms(embed, x_trial, z0[act], z1[act], m, chunk_size)
+        rho = (S_a - tt.S) / pred.clamp_min(tiny)
+        accept = torch.isfinite(tt.S) & (S_a > tt.S) & (rho > 1e-4)
         iterations[act] += 1
         acc = act[accept]
-        x[acc], S[acc], L[acc], g[acc] = x_trial[accept], S_t[accept], L_t[accept], g_t[accept]
-        h[acc] = h_t[accept]
-        diag[acc], off[acc] = diag_t[accept], off_t[accept]
+        x[acc] = x_trial[accept]
+        tm.put(acc, tt.take(accept.nonzero().flatten()))
         rho_c = rho.clamp(0, 1)
         lam[act] = torch.where(
             accept, lam_a * torch.clamp(1 - (2 * rho_c - 1) ** 3, min=1 / 3), lam_a * nu[act]
         ).clamp_min(1e-12)
         nu[act] = torch.where(accept, torch.full_like(lam_a, 2.0), nu[act] * 2)
         bar.update(1)
-        bar.set_postfix(active=int(act.numel()))
-    bar.close()
-    return x, converged, iterations, S, L, S_init, L_init, h, h_init
+        bar.set_postfix(active=int(act.numel()), sub_steps=m)
+    return x, stationary, iterations, tm.L, tm.noise
 
 
 def _adam(
@@ -222,9 +323,13 @@ def _adam(
     max_iterations: int,
     lr: float,
     chunk_size: int,
-    progress: bool,
+    bar: tqdm,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Batched Adam on interior nodes; per-curve best-so-far and stagnation test."""
+    """Batched Adam on interior nodes (chord energy); per-curve best-so-far and stagnation test.
+
+    Returns:
+        Best nodes ``(B, n, d)``, stagnation mask ``(B,)`` and iterations ``(B,)``.
+    """
     B, n, d = x.shape
     x = x.clone()
     step_scale = lr * (z1 - z0).norm(dim=1).clamp_min(1e-12)[:, None, None]  # (B, 1, 1)
@@ -236,7 +341,6 @@ def _adam(
     iterations = torch.zeros(B, dtype=torch.long, device=x.device)
     t_step = torch.zeros(B, dtype=x.dtype, device=x.device)
     beta1, beta2, window = 0.9, 0.999, 20
-    bar = tqdm(total=max_iterations, disable=not progress, desc="geodesics (adam)", leave=False)
     for it in range(max_iterations):
         act = active.nonzero().flatten()
         if act.numel() == 0:
@@ -263,13 +367,123 @@ def _adam(
             active[act[stagnant]] = False
             ref_E[act] = best_E[act]
         bar.update(1)
-    bar.close()
     return best_x, converged, iterations
+
+
+# --------------------------------------------------------------------------------------------
+# One start: optimise, refine the sub-point resolution until the objective is faithful
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Solved:
+    """Optimised curves of one start (``B`` curves) and their measurement."""
+
+    curves: Tensor  # (B, N, d)
+    stationary: Tensor  # (B,) bool
+    faithful: Tensor  # (B,) bool
+    sub_steps: Tensor  # (B,) int64
+    iterations: Tensor  # (B,) int64
+    measured: CurveLengths
+
+
+def _solve_lm(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved:
+    """LM from ``start (B, N, d)``; doubling the sub-points of curves whose objective is not
+    faithful to their measured length, up to ``opts.max_sub_steps``."""
+    B, N, d = start.shape
+    z0, z1 = start[:, 0], start[:, -1]
+    curves = start.clone()
+    stationary = torch.zeros(B, dtype=torch.bool, device=start.device)
+    faithful = torch.zeros_like(stationary)
+    sub_steps = torch.zeros(B, dtype=torch.long, device=start.device)
+    iterations = torch.zeros(B, dtype=torch.long, device=start.device)
+    measured = _measure(embed, curves, opts)
+    level = _sub_steps_for(measured.pieces, opts)  # (B,) sub-points each curve starts with
+    m = opts.sub_steps
+    while m <= opts.max_sub_steps:
+        todo = (level == m).nonzero().flatten()
+        if todo.numel():
+            x, stat, its, L_obj, noise = _lm(
+                embed, curves[todo, 1:-1], z0[todo], z1[todo], m, opts.tolerance,
+                opts.max_iterations, opts.chunk_size, bar,
+            )  # fmt: skip
+            curves[todo, 1:-1] = x
+            meas = _measure(embed, curves[todo], opts)
+            _put_measured(measured, todo, meas)
+            good = _agrees(L_obj, meas, opts.rtol, noise)
+            stationary[todo], faithful[todo] = stat, good
+            sub_steps[todo] = m
+            iterations[todo] += its
+            finer = torch.maximum(_sub_steps_for(meas.pieces, opts), torch.full_like(its, 2 * m))
+            level[todo] = torch.where(stat & ~good, finer, 0)
+        m *= 2
+    return _Solved(curves, stationary, faithful, sub_steps, iterations, measured)
+
+
+def _sub_steps_for(pieces: Tensor, opts: _Options) -> Tensor:
+    """Sub-points per segment ``(B,)`` (a power of two times ``opts.sub_steps``) resolving what
+    the measurement needed: half the most pieces any segment of the curve was measured with."""
+    need = (pieces.max(dim=1).values.double() / 2).clamp_min(1)  # (B,)
+    k = torch.ceil(torch.log2(need / opts.sub_steps).clamp_min(0) - 1e-9)
+    k_max = math.floor(math.log2(opts.max_sub_steps / opts.sub_steps) + 1e-9)
+    return (opts.sub_steps * torch.pow(2.0, k.clamp_max(k_max))).long()
+
+
+def _solve_adam(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved:
+    """Adam from ``start (B, N, d)`` on the chord energy (a baseline)."""
+    z0, z1 = start[:, 0], start[:, -1]
+    x, stat, its = _adam(
+        embed, start[:, 1:-1], z0, z1, opts.tolerance, opts.max_iterations, opts.lr,
+        opts.chunk_size, bar,
+    )  # fmt: skip
+    curves = torch.cat([z0[:, None], x, z1[:, None]], dim=1)
+    meas = _measure(embed, curves, opts)
+    chords = _chords(embed, curves, opts.chunk_size)
+    good = _agrees(chords, meas, opts.rtol)
+    ones = torch.ones_like(its)
+    return _Solved(curves, stat, good, ones, its, meas)
+
+
+def _agrees(L_obj: Tensor, meas: CurveLengths, rtol: float, noise: Tensor | None = None) -> Tensor:
+    """Whether the objective's length is within ``rtol`` (plus the measurement's own error and
+    the objective's roundoff ``noise``) of the measured length."""
+    L = meas.lengths.double()
+    slack = rtol * L + meas.errors.double() + (0 if noise is None else noise)
+    return (L_obj.double() - L).abs() <= slack
+
+
+def _measure(embed: Embed, curves: Tensor, opts: _Options) -> CurveLengths:
+    return measure_curve_lengths(embed, curves, rtol=opts.rtol, chunk_size=opts.chunk_size)
+
+
+def _put_measured(dst: CurveLengths, idx: Tensor, src: CurveLengths) -> None:
+    for name in ("lengths", "errors", "segment_lengths", "converged", "pieces"):
+        getattr(dst, name)[idx] = getattr(src, name).to(getattr(dst, name).dtype)
+
+
+def _chords(embed: Embed, curves: Tensor, chunk_size: int) -> Tensor:
+    B, N, d = curves.shape
+    flat = curves.reshape(B * N, d)
+    h = torch.cat([embed_flat(embed, p) for p in flat.split(chunk_size)]) if B else flat
+    h = h.reshape(B, N, -1)
+    return (h[:, 1:] - h[:, :-1]).norm(dim=2).sum(dim=1)
 
 
 # --------------------------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Options:
+    tolerance: float
+    max_iterations: int
+    lr: float
+    rtol: float
+    sub_steps: int
+    max_sub_steps: int
+    revert_rtol: float
+    chunk_size: int
 
 
 def connecting_geodesics(
@@ -282,13 +496,16 @@ def connecting_geodesics(
     init_curves: Tensor | None = None,
     graph_points: Tensor | None = None,
     graph_k: int = 40,
+    bent_starts: int = 2,
     optimiser: str = "lm",
-    tolerance: float = 1e-3,
+    tolerance: float = 1e-4,
     max_iterations: int | None = None,
     lr: float = 0.01,
     reparametrise: bool = True,
+    rtol: float = 1e-3,
+    sub_steps: int | None = None,
+    max_sub_steps: int = 32,
     revert_rtol: float = 1e-3,
-    check_substeps: int | None = None,
     chunk_size: int = 8192,
     progress: bool = False,
 ) -> GeodesicResult:
@@ -297,42 +514,87 @@ def connecting_geodesics(
     Args:
         embed: ``(n, d) -> (n, D')`` callable whose Euclidean pull-back is the metric (for a VAE,
             ``[mu(z), sigma(z)]`` flattened, e.g. ``TwoStageVAE.embed``).
-        z0: start points ``(B, d)``.
-        z1: end points ``(B, d)``.
+        z0: start points ``(B, d)`` (``B = 0`` gives empty results).
+        z1: end points ``(B, d)``; pairs with ``z0 == z1`` give constant curves of length 0.
         n_nodes: nodes per curve including both end points (>= 2).
-        init: ``"line"`` (straight latent line), ``"curves"`` (use ``init_curves``; implied when
-            they are given) or ``"graph"`` (shortest path on a kNN graph over
-            ``graph_points`` plus the end points, see :mod:`geometry.graph`).
+        init: ``"line"`` (straight latent line; with ``graph_points`` also the graph path, and
+            the shorter result is kept), ``"curves"`` (use ``init_curves``; implied when they are
+            given) or ``"graph"`` (only the shortest path on a kNN graph over ``graph_points``
+            plus the end points, see :mod:`geometry.graph`).
         init_curves: ``(B, M, d)`` initial polylines whose end points equal ``z0`` / ``z1``
             (M >= 2, resampled to ``n_nodes``).
-        graph_points: ``(P, d)`` latent points (e.g. data codes) for ``init="graph"``.
+        graph_points: ``(P, d)`` latent points (e.g. data codes) for graph starts.
         graph_k: neighbours per node of that graph.
+        bent_starts: with ``init="line"``, also start from this many lines bowed sideways
+            (half sines of height +-0.2, +-0.4, ... times ``||z1 - z0||``) and keep the
+            shortest converged result per pair: a start's basin decides which local minimum
+            the solver reaches.
         optimiser: ``"lm"`` (batched Levenberg-Marquardt, default) or ``"adam"``.
-        tolerance: ``"lm"``: stop a curve when the Gauss-Newton model predicts a relative energy
-            decrease below this; ``"adam"``: relative decrease of the best energy per iteration,
-            averaged over 20 iterations.
-        max_iterations: step limit per curve (default 100 for ``"lm"``, 1000 for ``"adam"``).
+        tolerance: ``"lm"``: a curve is stationary when the Gauss-Newton model predicts a
+            relative decrease of the objective below this; ``"adam"``: relative decrease of the
+            best energy per iteration, averaged over 20 iterations.
+        max_iterations: step limit per curve and sub-point level (default 100 for ``"lm"``,
+            1000 for ``"adam"``).
         lr: ``"adam"`` step size as a fraction of ``||z1 - z0||``.
-        reparametrise: place the initial nodes at equal Riemannian arc length (recommended:
-            then energy decrease implies length decrease).
-        revert_rtol: an optimised curve longer than its initial curve is replaced by the initial
-            curve; ``converged`` is cleared unless it was longer by at most this relative amount.
-        check_substeps: the "never longer" check also compares both curves with every segment
-            split into this many equal parts (1: on the nodes only); ``None``:
-            ``max(2, ceil(32 / (N - 1)))``, i.e. midpoints for ``N >= 17`` and at least 32
-            sub-segments per curve below (few nodes cut corners more). The node embeddings are
-            reused: only the new points go through ``embed``.
+        reparametrise: place the initial nodes at equal Riemannian arc length.
+        rtol: relative tolerance of the length measurement and of the faithfulness test.
+        sub_steps: sub-points per segment of the first objective (default
+            ``max(1, ceil(32 / (N - 1)))``); doubled while not faithful.
+        max_sub_steps: most sub-points per segment.
+        revert_rtol: an optimised curve measured longer than its start is replaced by the
+            start; ``converged`` is cleared unless it was longer by at most this relative amount.
         chunk_size: at most this many rows per ``embed`` call (forward mode uses ``d`` rows per
-            node).
-        progress: show a tqdm progress bar.
+            point).
+        progress: show a tqdm progress bar (optimiser steps).
 
     Returns:
         A :class:`GeodesicResult` on the device and dtype of ``z0``.
 
     Raises:
-        ValueError: on malformed input (shapes, ``d`` mismatch, non-finite values, end points of
-            ``init_curves`` not matching, unknown options).
+        ValueError: on malformed input (shapes, ``d`` mismatch, non-finite values, points of a
+            dtype other than the model's, end points of ``init_curves`` not matching, unknown
+            options).
     """
+    _check_pairs(embed, z0, z1)
+    check_positive_int(n_nodes, "n_nodes", minimum=2)
+    if optimiser not in ("lm", "adam"):
+        raise ValueError(f"optimiser must be 'lm' or 'adam', got {optimiser!r}")
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
+    if max_iterations is None:
+        max_iterations = 100 if optimiser == "lm" else 1000
+    check_positive_int(max_iterations, "max_iterations", minimum=0)
+    check_positive_int(chunk_size, "chunk_size")
+    check_positive_int(bent_starts, "bent_starts", minimum=0)
+    if sub_steps is None:
+        sub_steps = max(1, -(-32 // (n_nodes - 1)))
+    check_positive_int(sub_steps, "sub_steps")
+    check_positive_int(max_sub_steps, "max_sub_steps", minimum=sub_steps)
+    if init_curves is not None and init == "line":
+        init = "curves"
+    if init not in ("line", "curves", "graph"):
+        raise ValueError(f"init must be 'line', 'curves' or 'graph', got {init!r}")
+    if init == "curves" and init_curves is None:
+        raise ValueError("init='curves' needs init_curves of shape (B, M, d)")
+    if init == "graph" and graph_points is None:
+        raise ValueError("init='graph' needs graph_points (P, d), e.g. the data codes")
+    opts = _Options(
+        tolerance, max_iterations, lr, float(rtol), sub_steps, max_sub_steps, revert_rtol,
+        chunk_size,
+    )  # fmt: skip
+    z0, z1 = z0.detach(), z1.detach()
+    with torch.no_grad():
+        starts = _starts(embed, z0, z1, init, init_curves, graph_points, graph_k, bent_starts)
+        n_line = 1 + bent_starts if init == "line" else 0
+        return _solve(
+            embed, z0, z1, starts, n_nodes, optimiser, reparametrise, opts, progress, n_line
+        )
+
+
+def _check_pairs(embed: Embed, z0: Tensor, z1: Tensor) -> None:
+    """Shapes, finiteness and dtypes of the end points (and the model's dtype, if known)."""
     check_points(z0, "z0")
     check_points(z1, "z1")
     if z0.shape[1] != z1.shape[1]:
@@ -347,123 +609,244 @@ def connecting_geodesics(
         raise ValueError(
             f"z0 and z1 differ in dtype/device: {z0.dtype}/{z0.device} vs {z1.dtype}/{z1.device}"
         )
-    check_positive_int(n_nodes, "n_nodes", minimum=2)
-    if optimiser not in ("lm", "adam"):
-        raise ValueError(f"optimiser must be 'lm' or 'adam', got {optimiser!r}")
-    if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
-    if max_iterations is None:
-        max_iterations = 100 if optimiser == "lm" else 1000
-    check_positive_int(max_iterations, "max_iterations", minimum=0)
-    check_positive_int(chunk_size, "chunk_size")
-    if check_substeps is None:
-        check_substeps = max(2, -(-32 // (n_nodes - 1)))
-    check_positive_int(check_substeps, "check_substeps")
-    if init_curves is not None and init == "line":
-        init = "curves"
-    if init not in ("line", "curves", "graph"):
-        raise ValueError(f"init must be 'line', 'curves' or 'graph', got {init!r}")
+    model_dtype = _model_dtype(embed)
+    if model_dtype is not None and model_dtype != z0.dtype:
+        raise ValueError(
+            f"z0 and z1 have dtype {z0.dtype} but the model's parameters are {model_dtype}: "
+            f"pass points of dtype {model_dtype} (e.g. z.to({model_dtype})) or convert the model"
+        )
+
+
+def _model_dtype(embed: Embed) -> torch.dtype | None:
+    """Floating dtype of the parameters / buffers of ``embed``'s module, if it has one."""
+    owner = getattr(embed, "__self__", embed)  # a bound method such as ``model.embed``
+    if not isinstance(owner, torch.nn.Module):
+        return None
+    for t in (*owner.parameters(), *owner.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def _starts(
+    embed: Embed,
+    z0: Tensor,
+    z1: Tensor,
+    init: str,
+    init_curves: Tensor | None,
+    graph_points: Tensor | None,
+    graph_k: int,
+    bent_starts: int,
+) -> list[Tensor]:
+    """Initial polylines ``(B, M, d)``, one tensor per start."""
+    if init == "curves":
+        assert init_curves is not None
+        return [_checked_init_curves(init_curves.detach(), z0, z1)]
+    starts = [] if init == "graph" else [straight_lines(z0, z1, 2)]
+    if init == "line":
+        starts += [_bent_lines(z0, z1, amp) for amp in _bend_amplitudes(bent_starts)]
+    if graph_points is not None and z0.shape[0] > 0:
+        starts.append(_graph_init(embed, z0, z1, graph_points.detach(), graph_k))
+    return starts
+
+
+def _bend_amplitudes(n: int) -> list[float]:
+    """``n`` bend amplitudes (fractions of ``||z1 - z0||``): +-0.2, +-0.4, ..."""
+    return [(-1) ** k * 0.2 * (1 + k // 2) for k in range(n)]
+
+
+def _bent_lines(z0: Tensor, z1: Tensor, amplitude: float, n: int = 17) -> Tensor:
+    """Lines bowed sideways by a half sine of height ``amplitude * ||z1 - z0||``, ``(B, n, d)``.
+
+    The side direction is the coordinate axis least aligned with ``z1 - z0``, orthogonalised
+    (for ``d = 1`` the line itself is returned).
+    """
     B, d = z0.shape
-    z0, z1 = z0.detach(), z1.detach()
+    line = straight_lines(z0, z1, n)
+    if d == 1:
+        return line
+    dz = z1 - z0  # (B, d)
+    axis = torch.zeros_like(dz)
+    axis[torch.arange(B), dz.abs().argmin(dim=1)] = 1.0
+    unit = dz / dz.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dz.dtype).tiny)
+    side = axis - (axis * unit).sum(dim=1, keepdim=True) * unit
+    side = side / side.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dz.dtype).tiny)
+    t = torch.linspace(0, 1, n, dtype=z0.dtype, device=z0.device)[None, :, None]
+    bow = torch.sin(torch.pi * t) * (amplitude * dz.norm(dim=1))[:, None, None]  # (B, n, 1)
+    out = line + bow * side[:, None]
+    out[:, 0], out[:, -1] = z0, z1
+    return out
 
-    with torch.no_grad():
-        if init == "line":
-            start = straight_lines(z0, z1, n_nodes)  # (B, N, d)
-        elif init == "curves":
-            if init_curves is None:
-                raise ValueError("init='curves' needs init_curves of shape (B, M, d)")
-            start = _checked_init_curves(init_curves.detach(), z0, z1)
-        else:
-            if graph_points is None:
-                raise ValueError("init='graph' needs graph_points (P, d), e.g. the data codes")
-            start = _graph_init(embed, z0, z1, graph_points.detach(), graph_k)
-        if reparametrise and n_nodes > 2:
-            start = constant_speed_curves(embed, start, n_nodes, n_sub=2, chunk_size=chunk_size)
-        elif start.shape[1] != n_nodes:
-            start = resample_curves(start, n_nodes)
-        start[:, 0], start[:, -1] = z0, z1
-        energies = None
-        node_h = start_h = None  # node embeddings, when the solver has them
-        if n_nodes > 2 and B > 0 and optimiser == "lm":
-            h0 = embed_flat(embed, z0)  # (B, D')
-            h1 = embed_flat(embed, z1)
-            x, converged, iterations, S, lengths, S_init, initial_lengths, h, h_init = _lm(
-                embed, start[:, 1:-1], h0, h1, tolerance, max_iterations, chunk_size, progress
-            )  # lengths and S come with the Jacobian passes: no extra embed calls
-            energies, initial_energies = (n_nodes - 1) * S, (n_nodes - 1) * S_init
-            curves = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (B, N, d)
-            node_h = torch.cat([h0[:, None], h, h1[:, None]], dim=1)  # (B, N, D')
-            start_h = torch.cat([h0[:, None], h_init, h1[:, None]], dim=1)
-        else:
-            initial_lengths = curve_length(embed, start, chunk_size)  # (B,)
-            if n_nodes == 2 or B == 0:
-                curves = start
-                converged = torch.ones(B, dtype=torch.bool, device=z0.device)
-                iterations = torch.zeros(B, dtype=torch.long, device=z0.device)
-            else:
-                x, converged, iterations = _adam(
-                    embed, start[:, 1:-1], z0, z1, tolerance, max_iterations, lr, chunk_size,
-                    progress,
-                )  # fmt: skip
-                curves = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (B, N, d)
-            lengths = curve_length(embed, curves, chunk_size)
 
-        longer = ~(lengths <= initial_lengths)  # also catches NaN
-        far = ~(lengths <= initial_lengths * (1 + revert_rtol))
-        if check_substeps > 1 and n_nodes > 2 and B > 0:
-            fine = _subdivided_length(embed, curves, check_substeps, node_h, chunk_size)
-            fine0 = _subdivided_length(embed, start, check_substeps, start_h, chunk_size)
-            longer |= ~(fine <= fine0)
-            far |= ~(fine <= fine0 * (1 + revert_rtol))
-        reverted = longer.clone()
-        if bool(longer.any()):
-            converged = converged & ~far
-            curves[longer] = start[longer]
-            lengths = torch.where(longer, initial_lengths, lengths)
-            if energies is not None:
-                energies = torch.where(longer, initial_energies, energies)
-        if energies is None:
-            energies = curve_energy(embed, curves, chunk_size)
-        lengths, energies = lengths.to(z0.dtype), energies.to(z0.dtype)
-        initial_lengths = initial_lengths.to(z0.dtype)
+def _solve(
+    embed: Embed,
+    z0: Tensor,
+    z1: Tensor,
+    starts: list[Tensor],
+    n_nodes: int,
+    optimiser: str,
+    reparametrise: bool,
+    opts: _Options,
+    progress: bool,
+    n_line_starts: int,
+) -> GeodesicResult:
+    """Optimise every start, keep the best per pair, never longer than the first start.
+
+    The first ``n_line_starts`` starts (the line and the bent lines) are first optimised on a
+    coarse polyline (``_COARSE_NODES`` nodes: few unknowns, cheap, global moves) and only the
+    best of them per pair is refined on ``n_nodes`` nodes; the others (graph paths, given
+    curves) are optimised on ``n_nodes`` nodes directly.
+    """
+    same = (z0 == z1).all(dim=1)  # (B,) zero-length pairs: constant curves
+    live = (~same).nonzero().flatten()
+    out = _empty_result(z0, z1, n_nodes, opts.rtol)
+    if live.numel() == 0:
+        return out
+    a, b = z0[live], z1[live]
+    total = opts.max_iterations * (len(starts) + 1) * (1 + int(math.log2(opts.max_sub_steps)))
+    bar = tqdm(total=total, disable=not progress, desc=f"geodesics ({optimiser})", leave=False)
+
+    def place(curves: Tensor, n: int) -> Tensor:
+        if reparametrise and n > 2:
+            curves = constant_speed_curves(embed, curves, n, n_sub=4, chunk_size=opts.chunk_size)
+        elif curves.shape[1] != n:
+            curves = resample_curves(curves, n)
+        curves[:, 0], curves[:, -1] = a, b
+        return curves
+
+    primary = place(starts[0][live], n_nodes)
+    best: GeodesicResult | None = None
+    coarse_iterations = torch.zeros(live.numel(), dtype=torch.long, device=z0.device)
+    fine_starts = [place(s[live], n_nodes) for s in starts[n_line_starts:]]
+    if n_line_starts:
+        n_coarse = min(n_nodes, _COARSE_NODES)
+        coarse: GeodesicResult | None = None
+        for s in starts[:n_line_starts]:
+            res = _optimise_one_start(embed, place(s[live], n_coarse), optimiser, opts, bar)
+            coarse = res if coarse is None else _better(coarse, res, by_length=True)
+        assert coarse is not None
+        coarse_iterations = coarse.iterations
+        fine_starts.insert(
+            0, place(coarse.curves, n_nodes) if n_coarse < n_nodes else coarse.curves
+        )
+    for s in fine_starts:
+        res = _optimise_one_start(embed, s, optimiser, opts, bar)
+        best = res if best is None else _better(best, res)
+    bar.close()
+    assert best is not None
+    best.iterations += coarse_iterations
+    _never_longer_than(embed, best, primary, opts)
+    for name, value in best.__dict__.items():
+        getattr(out, name)[live] = value.to(getattr(out, name).dtype)
+    return out
+
+
+def _never_longer_than(embed: Embed, res: GeodesicResult, primary: Tensor, opts: _Options) -> None:
+    """Replace, in place, results measured longer than the ``primary (B, N, d)`` start by it."""
+    initial = _measure(embed, primary, opts)
+    L, L0 = res.lengths.double(), initial.lengths.double()
+    longer = ~(L <= L0)  # also catches NaN
+    far = ~(L0 * (1 + opts.revert_rtol) >= L)
+    res.initial_lengths = initial.lengths.to(res.lengths.dtype)
+    if not bool(longer.any()):
+        return
+    res.curves[longer] = primary[longer]
+    res.lengths[longer] = initial.lengths[longer].to(res.lengths.dtype)
+    res.length_errors[longer] = initial.errors[longer].to(res.lengths.dtype)
+    seg = initial.segment_lengths[longer].double()
+    res.energies[longer] = ((primary.shape[1] - 1) * seg.pow(2).sum(dim=1)).to(res.lengths.dtype)
+    res.chord_lengths[longer] = _chords(embed, primary[longer], opts.chunk_size).to(
+        res.lengths.dtype
+    )
+    res.reverted |= longer
+    res.converged &= ~far
+
+
+def _optimise_one_start(
+    embed: Embed, start: Tensor, optimiser: str, opts: _Options, bar: tqdm
+) -> GeodesicResult:
+    """Optimise from ``start (B, N, d)``; revert curves measured longer than their start."""
+    B, N, d = start.shape
+    initial = _measure(embed, start, opts)
+    if N == 2:
+        solved = _Solved(
+            start.clone(), torch.ones(B, dtype=torch.bool, device=start.device),
+            torch.ones(B, dtype=torch.bool, device=start.device),
+            torch.ones(B, dtype=torch.long, device=start.device),
+            torch.zeros(B, dtype=torch.long, device=start.device), initial,
+        )  # fmt: skip
+    elif optimiser == "lm":
+        solved = _solve_lm(embed, start, opts, bar)
+    else:
+        solved = _solve_adam(embed, start, opts, bar)
+    meas, curves = solved.measured, solved.curves
+    L, L0 = meas.lengths.double(), initial.lengths.double()
+    longer = ~(L <= L0)  # also catches NaN
+    far = ~(L0 * (1 + opts.revert_rtol) >= L)
+    curves[longer] = start[longer]
+    _put_measured(meas, longer.nonzero().flatten(), _take_measured(initial, longer))
+    converged = solved.stationary & solved.faithful & meas.converged & ~far
+    seg = meas.segment_lengths.double()
     return GeodesicResult(
         curves=curves,
-        lengths=lengths,
-        energies=energies,
+        lengths=meas.lengths,
+        length_errors=meas.errors,
+        length_rtol=torch.full((B,), opts.rtol, dtype=start.dtype, device=start.device),
+        energies=((N - 1) * seg.pow(2).sum(dim=1)).to(start.dtype),
+        chord_lengths=_chords(embed, curves, opts.chunk_size).to(start.dtype),
         converged=converged,
-        iterations=iterations,
-        initial_lengths=initial_lengths,
-        reverted=reverted,
+        stationary=solved.stationary,
+        faithful=solved.faithful,
+        sub_steps=solved.sub_steps,
+        iterations=solved.iterations,
+        initial_lengths=initial.lengths,
+        reverted=longer,
     )
 
 
-def _subdivided_length(
-    embed: Embed, curves: Tensor, n_sub: int, node_h: Tensor | None, chunk_size: int
-) -> Tensor:
-    """Length of each polyline with every segment split into ``n_sub`` equal parts.
+def _take_measured(meas: CurveLengths, mask: Tensor) -> CurveLengths:
+    return CurveLengths(
+        lengths=meas.lengths[mask], errors=meas.errors[mask],
+        segment_lengths=meas.segment_lengths[mask], converged=meas.converged[mask],
+        pieces=meas.pieces[mask], rtol=meas.rtol, evaluations=meas.evaluations,
+    )  # fmt: skip
 
-    Args:
-        curves: ``(B, N, d)``.
-        n_sub: parts per segment (>= 2).
-        node_h: ``(B, N, D')`` embeddings of the nodes if known (only the new points are then
-            embedded), else ``None``.
 
-    Returns:
-        ``(B,)`` float64 lengths.
-    """
-    if node_h is None:
-        return curve_length(embed, subdivide_curves(curves, n_sub), chunk_size).double()
-    B, N, d = curves.shape
-    s = torch.arange(1, n_sub, dtype=curves.dtype, device=curves.device) / n_sub  # (n_sub-1,)
-    step = curves[:, 1:] - curves[:, :-1]  # (B, N-1, d)
-    inner = curves[:, :-1, None] + s[None, None, :, None] * step[:, :, None]  # (B, N-1, n_sub-1, d)
-    flat = inner.reshape(-1, d)
-    h_inner = _cat([embed_flat(embed, part) for part in flat.split(chunk_size)])
-    h_inner = h_inner.reshape(B, N - 1, n_sub - 1, -1).to(node_h.dtype)  # (B, N-1, n_sub-1, D')
-    first = (h_inner[:, :, 0] - node_h[:, :-1]).norm(dim=2)  # (B, N-1)
-    last = (node_h[:, 1:] - h_inner[:, :, -1]).norm(dim=2)  # (B, N-1)
-    middle = (h_inner[:, :, 1:] - h_inner[:, :, :-1]).norm(dim=3).sum(dim=2)  # (B, N-1)
-    return (first.double() + middle.double() + last.double()).sum(dim=1)
+def _better(old: GeodesicResult, new: GeodesicResult, by_length: bool = False) -> GeodesicResult:
+    """Per pair, the converged result with the smaller length (a converged one beats any
+    unconverged one; with ``by_length`` only the length counts); iterations add up."""
+    take = new.lengths < old.lengths
+    if not by_length:
+        take = (new.converged & ~old.converged) | ((new.converged == old.converged) & take)
+    fields = {}
+    for name, o in old.__dict__.items():
+        n = getattr(new, name)
+        mask = take.view(-1, *([1] * (o.ndim - 1)))
+        fields[name] = torch.where(mask, n, o)
+    fields["iterations"] = old.iterations + new.iterations
+    return GeodesicResult(**fields)
+
+
+def _empty_result(z0: Tensor, z1: Tensor, n_nodes: int, rtol: float) -> GeodesicResult:
+    """Results for constant curves ``z0 -> z0`` (length 0, converged); filled in by the solver."""
+    B, d = z0.shape
+    zeros = z0.new_zeros(B)
+    true = torch.ones(B, dtype=torch.bool, device=z0.device)
+    return GeodesicResult(
+        curves=z0[:, None].expand(B, n_nodes, d).clone(),
+        lengths=zeros.clone(),
+        length_errors=zeros.clone(),
+        length_rtol=z0.new_full((B,), rtol),
+        energies=zeros.clone(),
+        chord_lengths=zeros.clone(),
+        converged=true.clone(),
+        stationary=true.clone(),
+        faithful=true.clone(),
+        sub_steps=torch.ones(B, dtype=torch.long, device=z0.device),
+        iterations=torch.zeros(B, dtype=torch.long, device=z0.device),
+        initial_lengths=zeros.clone(),
+        reverted=~true,
+    )
 
 
 def _checked_init_curves(init_curves: Tensor, z0: Tensor, z1: Tensor) -> Tensor:

@@ -3,8 +3,11 @@
 Nodes are latent points (data codes, optionally with auxiliary points); every node is joined to
 its ``k`` Euclidean nearest neighbours (union, so the graph is undirected), and each edge is
 weighted by the Riemannian length of the straight latent segment between its end points,
-measured with ``n_substeps`` sub-segments (:func:`geometry.curves.curve_length`). All edges are
-pushed through ``embed`` in large batches. Shortest paths use
+measured to a relative tolerance ``rtol`` (:func:`geometry.curves.measure_curve_lengths`), so a
+path length is the length of an actual latent polyline up to ``rtol``. All edges are pushed
+through ``embed`` in large batches. Repeated points are merged: the neighbours are found among
+the distinct points (a duplicate would otherwise take a neighbour slot and lengthen other
+distances), and every copy is joined to its first occurrence at zero length. Shortest paths use
 ``scipy.sparse.csgraph.dijkstra``. Works for any latent dimension.
 """
 
@@ -20,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_points, check_positive_int
-from geometry.curves import curve_length, straight_lines
+from geometry.curves import measure_curve_lengths
 
 __all__ = [
     "LatentGraph",
@@ -46,13 +49,18 @@ class LatentGraph:
         nodes: ``(n, d)`` latent coordinates of the nodes.
         adjacency: ``(n, n)`` symmetric ``scipy.sparse.csr_matrix`` of edge lengths (float64).
         k: number of nearest neighbours used.
-        n_substeps: sub-segments used to measure each edge.
+        rtol: relative tolerance to which every edge length was measured.
+        n_duplicates: nodes that repeat an earlier node (joined to it at zero length).
+        unconverged_edges: edges whose measurement hit its depth limit (their length is a lower
+            bound; 0 in normal use).
     """
 
     nodes: Tensor
     adjacency: sp.csr_matrix
     k: int
-    n_substeps: int
+    rtol: float
+    n_duplicates: int = 0
+    unconverged_edges: int = 0
 
     @property
     def n_nodes(self) -> int:
@@ -80,23 +88,29 @@ def knn_graph(
     embed: Embed,
     nodes: Tensor,
     k: int = 40,
-    n_substeps: int = 4,
+    rtol: float = 1e-3,
     chunk_size: int = 8192,
     progress: bool = False,
 ) -> LatentGraph:
-    """Build the kNN graph with Riemannian edge lengths.
+    """Build the kNN graph with Riemannian edge lengths measured to ``rtol``.
+
+    Every edge is measured with :func:`geometry.curves.measure_curve_lengths` from pieces no
+    longer than a quarter of the median edge (in latent Euclidean length), so that an edge that
+    spans a gap between clusters, where a variance wall sits, is looked at at the scale of the
+    data, and refined adaptively from there.
 
     Args:
         embed: ``(n, d) -> (n, D')`` callable.
-        nodes: ``(n, d)`` latent points, n >= 2.
-        k: neighbours per node (``1 <= k < n``); the union of the kNN relations is used.
-        n_substeps: sub-segments per edge for the length measurement (>= 1).
+        nodes: ``(n, d)`` latent points, n >= 2 (repeats are merged, see the module docstring).
+        k: neighbours per node among the distinct points (``1 <= k < n``); the union of the kNN
+            relations is used.
+        rtol: relative tolerance of every edge length, in (0, 1).
         chunk_size: at most this many latent points per ``embed`` call.
         progress: show a tqdm bar over edge chunks.
 
     Returns:
-        A :class:`LatentGraph`. Edges between coincident points get a tiny positive length so
-        that scipy does not drop them.
+        A :class:`LatentGraph`. Edges of zero length (between duplicates, or where ``embed`` is
+        constant) get a tiny positive length so that scipy keeps them.
     """
     check_points(nodes, "nodes")
     n = nodes.shape[0]
@@ -105,23 +119,42 @@ def knn_graph(
     check_positive_int(k, "k")
     if k >= n:
         raise ValueError(f"k must be smaller than the number of nodes ({n}), got k={k}")
-    check_positive_int(n_substeps, "n_substeps")
+    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     with torch.no_grad():
-        nbrs = _knn_indices(nodes, k).cpu().numpy()  # (n, k)
-        rows = np.repeat(np.arange(n), k)
+        uniq, inverse = torch.unique(nodes, dim=0, return_inverse=True)  # (u, d), (n,)
+        u = uniq.shape[0]
+        if u < 2:
+            raise ValueError(f"a graph needs at least 2 distinct nodes, got {u} among {n} nodes")
+        # representative of every distinct point: its first occurrence in ``nodes``
+        order = torch.argsort(inverse * n + torch.arange(n, device=nodes.device))
+        first = torch.ones(n, dtype=torch.bool, device=nodes.device)
+        first[1:] = inverse[order][1:] != inverse[order][:-1]
+        rep = torch.empty(u, dtype=torch.long, device=nodes.device)
+        rep[inverse[order][first]] = order[first]
+        nbrs = _knn_indices(uniq, min(k, u - 1)).cpu().numpy()  # (u, k')
+        rows = np.repeat(np.arange(u), nbrs.shape[1])
         cols = nbrs.reshape(-1)
         lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
-        edges = np.unique(np.stack([lo, hi], axis=1), axis=0)  # (E, 2), i < j
+        edges = np.unique(np.stack([lo, hi], axis=1), axis=0)  # (E, 2), i < j, distinct points
         e_idx = torch.as_tensor(edges, device=nodes.device)
-        per_chunk = max(1, chunk_size // (n_substeps + 1))
-        lengths = []
+        latent = (uniq[e_idx[:, 1]] - uniq[e_idx[:, 0]]).norm(dim=1)  # (E,)
+        piece = 0.25 * float(latent.median())
+        lengths, unconverged = [], 0
+        per_chunk = max(1, chunk_size // 8)
         for start in tqdm(
             range(0, len(edges), per_chunk), disable=not progress, desc="graph edges", leave=False
         ):
             ij = e_idx[start : start + per_chunk]
-            seg = straight_lines(nodes[ij[:, 0]], nodes[ij[:, 1]], n_substeps + 1)  # (c, S+1, d)
-            lengths.append(curve_length(embed, seg).double().cpu())
+            seg = torch.stack([uniq[ij[:, 0]], uniq[ij[:, 1]]], dim=1)  # (c, 2, d)
+            m = measure_curve_lengths(
+                embed, seg, rtol=rtol, resolution=1, max_piece_length=piece, chunk_size=chunk_size
+            )
+            lengths.append(m.lengths.double().cpu())
+            unconverged += int((~m.converged).sum())
         w = torch.cat(lengths).numpy()  # (E,)
+        rep_np = rep.cpu().numpy()
+        inv_np = inverse.cpu().numpy()
     if not np.isfinite(w).all():
         raise ValueError(
             f"embed produced non-finite edge lengths on {int((~np.isfinite(w)).sum())} edges"
@@ -129,18 +162,24 @@ def knn_graph(
     positive = w[w > 0]
     floor = 1e-12 * (float(np.median(positive)) if positive.size else 1.0)
     w = np.maximum(w, floor)
+    src, dst = rep_np[edges[:, 0]], rep_np[edges[:, 1]]
+    dup = np.flatnonzero(rep_np[inv_np] != np.arange(n))  # copies of an earlier node
+    src = np.concatenate([src, dup])
+    dst = np.concatenate([dst, rep_np[inv_np[dup]]])
+    w = np.concatenate([w, np.full(dup.size, floor)])
     adj = sp.coo_matrix(
-        (
-            np.concatenate([w, w]),
-            (
-                np.concatenate([edges[:, 0], edges[:, 1]]),
-                np.concatenate([edges[:, 1], edges[:, 0]]),
-            ),
-        ),
+        (np.concatenate([w, w]), (np.concatenate([src, dst]), np.concatenate([dst, src]))),
         shape=(n, n),
     ).tocsr()
     # a copy: later in-place changes to the caller's tensor must not move the graph's nodes
-    return LatentGraph(nodes=nodes.detach().clone(), adjacency=adj, k=k, n_substeps=n_substeps)
+    return LatentGraph(
+        nodes=nodes.detach().clone(),
+        adjacency=adj,
+        k=k,
+        rtol=float(rtol),
+        n_duplicates=int(dup.size),
+        unconverged_edges=unconverged,
+    )
 
 
 def node_indices(indices: np.ndarray | Tensor | int, n: int, name: str) -> np.ndarray:

@@ -13,8 +13,10 @@ convolutional, ...): ``embed`` is only called on ``(n, d)`` batches.
 
 from __future__ import annotations
 
+import math
 import warnings
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -73,7 +75,10 @@ def embed_and_tangents(embed: Embed, z: Tensor, mode: str = "auto") -> tuple[Ten
     if mode != "double_backward":
         try:
             tangents = basis[:, None, :].expand(d, n, d)  # (d, n, d)
-            return vmap(lambda t: jvp(flat, (z,), (t,)), out_dims=(None, 0))(tangents)
+            out_dims: Any = (None, 0)  # the primal once, the tangents stacked
+            primal_and_tangents = vmap(lambda t: jvp(flat, (z,), (t,)), out_dims=out_dims)
+            h, T = primal_and_tangents(tangents)[:2]
+            return h, T
         except NotImplementedError as err:
             if mode == "forward" or "forward AD" not in str(err):
                 raise
@@ -86,7 +91,7 @@ def embed_and_tangents(embed: Embed, z: Tensor, mode: str = "auto") -> tuple[Ten
             )
         except RuntimeError:  # embed is not vmap-compatible: stack d copies of the batch
             z_rep = z.repeat(d, 1)  # (d*n, d): block k holds all points, with tangent e_k
-            h_rep, dh = jvp(flat, (z_rep,), (basis.repeat_interleave(n, dim=0),))
+            h_rep, dh = jvp(flat, (z_rep,), (basis.repeat_interleave(n, dim=0),))[:2]
             return h_rep[:n], dh.reshape(d, n, -1)
     z_rep = z.repeat(d, 1)
     h_rep, dh = _jvp_double_backward(embed, z_rep, basis.repeat_interleave(n, dim=0))
@@ -129,7 +134,7 @@ def jacobian(
     check_points(z)
     check_positive_int(chunk_size, "chunk_size")
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-        parts = [embed_and_jacobian(embed, zc)[1] for zc in z.split(chunk_size)]
+        parts = [embed_and_jacobian(embed, zc)[1] for zc in _chunks(z, chunk_size)]
     return torch.cat(parts)  # (B, D', d)
 
 
@@ -152,43 +157,55 @@ def metric_tensor(
     check_positive_int(chunk_size, "chunk_size")
     parts = []
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-        for zc in z.split(chunk_size):
+        for zc in _chunks(z, chunk_size):
             J = embed_and_jacobian(embed, zc)[1]  # (b, D', d)
             M = J.transpose(1, 2) @ J  # (b, d, d)
             parts.append(0.5 * (M + M.transpose(1, 2)))
     return torch.cat(parts)
 
 
+def _chunks(z: Tensor, chunk_size: int) -> list[Tensor]:
+    """``z.split(chunk_size)``, with one empty chunk for an empty batch (so results are empty)."""
+    return list(z.split(chunk_size)) if z.shape[0] else [z]
+
+
 def log_magnification_factor(
-    embed: Embed, z: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+    embed: Embed, z: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, floor: float | None = None
 ) -> Tensor:
     """``log sqrt(det M(z))``, computed stably from the singular values of ``J``.
 
     ``0.5 * log det(J^T J) = sum_i log s_i(J)``: no determinant is formed, so there is no
     overflow/underflow for tiny or huge metrics and the condition number is not squared.
-    Points where ``M`` is singular (including ``D' < d``) give ``-inf``.
+    Points where ``M`` is singular (including ``D' < d``) give ``-inf``: far from the data a
+    generator whose mean and variance saturate (tanh/sigmoid mean, RBF precision at its floor
+    ``zeta``) has a vanishing metric in float arithmetic. ``floor`` clamps the result from below
+    (e.g. for colour scales), and is the only place a finite value replaces ``-inf``.
 
     Args:
         embed: ``(n, d) -> (n, D')`` callable.
         z: latent points, shape ``(B, d)``.
         chunk_size: points per forward-mode pass.
+        floor: optional lower bound of the returned values (a finite number).
 
     Returns:
         Tensor of shape ``(B,)``.
     """
+    if floor is not None and not math.isfinite(floor):
+        raise ValueError(f"floor must be a finite number or None, got {floor!r}")
     check_points(z)
     check_positive_int(chunk_size, "chunk_size")
     d = z.shape[1]
     parts = []
     with torch.no_grad():
-        for zc in z.split(chunk_size):
+        for zc in _chunks(z, chunk_size):
             J = embed_and_jacobian(embed, zc)[1]  # (b, D', d)
             if J.shape[1] < d:
                 parts.append(torch.full((zc.shape[0],), -torch.inf, dtype=z.dtype, device=z.device))
                 continue
             s = torch.linalg.svdvals(J)  # (b, d)
             parts.append(torch.log(s).sum(dim=1))  # log 0 = -inf for singular M
-    return torch.cat(parts)
+    out = torch.cat(parts)
+    return out if floor is None else out.clamp_min(floor)
 
 
 def magnification_factor(embed: Embed, z: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:

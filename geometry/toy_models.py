@@ -3,6 +3,17 @@
 Nothing here is trained; these are stand-ins with known geometry (linear map, sphere) or with
 the qualitative shape of a trained RBF-precision VAE decoder (small variance near a few centres,
 large variance far from them).
+
+The synthetic decoder family of the geodesic benchmark (``scripts/benchmark_geodesics.py``) and
+of tests that need decoders the project did not train is built here, seeded:
+
+* :func:`walled_decoder`: a 2-D sigmoid-MLP mean plus an RBF precision around 20 random centres,
+  ``D' = 200``; its ``steepness`` (the RBF bandwidth) sets how sharply the standard deviation
+  rises between the centres, i.e. how high and thin the "variance walls" are;
+* :class:`ToyMLPDecoder`: a tanh MLP mean without any variance term (no walls), any ``d``.
+
+Each has a ``sample_data`` method giving data-like latent points (near the centres, or from the
+prior) for pairs and graphs.
 """
 
 from __future__ import annotations
@@ -12,7 +23,20 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinearEmbed", "SphereEmbed", "ToyRBFDecoder", "ToyConvDecoder"]
+__all__ = [
+    "WALL_STEEPNESS",
+    "LinearEmbed",
+    "SphereEmbed",
+    "ToyConvDecoder",
+    "ToyMLPDecoder",
+    "ToyRBFDecoder",
+    "walled_decoder",
+]
+
+#: Named RBF bandwidths (``lambda`` of ``exp(-lambda ||z - c||^2)``) of :func:`walled_decoder`.
+#: With 20 centres in ``[-2, 2]^2`` (typical spacing ~0.9) the kernels overlap at ``"soft"``
+#: and leave high-variance walls between the centres at ``"steep"``.
+WALL_STEEPNESS: dict[str, float] = {"soft": 4.0, "medium": 16.0, "steep": 64.0}
 
 
 class LinearEmbed(nn.Module):
@@ -90,6 +114,26 @@ class ToyRBFDecoder(nn.Module):
         self.bandwidth = bandwidth
         self.zeta = zeta
 
+    def sample_data(self, n: int, spread: float = 0.5, seed: int = 0) -> Tensor:
+        """Data-like latent points: random centres plus Gaussian noise of ``spread`` kernel widths.
+
+        Args:
+            n: number of points.
+            spread: noise standard deviation in units of the kernel's own standard deviation
+                ``(2 lambda)^(-1/2)`` (so points stay inside the low-variance region at every
+                steepness).
+            seed: generator seed.
+
+        Returns:
+            ``(n, d)`` points, dtype of ``centres``; the centre of point ``i`` is drawn uniformly.
+        """
+        g = torch.Generator().manual_seed(seed)
+        k, d = self.centres.shape
+        idx = torch.randint(0, k, (n,), generator=g)
+        noise = torch.randn(n, d, generator=g, dtype=self.centres.dtype)  # (n, d)
+        width = spread / math.sqrt(2 * self.bandwidth)
+        return self.centres[idx] + width * noise.to(self.centres.device)
+
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         mu = torch.sigmoid(self.mean(z))  # (B, D)
         sq = (
@@ -122,5 +166,113 @@ class ToyConvDecoder(nn.Module):
         x = torch.nn.functional.softplus(self.deconv(x))
         x = torch.sigmoid(self.conv(x))  # (B, 1, 8, 8)
         return x.reshape(z.shape[0], -1)  # (B, 64)
+
+    forward = embed
+
+
+def walled_decoder(
+    steepness: str | float = "medium",
+    *,
+    latent_dim: int = 2,
+    data_dim: int = 100,
+    n_centres: int = 20,
+    zeta: float = 1e-3,
+    seed: int = 0,
+) -> ToyRBFDecoder:
+    """A synthetic decoder with variance walls between its centres (float32, parameters frozen).
+
+    ``mu(z) = sigmoid(MLP(z))`` and ``sigma(z) = (W v(z) + zeta)^(-1/2)`` with ``n_centres``
+    Gaussian bumps ``v_k(z) = exp(-lambda ||z - c_k||^2)`` at random centres in ``[-2, 2]^d``
+    (see :class:`ToyRBFDecoder`); ``embed`` is ``[mu, sigma]`` of size ``D' = 2 * data_dim``.
+    ``sigma`` is ~``0.2-0.45`` at a centre and rises towards ``zeta^(-1/2)`` (~32) between
+    centres, the faster the larger ``lambda``.
+
+    Args:
+        steepness: a name in :data:`WALL_STEEPNESS` (``"soft"``, ``"medium"``, ``"steep"``) or
+            the bandwidth ``lambda > 0`` itself.
+        latent_dim: d.
+        data_dim: D (the embedding has ``2 D`` components).
+        n_centres: K.
+        zeta: precision floor far from the centres.
+        seed: seed of the weights and centres.
+
+    Returns:
+        The decoder; call ``.embed(z: (B, d)) -> (B, 2 D)``, ``.sample_data(n)`` for data-like
+        points.
+
+    Raises:
+        ValueError: for an unknown steepness name or a bandwidth that is not a positive number.
+    """
+    if isinstance(steepness, str):
+        if steepness not in WALL_STEEPNESS:
+            raise ValueError(
+                f"unknown steepness {steepness!r}; expected one of {sorted(WALL_STEEPNESS)} "
+                "or a positive bandwidth"
+            )
+        bandwidth = WALL_STEEPNESS[steepness]
+    else:
+        bandwidth = float(steepness)
+        if not (bandwidth > 0 and math.isfinite(bandwidth)):
+            raise ValueError(
+                f"steepness (bandwidth) must be a finite number > 0, got {steepness!r}"
+            )
+    dec = ToyRBFDecoder(
+        latent_dim=latent_dim,
+        data_dim=data_dim,
+        n_centres=n_centres,
+        bandwidth=bandwidth,
+        zeta=zeta,
+        seed=seed,
+    )
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    return dec.eval()
+
+
+class ToyMLPDecoder(nn.Module):
+    """A random tanh-MLP decoder mean without a variance term: ``embed(z) = sigmoid(MLP(z))``.
+
+    Smooth everywhere and without variance walls; the metric is ``J_mu^T J_mu``. Weights are
+    ``N(0, 1 / fan_in)`` (biases ``N(0, 1)``) from ``seed``; parameters are frozen.
+
+    Args:
+        latent_dim: d.
+        data_dim: D (= D').
+        hidden_dims: widths of the tanh hidden layers.
+        seed: generator seed of the weights.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 8,
+        data_dim: int = 200,
+        hidden_dims: tuple[int, ...] = (64, 128),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        widths = [latent_dim, *hidden_dims, data_dim]
+        layers: list[nn.Module] = []
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+            lin = nn.Linear(w_in, w_out)
+            with torch.no_grad():
+                lin.weight.copy_(torch.randn(w_out, w_in, generator=g) / math.sqrt(w_in))
+                lin.bias.copy_(torch.randn(w_out, generator=g))
+            layers.append(lin)
+            if i < len(widths) - 2:
+                layers.append(nn.Tanh())
+        self.mean = nn.Sequential(*layers)
+        self.latent_dim = latent_dim
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def sample_data(self, n: int, seed: int = 0) -> Tensor:
+        """``(n, d)`` data-like points from the prior ``N(0, I)`` (dtype of the weights)."""
+        g = torch.Generator().manual_seed(seed)
+        w = self.mean[0].weight
+        return torch.randn(n, self.latent_dim, generator=g, dtype=w.dtype).to(w.device)
+
+    def embed(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.mean(z))  # (B, D)
 
     forward = embed

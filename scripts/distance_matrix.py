@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--codes", required=True, help="(n, d) .npy/.pt file, or train/val/test")
     p.add_argument("--out", required=True, help="output .npy file (sidecars: .meta.json, .blocks)")
     p.add_argument("--k", type=int, default=40, help="neighbours per graph node (default 40)")
-    p.add_argument("--n-substeps", type=int, default=4, help="sub-segments per graph edge")
+    p.add_argument(
+        "--rtol", type=float, default=1e-3, help="relative tolerance of the graph edge lengths"
+    )
     p.add_argument("--aux-points", type=int, default=None, help="random auxiliary way points")
     p.add_argument("--seed", type=int, default=0, help="seed of the auxiliary points")
     p.add_argument("--block-size", type=int, default=256, help="rows per block (default 256)")
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             z,
             args.out,
             k=args.k,
-            n_substeps=args.n_substeps,
+            rtol=args.rtol,
             aux_points=args.aux_points,
             seed=args.seed,
             on_disconnected=args.on_disconnected,

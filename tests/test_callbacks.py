@@ -249,7 +249,7 @@ def test_settings_are_validated():
         GeodesicDistanceStats(encode_batch_size=0)
     with pytest.raises(ValueError, match="encode_batch_size=0"):
         CurvaturePlots(encode_batch_size=0)
-    GeodesicDistanceStats(geodesic_options={"check_substeps": 3, "revert_rtol": 1e-2})
+    GeodesicDistanceStats(geodesic_options={"sub_steps": 3, "revert_rtol": 1e-2})
     with pytest.raises(ValueError, match="go nowhere"):
         CurvaturePlots(save_png=False, log_wandb=False)
 

@@ -19,7 +19,7 @@ def dec() -> ToyRBFDecoder:
 def test_length_and_energy_do_not_mutate_their_input(dec: ToyRBFDecoder) -> None:
     curves = torch.randn(3, 7, 2, dtype=torch.float64)
     before = curves.clone()
-    for fn in (G.curve_length, G.curve_energy, G.segment_lengths):
+    for fn in (G.curve_length, G.chord_length, G.curve_energy, G.segment_lengths):
         fn(dec.embed, curves)
         assert curves.shape == (3, 7, 2) and torch.equal(curves, before)
     one = torch.randn(7, 2, dtype=torch.float64)  # stochman unsqueezes such input in place
@@ -40,8 +40,9 @@ def test_energy_normalisation_on_straight_lines() -> None:
 
 
 def test_energy_at_least_length_squared(dec: ToyRBFDecoder) -> None:
+    """Cauchy-Schwarz on the nodes: the energy bounds the chord sum it is made of."""
     curves = torch.randn(20, 9, 2, dtype=torch.float64)
-    L, E = G.curve_length(dec.embed, curves), G.curve_energy(dec.embed, curves)
+    L, E = G.chord_length(dec.embed, curves), G.curve_energy(dec.embed, curves)
     assert (E >= L**2 * (1 - 1e-12)).all()
     assert (E > L**2 * 1.01).any()  # random curves are far from constant speed
     # Equality after reparametrising smooth curves to constant Riemannian speed.
@@ -106,3 +107,120 @@ def test_straight_lines_reject_mismatched_points() -> None:
         G.straight_lines(torch.zeros(2, 2), torch.zeros(2, 3), 5)
     with pytest.raises(ValueError, match="n_nodes"):
         G.straight_lines(torch.zeros(2, 2), torch.zeros(2, 2), 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Converged lengths (measure_curve_lengths / curve_length)
+# ------------------------------------------------------------------------------------------
+
+
+def _fine_length(embed, curves: torch.Tensor, n_sub: int) -> torch.Tensor:
+    """Independent reference: every segment split into ``n_sub`` equal chords."""
+    with torch.no_grad():
+        return G.chord_length(embed, G.subdivide_curves(curves, n_sub), chunk_size=50_000)
+
+
+def _bent_curves(n: int, nodes: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = 2 * torch.randn(n, 1, 2, generator=g, dtype=torch.float64)
+    b = 2 * torch.randn(n, 1, 2, generator=g, dtype=torch.float64)
+    t = torch.linspace(0, 1, nodes, dtype=torch.float64)[None, :, None]
+    perp = torch.stack([-(b - a)[..., 1], (b - a)[..., 0]], dim=-1)
+    return a + t * (b - a) + 0.3 * torch.sin(torch.pi * t) * perp  # (n, nodes, 2)
+
+
+def test_linear_decoder_length_is_exact() -> None:
+    A = torch.randn(5, 3, dtype=torch.float64)
+    curves = torch.randn(4, 6, 3, dtype=torch.float64)
+    m = G.measure_curve_lengths(LinearEmbed(A), curves)
+    exact = ((curves[:, 1:] - curves[:, :-1]) @ A.T).norm(dim=2)  # (4, 5)
+    torch.testing.assert_close(m.segment_lengths, exact)
+    torch.testing.assert_close(m.lengths, exact.sum(1))
+    assert m.converged.all() and (m.errors <= 1e-12 * m.lengths).all()
+
+
+@pytest.mark.parametrize("bandwidth", [0.5, 4.0, 16.0])
+@pytest.mark.parametrize("rtol", [1e-3, 1e-4])
+def test_measured_length_matches_a_fine_reference_on_walled_decoders(
+    bandwidth: float, rtol: float
+) -> None:
+    """Smooth curves through steep variance bumps: within rtol of a 2048-fold subdivision,
+    where the node chords undercount by whole percents; the error estimate bounds the error."""
+    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=bandwidth).double()
+    curves = _bent_curves(24, 24, seed=2)
+    m = G.measure_curve_lengths(dec.embed, curves, rtol=rtol)
+    ref = _fine_length(dec.embed, curves, 2048)
+    rel = (ref - m.lengths.detach()) / ref
+    assert m.converged.all()
+    assert (rel.abs() <= rtol).all(), float(rel.abs().max())
+    assert (m.errors <= rtol * m.lengths).all()
+    if bandwidth > 1:  # steep bumps: the chord sum on the nodes would be wrong here
+        chords = G.chord_length(dec.embed, curves).detach()
+        assert ((ref - chords) / ref).max() > 10 * rtol
+    # the work goes where the metric is steep: far fewer points than the uniform reference
+    assert m.evaluations < curves.shape[0] * 23 * 2048 / 10
+
+
+def test_far_from_the_data_and_degenerate_segments() -> None:
+    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=4.0).double()
+    line = G.straight_lines(torch.zeros(1, 2, dtype=torch.float64), torch.full((1, 2), 1e3), 12)
+    padded = torch.cat([line, line[:, -1:].expand(1, 3, 2)], dim=1)  # zero-length segments
+    # the data region is 0.3 % of the curve: its scale is given (as the solvers do from codes)
+    m = G.measure_curve_lengths(dec.embed, padded, rtol=1e-3, max_piece_length=0.05)
+    ref = _fine_length(dec.embed, padded, 65536)  # pieces of 0.002 near the data
+    assert torch.isfinite(m.lengths).all() and m.converged.all()
+    torch.testing.assert_close(m.lengths.detach(), ref, rtol=1e-3, atol=0)
+    # without it the graded points next to the nodes still see the data: within 1 %
+    rough = G.measure_curve_lengths(dec.embed, padded, rtol=1e-3)
+    torch.testing.assert_close(rough.lengths.detach(), ref, rtol=1e-2, atol=0)
+    assert float(G.chord_length(dec.embed, padded)) < 0.9 * float(ref)  # the nodes miss 18 %
+    assert (m.segment_lengths[:, -3:] <= 1e-12 * m.lengths).all()
+    assert (m.pieces[:, -3:] <= 4).all()  # one piece, bisected twice at most
+    const = torch.zeros(2, 4, 2, dtype=torch.float64)
+    assert (G.curve_length(dec.embed, const).detach().abs() <= 1e-12).all()
+
+
+def test_measured_length_is_differentiable(dec: ToyRBFDecoder) -> None:
+    curves = _bent_curves(2, 6, seed=5).requires_grad_(True)
+    (grad,) = torch.autograd.grad(G.curve_length(dec.embed, curves, rtol=1e-5).sum(), curves)
+    eps = 1e-6
+    for b, i, k in [(0, 2, 0), (1, 4, 1), (0, 0, 1)]:
+        up, down = curves.detach().clone(), curves.detach().clone()
+        up[b, i, k] += eps
+        down[b, i, k] -= eps
+        fd = (_fine_length(dec.embed, up, 4096) - _fine_length(dec.embed, down, 4096))[b] / (
+            2 * eps
+        )
+        torch.testing.assert_close(grad[b, i, k], fd, rtol=2e-3, atol=1e-6)
+
+
+def test_max_depth_reports_not_converged() -> None:
+    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=16.0).double()
+    curves = _bent_curves(8, 4, seed=3)
+    m = G.measure_curve_lengths(dec.embed, curves, rtol=1e-6, resolution=2, max_depth=2)
+    assert not m.converged.all()
+    assert (m.pieces <= 2**2 * 2 * 4).all()  # never refined past max_depth
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"rtol": 0.0}, "rtol"),
+        ({"rtol": 1.5}, "rtol"),
+        ({"resolution": 0}, "resolution"),
+        ({"max_piece_length": -1.0}, "max_piece_length"),
+        ({"min_depth": 3, "max_depth": 2}, "max_depth"),
+        ({"max_depth": 31}, "max_depth"),
+    ],
+)
+def test_measure_rejects_bad_options(options: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        G.measure_curve_lengths(LinearEmbed(torch.eye(2)), torch.zeros(1, 3, 2), **options)
+
+
+def test_non_finite_embedding_is_an_error() -> None:
+    def embed(z: torch.Tensor) -> torch.Tensor:
+        return torch.where(z.norm(dim=1, keepdim=True) > 1, torch.nan, z)
+
+    with pytest.raises(ValueError, match="non-finite"):
+        G.curve_length(embed, torch.tensor([[[0.0, 0.0], [2.0, 0.0]]]))

@@ -48,7 +48,7 @@ def test_linear_decoder_geodesics_are_straight_lines() -> None:
     assert (res.initial_lengths > true * 1.05).all()
     torch.testing.assert_close(res.lengths, true, rtol=1e-9, atol=0)
     assert (_distance_to_segment(res.curves).max(dim=1).values < 1e-3 * (z1 - z0).norm(dim=1)).all()
-    torch.testing.assert_close(res.energies, true**2, rtol=1e-9, atol=0)  # constant speed
+    assert (res.energies >= res.lengths**2 * (1 - 1e-9)).all()
 
 
 def test_sphere_geodesics_match_great_circles() -> None:
@@ -76,31 +76,12 @@ def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
     res = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=16)
     assert res.converged.float().mean() > 0.95
     # Compare at a common fine resolution, not only on the optimisation nodes.
-    fine = G.curve_length(rbf.embed, G.subdivide_curves(res.curves, 8))
-    line = G.curve_length(rbf.embed, G.straight_lines(z0, z1, 121))
+    fine = G.curve_length(rbf.embed, res.curves, rtol=1e-5)
+    line = G.curve_length(rbf.embed, G.straight_lines(z0, z1, 2), rtol=1e-5)
     assert (res.lengths <= res.initial_lengths).all()
-    assert (fine <= line * 1.005).all()
+    assert (fine <= line * 1.002).all()
     assert (fine < 0.98 * line).float().mean() > 0.5
-    assert (res.iterations > 0).any() and (res.iterations <= 100).all()
-
-
-def test_corner_cutting_curves_are_reverted_at_fine_resolution(rbf: ToyRBFDecoder) -> None:
-    """With few nodes the discrete minimiser can shorten its chords while the polyline between
-    the nodes crosses high-metric regions; the fine-resolution check must catch every such curve."""
-    z = _codes(rbf, 200)
-    z0, z1 = z[:100], z[100:]
-    line = G.curve_length(rbf.embed, G.straight_lines(z0, z1, 32 * 5 + 1))
-
-    def fine(res: G.GeodesicResult) -> torch.Tensor:
-        return G.curve_length(rbf.embed, G.subdivide_curves(res.curves, 32))
-
-    nodes_only = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=6, check_substeps=1)
-    assert (fine(nodes_only) > 1.01 * line).sum() >= 5  # the defect is real without the check
-    checked = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=6)
-    assert (fine(checked) <= line * (1 + 1e-3)).all()
-    assert checked.reverted.sum() >= 5 and (checked.lengths <= checked.initial_lengths).all()
-    kept = ~checked.reverted
-    torch.testing.assert_close(checked.curves[kept], nodes_only.curves[kept])
+    assert (res.iterations > 0).any()
 
 
 def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> None:
@@ -118,24 +99,22 @@ def test_no_curve_is_returned_longer_than_its_initial_curve(
     """Force the optimiser to return worse curves: they must be replaced and flagged."""
     z = _codes(rbf, 10, seed=2)
 
-    def bad_lm(embed, x, h0, h1, *args, **kwargs):
+    def bad_lm(embed, x, z0, z1, *args, **kwargs):
         B, n, d = x.shape
         worse = x + 0.5 * torch.randn_like(x)
         worse[: B // 2] = x[: B // 2]  # half of them unchanged
-
-        def s_l_h(nodes):
-            h = embed(nodes.reshape(B * n, d)).reshape(B, n, -1)
-            r = torch.diff(torch.cat([h0[:, None], h, h1[:, None]], dim=1), dim=1)
-            return r.pow(2).sum((1, 2)), r.norm(dim=2).sum(1), h
-
+        curves = torch.cat([z0[:, None], worse, z1[:, None]], dim=1)
+        L = G.measure_curve_lengths(embed, curves).lengths.double()  # a faithful objective
         ok = torch.ones(B, dtype=torch.bool)
-        (S, L, h), (S0, L0, h_init) = s_l_h(worse), s_l_h(x)
-        return worse, ok, torch.ones(B, dtype=torch.long), S, L, S0, L0, h, h_init
+        return worse, ok, torch.ones(B, dtype=torch.long), L, torch.zeros(B, dtype=L.dtype)
 
     z0, z1 = z[0:10:2], z[1:10:2]
     start = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=10, max_iterations=0).curves
     monkeypatch.setattr(geodesics_module, "_lm", bad_lm)
-    res = G.connecting_geodesics(rbf.embed, z[: 5 * 2 : 2], z[1 : 5 * 2 : 2], n_nodes=10)
+    one_level = dict(sub_steps=4, max_sub_steps=4)  # one call of _lm for all curves
+    res = G.connecting_geodesics(
+        rbf.embed, z0, z1, n_nodes=10, init_curves=start, reparametrise=False, **one_level
+    )
     assert (res.lengths <= res.initial_lengths).all()
     assert not res.reverted[:2].any() and res.converged[:2].all()
     assert res.reverted[3:].all() and not res.converged[3:].any()
@@ -154,7 +133,10 @@ def test_random_initial_curves_only_get_shorter(rbf: ToyRBFDecoder) -> None:
 
 def test_unconverged_curves_are_flagged(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 12, seed=3)
-    res = G.connecting_geodesics(rbf.embed, z[:6], z[6:], max_iterations=1, tolerance=0.0)
+    line = G.straight_lines(z[:6], z[6:], 2)  # given curves: one stage, no coarse one
+    res = G.connecting_geodesics(
+        rbf.embed, z[:6], z[6:], init_curves=line, max_iterations=1, tolerance=0.0
+    )
     assert not res.converged.any()
     assert (res.iterations == 1).all()
 
@@ -171,7 +153,7 @@ def test_zero_length_pairs_and_two_nodes(rbf: ToyRBFDecoder) -> None:
 def test_other_latent_dimensions(d: int) -> None:
     dec = ToyRBFDecoder(latent_dim=d, data_dim=16, n_centres=4, seed=d).double()
     z = _codes(dec, 8, seed=d)
-    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10, max_iterations=400)
     assert res.curves.shape == (4, 10, d)
     assert res.converged.all() and (res.lengths <= res.initial_lengths).all()
 
@@ -191,7 +173,9 @@ def test_dtype_device_preserved(dtype: torch.dtype) -> None:
     for t in (res.curves, res.lengths, res.energies, res.initial_lengths):
         assert t.dtype == dtype and t.device == z.device
     assert res.converged.dtype == torch.bool and res.iterations.dtype == torch.long
-    assert res.converged.all()
+    assert res.stationary.all() and res.faithful.all()
+    if dtype == torch.float64:  # float32 roundoff can keep a length measurement from converging
+        assert res.converged.all()
 
 
 def test_adam_and_graph_initialisation(rbf: ToyRBFDecoder) -> None:
@@ -247,6 +231,10 @@ def test_geodesics_leave_no_parameter_gradients(rbf: ToyRBFDecoder) -> None:
             "init_curves",
         ),
         (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), init="graph"), "graph_points"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), rtol=0.0), "rtol"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), tolerance=-1.0), "tolerance"),
+        (dict(z0=torch.zeros(2), z1=torch.ones(2)), r"shape \(B, d\)"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.full((2, 2), float("inf"))), "non-finite"),
     ],
 )
 def test_bad_input_is_named(kwargs: dict, match: str) -> None:
@@ -284,18 +272,6 @@ def test_log_map_inverts_exp_map_on_the_sphere() -> None:
     v_hat, res = G.log_map(sphere, z0, z1, n_nodes=48)
     assert res.converged.all()
     torch.testing.assert_close(v_hat, v, rtol=0, atol=3e-3)
-
-
-def test_subdivided_length_reusing_node_embeddings_matches_direct_measurement(
-    rbf: ToyRBFDecoder,
-) -> None:
-    z = _codes(rbf, 12, seed=4)
-    curves = G.connecting_geodesics(rbf.embed, z[:6], z[6:], n_nodes=7, max_iterations=0).curves
-    node_h = rbf.embed(curves.reshape(-1, 2)).reshape(6, 7, -1)
-    for n_sub in (2, 5):
-        reused = geodesics_module._subdivided_length(rbf.embed, curves, n_sub, node_h, 8192)
-        direct = G.curve_length(rbf.embed, G.subdivide_curves(curves, n_sub))
-        torch.testing.assert_close(reused, direct.double(), rtol=1e-12, atol=1e-12)
 
 
 def test_exp_map_on_a_singular_metric_names_the_cause() -> None:

@@ -20,41 +20,41 @@ def _codes(dec: ToyRBFDecoder, n: int, spread: float = 0.5, seed: int = 0) -> to
 
 
 def test_graph_distances_close_to_refined_geodesics(rbf: ToyRBFDecoder) -> None:
-    """Stated tolerance: graph distances (k=40, 4 sub-steps per edge) are upper bounds of the
-    refined geodesic lengths up to 2 %, with a median relative excess below 5 %."""
+    """Stated tolerance: graph distances (k=40, edges to rtol 1e-3) are upper bounds of the
+    refined geodesic lengths up to rtol, with a median relative excess below 5 %."""
     z = _codes(rbf, 200)
-    graph = G.build_graph(rbf.embed, z, k=40, n_substeps=4)
+    graph = G.build_graph(rbf.embed, z, k=40, rtol=1e-3)
     g = torch.Generator().manual_seed(1)
     src, tgt = torch.randint(0, 200, (60,), generator=g), torch.randint(0, 200, (60,), generator=g)
     keep = src != tgt
     src, tgt = src[keep], tgt[keep]
     refined, glen, res = G.refined_pair_distances(rbf.embed, graph, src, tgt, n_nodes=16)
     line = G.connecting_geodesics(rbf.embed, z[src], z[tgt], n_nodes=16)
-    line_len = G.curve_length(rbf.embed, G.subdivide_curves(line.curves, 4))
+    line_len = G.curve_length(rbf.embed, line.curves, rtol=1e-4)
     ref = torch.minimum(refined, line_len)
-    assert res is not None and res.converged[~res.reverted].all()
-    # a few refined curves cut corners (shorter on their 16 nodes, longer at fine resolution
-    # than their graph start): those are reverted to the start and flagged
-    assert res.reverted.float().mean() < 0.2
+    assert res is not None
     assert (refined <= glen).all()
     rel = (glen - ref) / ref
-    assert (rel > -0.02).all()
+    assert (rel > -2e-3).all()
     assert rel.median() < 0.05
     assert (rel > 1e-3).any()  # the graph is not exact: refinement does something
-    D = G.geodesic_distance_matrix(rbf.embed, z, k=40, n_substeps=4, progress=False)
+    D = G.geodesic_distance_matrix(rbf.embed, z, k=40, progress=False)
     torch.testing.assert_close(D[src, tgt], glen)
 
 
 def test_shortest_path_curves_have_the_graph_lengths(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 80, seed=2)
-    graph = G.knn_graph(rbf.embed, z, k=12, n_substeps=3)
+    graph = G.knn_graph(rbf.embed, z, k=12, rtol=1e-3)
     src, tgt = torch.tensor([0, 5, 7, 9]), torch.tensor([50, 5, 60, 1])
     curves, lengths = G.shortest_path_curves(graph, src, tgt)
     assert curves.shape[0] == 4 and curves.shape[2] == 2
     torch.testing.assert_close(curves[:, 0], z[src])
     torch.testing.assert_close(curves[:, -1], z[tgt])
-    measured = G.curve_length(rbf.embed, G.subdivide_curves(curves, 3))
-    torch.testing.assert_close(measured, lengths, rtol=1e-8, atol=1e-10)
+    # graph lengths are the lengths of the path polylines, finely measured, within rtol
+    with torch.no_grad():
+        fine = G.chord_length(rbf.embed, G.subdivide_curves(curves, 1024), chunk_size=50_000)
+    torch.testing.assert_close(lengths, fine, rtol=1e-3, atol=1e-10)
+    assert graph.unconverged_edges == 0
     assert lengths[1] == 0
     D = G.graph_distances(graph, src.numpy(), tgt.numpy())
     np.testing.assert_allclose(np.diag(D), lengths.numpy())
@@ -190,3 +190,41 @@ def test_auxiliary_points_and_bad_options(rbf: ToyRBFDecoder) -> None:
         G.geodesic_distance_matrix(rbf.embed, z, n_nodes=10)
     with pytest.raises(ValueError, match="k must be smaller"):
         G.knn_graph(rbf.embed, z, k=40)
+
+
+def test_edges_across_a_wall_are_measured_to_rtol() -> None:
+    """Two clusters with a steep variance wall between them: the long edges that cross it are
+    measured within rtol of a 4096-fold subdivision (4 sub-steps undercount them)."""
+    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=16.0).double()
+    z = _codes(dec, 120, spread=0.15, seed=4)
+    graph = G.knn_graph(dec.embed, z, k=8, rtol=1e-3)
+    coo = graph.adjacency.tocoo()
+    keep = coo.row < coo.col
+    i, j, w = coo.row[keep], coo.col[keep], coo.data[keep]
+    latent = (z[i] - z[j]).norm(dim=1).numpy()
+    longest = np.argsort(-latent)[:40]  # the gap-crossing edges
+    seg = torch.stack([z[i[longest]], z[j[longest]]], dim=1)
+    with torch.no_grad():
+        fine = G.chord_length(dec.embed, G.subdivide_curves(seg, 4096), chunk_size=50_000).numpy()
+        coarse = G.chord_length(dec.embed, G.subdivide_curves(seg, 4)).numpy()
+    np.testing.assert_allclose(w[longest], fine, rtol=1e-3)
+    assert ((fine - coarse) / fine).max() > 1e-2
+
+
+def test_duplicated_points_do_not_change_other_distances(rbf: ToyRBFDecoder) -> None:
+    z = _codes(rbf, 120, seed=3)
+    D = G.geodesic_distance_matrix(rbf.embed, z, k=10, progress=False)
+    twice = torch.cat([z, z])
+    graph = G.build_graph(rbf.embed, twice, k=10)
+    assert graph.n_duplicates == 120
+    D2 = G.geodesic_distance_matrix(rbf.embed, twice, k=10, progress=False)
+    torch.testing.assert_close(D2[:120, :120], D, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(D2[120:, 120:], D, rtol=1e-9, atol=1e-12)
+    assert D2[torch.arange(120), torch.arange(120) + 120].max() < 1e-9 * D.max()
+
+
+def test_graph_of_identical_points_is_an_error() -> None:
+    with pytest.raises(ValueError, match="2 distinct nodes"):
+        G.knn_graph(LinearEmbed(torch.eye(2)), torch.ones(5, 2), k=1)
+    with pytest.raises(ValueError, match="rtol"):
+        G.knn_graph(LinearEmbed(torch.eye(2)), torch.randn(5, 2), k=1, rtol=0)

@@ -149,3 +149,35 @@ def test_ops_without_forward_ad_fall_back_with_warning() -> None:
 def test_metric_rejects_bad_input(z: torch.Tensor, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         G.metric_tensor(LinearEmbed(torch.eye(2)), z)
+
+
+def test_empty_batches_give_empty_results() -> None:
+    dec = ToyRBFDecoder(data_dim=12, seed=4)
+    z = torch.zeros(0, 2)
+    assert G.metric_tensor(dec.embed, z).shape == (0, 2, 2)
+    assert G.jacobian(dec.embed, z).shape == (0, 24, 2)
+    assert G.log_magnification_factor(dec.embed, z).shape == (0,)
+    assert G.curve_length(dec.embed, torch.zeros(0, 5, 2)).shape == (0,)
+    assert G.chord_length(dec.embed, torch.zeros(0, 5, 2)).shape == (0,)
+
+
+def test_points_of_another_dtype_than_the_model_get_a_clear_error() -> None:
+    dec = ToyRBFDecoder(data_dim=12, seed=4)  # float32
+    z = torch.zeros(3, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"torch.float64 but embed's parameters are torch.float32"):
+        G.metric_tensor(dec.embed, z)
+    with pytest.raises(TypeError, match=r"torch.float64.*model's dtype"):
+        G.curve_length(lambda x: dec.embed(x), z[None])  # a wrapped model: the error it raises
+
+
+def test_log_magnification_floor_far_from_the_data() -> None:
+    """A saturating generator's metric vanishes far away: -inf, unless a floor is asked for."""
+    mean = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 5))
+    mean = mean.double()
+    z = torch.tensor([[0.0, 0.0], [1e3, 1e3]], dtype=torch.float64)
+    raw = G.log_magnification_factor(mean, z)
+    assert torch.isfinite(raw[0]) and raw[1] == -torch.inf
+    floored = G.log_magnification_factor(mean, z, floor=-30.0)
+    assert floored[0] == raw[0] and floored[1] == -30.0
+    with pytest.raises(ValueError, match="floor"):
+        G.log_magnification_factor(mean, z, floor=float("-inf"))

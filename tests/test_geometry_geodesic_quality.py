@@ -1,0 +1,150 @@
+"""Quality of connecting_geodesics on walled decoders: measured lengths, faithful objectives,
+stationarity against an independent optimiser, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import geometry as G
+from geometry.toy_models import ToyRBFDecoder
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def walled() -> ToyRBFDecoder:
+    """2-D decoder with steep variance walls around 8 centres (bandwidth 16)."""
+    return ToyRBFDecoder(latent_dim=2, data_dim=24, n_centres=8, bandwidth=16.0, seed=4).double()
+
+
+def _codes(dec: ToyRBFDecoder, n: int, seed: int = 0, spread: float = 0.2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, dec.centres.shape[0], (n,), generator=g)
+    noise = torch.randn(n, dec.centres.shape[1], generator=g, dtype=dec.centres.dtype)
+    return dec.centres[idx] + spread * noise
+
+
+def _fine(embed, curves: torch.Tensor) -> torch.Tensor:
+    return G.measure_curve_lengths(embed, curves, rtol=1e-5).lengths
+
+
+def _adam_on_polyline(embed, curves: torch.Tensor, steps: int, sub: int = 16) -> torch.Tensor:
+    """Independent reference: Adam on the interior nodes, objective = chord sum of the polyline
+    subdivided ``sub`` times per segment (a faithful length at that resolution)."""
+    x = curves[:, 1:-1].clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=1e-2 * (curves[:, -1] - curves[:, 0]).norm(dim=1).mean())
+    for _ in range(steps):
+        full = torch.cat([curves[:, :1], x, curves[:, -1:]], dim=1)
+        loss = G.chord_length(embed, G.subdivide_curves(full, sub)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return torch.cat([curves[:, :1], x.detach(), curves[:, -1:]], dim=1)
+
+
+def test_reported_lengths_are_measured_near_and_far_from_the_data(walled) -> None:
+    z = _codes(walled, 24, seed=1)
+    far = z[12:] + 4.0 * torch.tensor([1.0, -1.0], dtype=z.dtype)  # outside every well
+    z0, z1 = torch.cat([z[:6], z[6:12]]), torch.cat([z[12:18], far[:6]])
+    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=12)
+    fine = _fine(walled.embed, res.curves)
+    assert (res.length_rtol == 1e-3).all()
+    tol = res.length_rtol * fine + 1e-9
+    assert ((res.lengths - fine).abs() <= tol).all()
+    assert (res.length_errors <= tol).all()
+    # the node chord sum, what the solver used to report, misses the walls by whole percents
+    assert ((fine - res.chord_lengths) / fine > 0.01).any()
+    assert (res.chord_lengths <= res.lengths * (1 + 1e-9)).all()
+
+
+def test_node_only_objective_is_flagged_unfaithful(walled) -> None:
+    """With one sub-point per segment (the classical chord energy) the solver cuts corners
+    through walls; such curves are stationary but must not be reported converged."""
+    z = _codes(walled, 32, seed=2)
+    z0, z1 = z[:16], z[16:]
+    chord = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8, sub_steps=1, max_sub_steps=1)
+    cut = chord.stationary & ~chord.faithful
+    assert cut.sum() >= 3
+    assert not chord.converged[cut].any()
+    # their measured lengths are above what the chords claimed, often by whole percents
+    gap = (chord.lengths[cut] - chord.chord_lengths[cut]) / chord.lengths[cut]
+    assert (gap > 1e-3).all() and (gap > 0.05).sum() >= 3
+    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8)
+    assert not (res.converged & ~res.faithful).any()
+    assert (res.lengths[cut] < chord.lengths[cut]).float().mean() > 0.5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (#10): 3 of 11 converged curves lie in worse local minima that a "
+    "300-step Adam run leaves (by 2.4-2.8 %); line + 2 bent starts on a coarse polyline do not "
+    "catch them",
+)
+def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) -> None:
+    z = _codes(walled, 24, seed=3)
+    res = G.connecting_geodesics(walled.embed, z[:12], z[12:], n_nodes=12, max_iterations=300)
+    assert res.converged.float().mean() >= 0.5
+    ours = _fine(walled.embed, res.curves)
+    polished = _adam_on_polyline(walled.embed, res.curves, steps=300)
+    theirs = _fine(walled.embed, polished)
+    c = res.converged
+    assert (theirs[c] >= ours[c] * 0.99).all()
+    assert (theirs[c] >= ours[c] * 0.999).float().mean() >= 0.9
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (#10): the default solver still reports 3 of 16 curves converged in "
+    "a minimum > 1 % longer than a plain Adam run from the straight line",
+)
+def test_a_worse_minimum_is_not_reported_converged(walled) -> None:
+    """The chord-energy solver (one sub-point) reports stationary curves that a plain Adam run
+    from the same start beats by > 1 %; the default solver finds a curve within 1 % of that
+    reference or says it has not converged."""
+    z = _codes(walled, 32, seed=5)
+    z0, z1 = z[:16], z[16:]
+    old = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8, sub_steps=1, max_sub_steps=1)
+    line = G.constant_speed_curves(walled.embed, G.straight_lines(z0, z1, 2), 8, n_sub=8)
+    ref = _fine(walled.embed, _adam_on_polyline(walled.embed, line, steps=400))
+    old_len = _fine(walled.embed, old.curves)
+    worse = old.stationary & (old_len > 1.01 * ref)
+    assert worse.sum() >= 2  # the defect is real for the chord objective
+    assert not old.converged[worse].any()
+    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8)
+    ok = (_fine(walled.embed, res.curves) <= 1.01 * ref) | ~res.converged
+    assert ok.all()
+
+
+def test_far_off_the_data_terminates_without_nan(walled) -> None:
+    z0 = torch.tensor([[1e3, 1e3], [0.0, 0.0], [-1e3, 5.0]], dtype=torch.float64)
+    z1 = torch.tensor([[-1e3, 1e3], [1e3, 1e3], [1e3, -5.0]], dtype=torch.float64)
+    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=10)
+    for t in (res.curves, res.lengths, res.energies, res.length_errors):
+        assert torch.isfinite(t).all()
+    assert (res.lengths <= res.initial_lengths).all()
+    assert (res.iterations <= 100 * 6).all()
+
+
+def test_identical_end_points_give_zero_length_curves(walled) -> None:
+    z = _codes(walled, 4, seed=6)
+    z0, z1 = z.clone(), torch.cat([z[:2], z[2:].flip(0)])  # two identical pairs, two not
+    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=9)
+    assert torch.equal(res.lengths[:2], torch.zeros(2, dtype=z.dtype))
+    assert res.converged[:2].all() and torch.isfinite(res.curves).all()
+    assert (res.curves[:2] == z[:2, None]).all()
+    assert (res.lengths[2:] > 0).all()
+
+
+def test_empty_batch_gives_empty_results(walled) -> None:
+    z = torch.zeros(0, 2, dtype=torch.float64)
+    res = G.connecting_geodesics(walled.embed, z, z, n_nodes=7)
+    assert res.curves.shape == (0, 7, 2) and len(res) == 0
+    assert res.lengths.shape == (0,) and res.converged.shape == (0,)
+
+
+def test_points_of_another_dtype_than_the_model_are_named() -> None:
+    dec = ToyRBFDecoder(data_dim=8, seed=1)  # float32
+    z = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"dtype torch\.float64.*torch\.float32"):
+        G.connecting_geodesics(dec.embed, z, z + 1)
