@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm  # type: ignore[import-untyped]
+from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_curves, check_points, check_positive_int, embed_flat
 from geometry.block_tridiagonal import solve_spd_block_tridiagonal

@@ -47,7 +47,7 @@ class SquaredGeodesicDistance(torch.autograd.Function):
     tangents. Call through :func:`squared_geodesic_distance`."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: FunctionCtx,
         z0: Tensor,
         z1: Tensor,

@@ -42,6 +42,8 @@ WALL_STEEPNESS: dict[str, float] = {"soft": 4.0, "medium": 16.0, "steep": 64.0}
 class LinearEmbed(nn.Module):
     """``h(z) = z @ A.T``; metric ``A^T A`` everywhere, geodesics are straight lines."""
 
+    A: Tensor
+
     def __init__(self, A: Tensor) -> None:
         super().__init__()
         self.register_buffer("A", A)
@@ -84,6 +86,9 @@ class ToyRBFDecoder(nn.Module):
         zeta: precision floor far from the centres.
         seed: generator seed for the weights.
     """
+
+    centres: Tensor
+    W: Tensor
 
     def __init__(
         self,
@@ -269,7 +274,9 @@ class ToyMLPDecoder(nn.Module):
     def sample_data(self, n: int, seed: int = 0) -> Tensor:
         """``(n, d)`` data-like points from the prior ``N(0, I)`` (dtype of the weights)."""
         g = torch.Generator().manual_seed(seed)
-        w = self.mean[0].weight
+        first = self.mean[0]
+        assert isinstance(first, nn.Linear)
+        w = first.weight
         return torch.randn(n, self.latent_dim, generator=g, dtype=w.dtype).to(w.device)
 
     def embed(self, z: Tensor) -> Tensor:
