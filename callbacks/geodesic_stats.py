@@ -48,6 +48,7 @@ from callbacks.emit import log_scalars, wandb_loggers, warn_once
 from callbacks.geodesic_results import GeodesicResult, GeodesicResultStore
 from callbacks.model_context import geometry_mode, model_stage
 from callbacks.pair_statistics import (
+    EPOCH_END_SOLVER,
     pair_statistics,
     solver_keywords,
     summarize_pairs,
@@ -68,6 +69,11 @@ __all__ = ["GeodesicDistanceStats"]
 _EXPLICIT = ("num_nodes", "max_iterations", "tolerance", "optimizer")
 
 
+def _explicit_solver_names() -> list[str]:
+    """geometry's names of the settings in :data:`_EXPLICIT`, in that order."""
+    return [k for k in solver_keywords(0, 0, 0.0, "") if k not in EPOCH_END_SOLVER]
+
+
 def _geodesic_option_names() -> set[str]:
     """Keyword options of ``geometry.connecting_geodesics`` that ``geodesic_options`` may set:
     not the end points, not what the callback sets itself, not what has an argument here."""
@@ -75,7 +81,7 @@ def _geodesic_option_names() -> set[str]:
 
     params = inspect.signature(geometry.connecting_geodesics).parameters
     fixed = {"embed", "z0", "z1", "init", "init_curves", "graph_points", "graph_k"}
-    explicit = set(solver_keywords(0, 0, 0.0, ""))
+    explicit = set(_explicit_solver_names())
     return {name for name, p in params.items() if p.kind == p.KEYWORD_ONLY} - fixed - explicit
 
 
@@ -149,7 +155,7 @@ class GeodesicDistanceStats(EpochScheduledCallback):
             raise ValueError(f"optimizer={optimizer!r} must be 'lm' or 'adam'")
         options = dict(geodesic_options or {})
         accepted = _geodesic_option_names()
-        explicit = solver_keywords(0, 0, 0.0, "")
+        explicit = _explicit_solver_names()
         twice = sorted(set(options) & set(explicit))
         if twice:
             own = {v: k for k, v in zip(_EXPLICIT, explicit)}

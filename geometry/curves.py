@@ -31,6 +31,8 @@ from geometry._checks import Embed, check_curves, check_points, check_positive_i
 
 #: geometric grading levels towards the ends of segments cut into several pieces
 _GRADING_LEVELS = 8
+#: most embedded numbers (pieces x D') refined at once; beyond, pieces are accepted unconverged
+_MAX_ACTIVE_ELEMENTS = 2**26
 
 __all__ = [
     "CurveLengths",
@@ -269,16 +271,21 @@ def measure_curve_lengths(
             left, right = (hm - h0).norm(dim=1).to(f64), (h1 - hm).norm(dim=1).to(f64)
             halves = left + right
             gain = (halves - chord).clamp_min(0)
+            # roundoff of the three chords (float32 models): a gain below it is no signal
+            scale = h0.norm(dim=1) + hm.norm(dim=1) + h1.norm(dim=1)
+            noise = 16 * torch.finfo(h0.dtype).eps * scale.to(f64)
             curve = seg // n_seg
             # running estimate of each curve's length: accepted parts + current halves
             total = seg_len.view(B, n_seg).sum(dim=1).index_add(0, curve, halves)  # (B,)
             share = (t1 - t0).to(f64) / n_seg
-            small = gain <= 0.25 * rtol * torch.maximum(halves, total[curve] * share)
+            bound = torch.maximum(halves, total[curve] * share)
+            small = gain <= 0.25 * rtol * bound + noise
             # accept only in the asymptotic regime: the parent's gain was small too
             accept = small & parent_ok
             if depth < min_depth:
                 accept = torch.zeros_like(accept)
-            last = depth >= max_depth
+            # bounded memory: past 2**26 embedded numbers in flight, stop refining (flagged)
+            last = depth >= max_depth or seg.numel() * h0.shape[1] > _MAX_ACTIVE_ELEMENTS
             if last:
                 ok[curve[~accept]] = False
                 accept = torch.ones_like(accept)
@@ -299,7 +306,7 @@ def measure_curve_lengths(
             h0, h1 = torch.cat([s_h0, s_hm]), torch.cat([s_hm, s_h1])
             chord = torch.cat([left[split], right[split]])
             # a halved piece of a smooth curve gains about a quarter of its parent's gain
-            s_small = gain[split] <= rtol * torch.maximum(halves, total[curve] * share)[split]
+            s_small = (gain <= rtol * bound + noise)[split]
             parent_ok = torch.cat([s_small, s_small])
 
     seg_lengths = seg_len.view(B, n_seg)

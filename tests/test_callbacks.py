@@ -24,7 +24,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import CurvaturePlots, GeodesicDistanceStats, GeodesicResultStore
 from callbacks.model_context import geometry_mode
-from callbacks.pair_statistics import PairStatistics, pair_statistics, summarize_pairs, summary
+from callbacks.pair_statistics import (
+    EPOCH_END_SOLVER,
+    PairStatistics,
+    pair_statistics,
+    summarize_pairs,
+    summary,
+)
 from callbacks.validation_data import MissingValidationDataError, draw_pairs
 from lightning_modules.two_stage_vae import TwoStageVAE
 from tests.helpers.wandb_records import history_keys, wait_for_exit_record
@@ -168,6 +174,8 @@ def test_summary_statistics_by_hand():
         converged=torch.tensor([True, True, False, True, False]),
         iterations=torch.tensor([1, 2, 3, 4, 5]),
         curves=torch.zeros(5, 2, 2),
+        length_errors=torch.tensor([0.0, 0.002, 0.0, 0.001, 0.001], dtype=torch.float64),
+        length_rtol=torch.full((5,), 1e-3, dtype=torch.float64),
     )
     labels0 = torch.tensor([0, 0, 1, 1, 2])
     labels1 = torch.tensor([0, 1, 1, 2, 2])
@@ -183,6 +191,8 @@ def test_summary_statistics_by_hand():
     assert m["converged_fraction"] == pytest.approx(0.6)
     assert m["mean_geodesic_length"] == pytest.approx(3.0)
     assert m["mean_line_length"] == pytest.approx(5.2)
+    assert m["length_rtol"] == pytest.approx(1e-3)
+    assert m["length_error_max"] == pytest.approx(0.001)  # 0.002 / 2.0
     assert m["spearman_geodesic_euclid"] == pytest.approx(
         spearmanr(geo.numpy(), stats.euclidean.numpy()).statistic
     )
@@ -406,6 +416,7 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
             max_iterations=10,
             tolerance=stats.tolerance,
             init="line",
+            **EPOCH_END_SOLVER,  # the callbacks' cost settings
         )
     with torch.no_grad():
         data = (model.decode(z1)[0] - model.decode(z0)[0]).flatten(1).norm(dim=1)
