@@ -10,6 +10,8 @@ runs its own :func:`train`; see :mod:`pipeline.run_folder` for the folder layout
 from __future__ import annotations
 
 import dataclasses
+import glob
+import math
 import os
 import sys
 import time
@@ -28,6 +30,7 @@ from callbacks import (
     EpochSeeder,
     GeodesicDistanceStats,
     GeodesicResultStore,
+    HistoryPosition,
     ReconstructionImages,
     RunInfo,
     make_progress_bar,
@@ -36,7 +39,13 @@ from datamodules import DatasetUnavailableError, VAEDataModule
 from lightning_modules import TwoStageVAE, read_checkpoint
 from lightning_modules.two_stage_vae import ARCHITECTURE_HPARAMS, RESUME_HPARAMS
 from pipeline.errors import CheckpointError, NonFiniteLossError, UserError
-from pipeline.loggers import finish_logger, make_logger, resolve_wandb_mode
+from pipeline.loggers import (
+    HISTORY_FILE,
+    RunHistory,
+    finish_logger,
+    make_logger,
+    resolve_wandb_mode,
+)
 from pipeline.run_folder import RunFolder, is_global_rank_zero
 from pipeline.settings import RunSettings, StageSettings, TrainerSettings, check_settings
 from pipeline.trainer_factory import (
@@ -139,6 +148,18 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _global_step(ckpt_path: str | None) -> int:
+    """The ``global_step`` a checkpoint was written at."""
+    assert ckpt_path is not None
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def _checkpoint_epoch(ckpt_path: str | None) -> int:
+    """The 0-based epoch at whose end a checkpoint was written."""
+    assert ckpt_path is not None
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
 
 
 def _loaded_metrics(callbacks: list[Callback]) -> dict[str, float]:
@@ -304,7 +325,10 @@ class _Job:
 
         try:
             if any(p.action != "skip" for p in plans.values()):
+                records = self._rewind_history(plans, stage1_ckpt, wandb_mode)
                 self.logger = self._make_logger(wandb_id, wandb_mode)
+                if records and self.logger is not None and self.rank_zero:
+                    self.logger.replay(records)
             if plans[1].action != "skip":
                 self._fit(1, model1, dm, plans[1].ckpt_path)
             if plans[2].action != "skip":
@@ -431,6 +455,51 @@ class _Job:
             raise UserError(f"invalid stage-2 settings for this data: {err}") from err
         return model2
 
+    def _history(self) -> RunHistory:
+        return RunHistory(os.path.join(self.folder.path, HISTORY_FILE))
+
+    def _rewind_history(
+        self, plans: dict[int, Any], stage1_ckpt: str, wandb_mode: str
+    ) -> list[dict[str, Any]]:
+        """Before the W&B run starts (rank 0, W&B offline): cut ``history.jsonl`` back to what the
+        checkpoints cover, move earlier offline run files to ``wandb/superseded/``, and return the
+        records to log again into this invocation's run file, which then holds the whole history.
+        """
+        if self.run.logger != "wandb" or wandb_mode != "offline" or not self.rank_zero:
+            return []
+        history = self._history()
+        resumed: tuple[int, str] | None = None
+        if plans[1].action == "fresh":
+            keep: tuple[int, float] = (0, -1)  # nothing
+        elif plans[1].action == "resume":
+            keep = (1, _checkpoint_epoch(plans[1].ckpt_path))
+            resumed = (1, str(plans[1].ckpt_path))
+        elif plans[2].action == "resume":
+            keep = (2, _checkpoint_epoch(plans[2].ckpt_path))
+            resumed = (2, str(plans[2].ckpt_path))
+        else:
+            keep = (1, math.inf)  # all of stage 1
+        records = history.rewind(*keep)
+        if resumed is not None:
+            stage, path = resumed
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            offset = _global_step(stage1_ckpt) if stage == 2 else 0
+            metrics = ckpt.get("callbacks", {}).get("RunInfo", {}).get("metrics", {})
+            step = offset + int(ckpt["global_step"]) - 1  # Lightning's step of epoch-end logs
+            records = history.complete_epoch(records, stage, int(ckpt["epoch"]), step, metrics)
+        wandb_dir = os.path.join(self.folder.path, "wandb")
+        earlier = sorted(glob.glob(os.path.join(wandb_dir, "offline-run-*")))
+        if earlier:
+            superseded = os.path.join(wandb_dir, "superseded")
+            os.makedirs(superseded, exist_ok=True)
+            for path in earlier:
+                os.replace(path, os.path.join(superseded, os.path.basename(path)))
+            _rank_zero_print(
+                f"note: W&B history replayed from {HISTORY_FILE} ({len(records)} records) into "
+                f"a new offline run file; the earlier ones moved to {superseded}"
+            )
+        return records
+
     def _write_config(self) -> None:
         text = yaml.safe_dump(self._settings_record(), sort_keys=False)
         path = self.folder.config_path
@@ -503,6 +572,8 @@ class _Job:
                 )
             )
         callbacks += self._geometry_callbacks()  # the statistics before the figures
+        if hasattr(self.logger, "history"):  # first, so records are tagged before any logging
+            callbacks.insert(0, HistoryPosition(self.logger.history, stage))
         if self.callback_factory is not None:
             callbacks += list(self.callback_factory(stage))
         try:
@@ -543,6 +614,9 @@ class _Job:
             model_summary=has_progress and stage == 1,
         )
         dm.shuffle_stream = (self.run.seed, stage)
+        if stage == 2 and hasattr(self.logger, "history"):  # the run's step axis continues
+            stage1_ckpt = self.run.stage1_checkpoint or self.folder.last_ckpt(1)
+            self.logger.history.step_offset = _global_step(stage1_ckpt)
         entry = self.state.setdefault(f"stage{stage}", {})
         entry.update({"status": "running", "checkpoint": self.folder.last_ckpt(stage)})
         if self.rank_zero:
