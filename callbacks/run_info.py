@@ -42,7 +42,17 @@ class RunInfo(Callback):
             self._record(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)  # before EpochEndCheckpoint's hook (it comes later in the list)
+        self._record(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # the metrics as the checkpoint is written, after every epoch-end hook that logs (the
+        # geometry callbacks' included, whichever order the callbacks have)
+        self._record(trainer)
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if isinstance(state, dict):
+            state["metrics"] = dict(self.metrics)
 
     @property
     def state_key(self) -> str:
