@@ -4,7 +4,7 @@ Geometry during training: :class:`GeodesicDistanceStats` (geodesic-vs-straight-l
 :class:`CurvaturePlots` (magnification, geodesic, variance and interpolation figures), sharing
 results through a :class:`GeodesicResultStore`; :class:`ReconstructionImages`. The pipeline's
 own: :class:`EpochSeeder`, :class:`RunInfo`, :class:`EpochEndCheckpoint` and the
-:class:`AtomicCheckpointIO` plugin, :class:`LogLinesProgressBar`. Subclass
+:class:`AtomicCheckpointIO` plugin, :class:`LogLinesProgressBar`, :class:`HistoryPosition`. Subclass
 :class:`EpochScheduledCallback` for epoch-end work of your own.
 """
 
@@ -13,6 +13,7 @@ from callbacks.curvature_plots import CurvaturePlots
 from callbacks.epoch_seeding import EpochSeeder
 from callbacks.geodesic_results import GeodesicResult, GeodesicResultStore
 from callbacks.geodesic_stats import GeodesicDistanceStats
+from callbacks.history_position import HistoryPosition
 from callbacks.pair_statistics import PairStatistics
 from callbacks.progress import LogLinesProgressBar, make_progress_bar
 from callbacks.reconstructions import ReconstructionImages
@@ -28,6 +29,7 @@ __all__ = [
     "GeodesicDistanceStats",
     "GeodesicResult",
     "GeodesicResultStore",
+    "HistoryPosition",
     "LogLinesProgressBar",
     "PairStatistics",
     "ReconstructionImages",

@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -77,9 +78,15 @@ class EpochEndCheckpoint(ModelCheckpoint):
     Args:
         dirpath: the stage's checkpoint folder.
         min_interval_seconds: least time between two epoch-end writes (0: every epoch).
+        on_write: called (on every rank) right after each write, e.g. to update run state.
     """
 
-    def __init__(self, dirpath: str, min_interval_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        dirpath: str,
+        min_interval_seconds: float = 0.0,
+        on_write: Callable[[], None] | None = None,
+    ) -> None:
         interval = float(min_interval_seconds)
         if not (math.isfinite(interval) and interval >= 0):
             raise ValueError(
@@ -97,6 +104,7 @@ class EpochEndCheckpoint(ModelCheckpoint):
             enable_version_counter=False,
         )
         self.min_interval_seconds = interval
+        self.on_write = on_write
         self._last_write = 0.0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -138,3 +146,5 @@ class EpochEndCheckpoint(ModelCheckpoint):
         if self._due(trainer):
             super().on_train_epoch_end(trainer, pl_module)
             self._last_write = time.monotonic()
+            if self.on_write is not None:
+                self.on_write()

@@ -25,7 +25,8 @@ curves are projected orthogonally onto it. Figure titles say so. ``d = 1``: 1-D 
 magnification factor and of the variance along the latent axis (codes as a rug); geodesics are the
 straight segments in 1-D, so that figure is skipped and the interpolation shows one row.
 
-Files: ``<output_dir>/<name>_stage<s>_epoch<eeee>.png`` with ``output_dir`` defaulting to
+Files: ``<output_dir>/<name>_stage<s>_epoch<eeee>.png`` (epochs 1-based, as on the console)
+with ``output_dir`` defaulting to
 ``<trainer.default_root_dir>/figures``. Nothing here is a collective: non-zero ranks return at once.
 """
 
@@ -201,12 +202,12 @@ class CurvaturePlots(EpochScheduledCallback):
         x, labels = fetch_items(dataset, idx)
         class_names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
         stage = model_stage(pl_module)
-        tag = f"stage {stage}, epoch {epoch}"
+        tag = f"stage {stage}, epoch {epoch + 1}"  # 1-based, as on the console
         out_dir = figure_dir(trainer, self.output_dir) if self.save_png else _scratch_dir(trainer)
         paths: dict[str, str] = {}
 
         def emit(name: str, fig: Any) -> None:
-            path = os.path.join(out_dir, f"{name}_stage{stage}_epoch{epoch:04d}.png")
+            path = os.path.join(out_dir, f"{name}_stage{stage}_epoch{epoch + 1:04d}.png")
             paths[f"{self.key_prefix}/{name}"] = save_figure(fig, path, self.dpi)
 
         with geometry_mode(pl_module):

@@ -3,8 +3,10 @@
 A grid of fixed validation images (top row), their reconstructions through the encoder mean and
 the generator mean mu(z) (middle row) and the generator standard deviation sigma(z) (bottom row,
 min-max scaled per image) is sent to the logger (W&B: ``wandb.Image``; TensorBoard: ``add_image``)
-and written as a PNG. Drawn on rank 0 only, with the unwrapped ``pl_module`` and no collective, so
-it is safe under DDP.
+and written as a PNG with labelled rows and a title naming the stage and the (1-based) epoch.
+The images are a class-stratified sample of the validation set (one per class in turn), so a
+validation set sorted by class still shows every class. Drawn on rank 0 only, with the
+unwrapped ``pl_module`` and no collective, so it is safe under DDP.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ReconstructionImages(Callback):
         self.key = key
         self.total_seconds = 0.0
         self.last_path: str | None = None
+        self._indices: list[int] | None = None
 
     def _should_draw(self, trainer: pl.Trainer) -> bool:
         if self.num_images == 0 or trainer.sanity_checking or not trainer.is_global_zero:
@@ -83,7 +86,10 @@ class ReconstructionImages(Callback):
             dataset = getattr(dm, "train_dataset", None) if dm is not None else None
         if dataset is None or len(dataset) == 0:
             return None
-        return fetch_items(dataset, range(min(self.num_images, len(dataset))))[0]
+        if self._indices is None or max(self._indices, default=0) >= len(dataset):
+            labels = fetch_items(dataset, range(len(dataset)))[1]
+            self._indices = stratified_indices(labels, len(dataset), self.num_images)
+        return fetch_items(dataset, self._indices)[0]
 
     @torch.no_grad()
     def make_grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor | None:
@@ -103,15 +109,51 @@ class ReconstructionImages(Callback):
 
     def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, grid: Tensor) -> None:
         stage = int(getattr(pl_module, "stage", 0))
-        caption = f"stage {stage}, epoch {trainer.current_epoch}: data / mu(z) / sigma(z)"
+        epoch = trainer.current_epoch + 1  # 1-based, as on the console
+        caption = f"stage {stage}, epoch {epoch}: input / reconstruction mu(z) / sigma(z)"
         if self.save_dir is not None:
-            from torchvision.utils import save_image
-
             os.makedirs(self.save_dir, exist_ok=True)
             self.last_path = os.path.join(self.save_dir, f"reconstructions_stage{stage}.png")
-            save_image(grid, self.last_path)
+            fig = labelled_grid_figure(grid, f"Reconstructions, stage {stage}, epoch {epoch}")
+            fig.savefig(self.last_path, dpi=100, bbox_inches="tight")
         for logger in trainer.loggers:
             _log_image(logger, f"{self.key}/stage{stage}", grid, caption, trainer.global_step)
+
+
+ROW_LABELS = ("input", "reconstruction\nmu(z)", "sigma(z)")
+
+
+def stratified_indices(labels: Tensor | None, n: int, k: int) -> list[int]:
+    """``k`` of ``n`` item indices, one per class in turn (classes in increasing order, items in
+    dataset order); evenly spaced when there are no labels."""
+    k = min(k, n)
+    if labels is None:
+        return [int(i) for i in torch.linspace(0, n - 1, k).round().long()]
+    by_class = [torch.nonzero(labels == c).flatten().tolist() for c in labels.unique().tolist()]
+    out: list[int] = []
+    while len(out) < k:
+        for members in by_class:
+            if members and len(out) < k:
+                out.append(members.pop(0))
+    return out
+
+
+def labelled_grid_figure(grid: Tensor, title: str) -> Any:
+    """A matplotlib ``Figure`` of the ``(C, H, W)`` grid with its rows labelled
+    (:data:`ROW_LABELS`) and ``title``."""
+    from matplotlib.figure import Figure
+
+    image = grid.clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
+    height, width = image.shape[:2]
+    fig = Figure(figsize=(max(4.0, width / 40 + 1.5), max(2.5, height / 40 + 0.8)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(image if image.shape[2] == 3 else image[..., 0], cmap="gray", vmin=0, vmax=1)
+    rows = len(ROW_LABELS)
+    ax.set_yticks([(r + 0.5) * height / rows for r in range(rows)], ROW_LABELS)
+    ax.set_xticks([])
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def reconstruction_grid(

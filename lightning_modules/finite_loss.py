@@ -23,8 +23,8 @@ def nonfinite_loss_error(detail: str) -> NonFiniteLossError:
     """The error for a non-finite loss; ``detail`` says the value, stage and step."""
     return NonFiniteLossError(
         f"non-finite training loss {detail}. "
-        "The run stopped; the last checkpoint written before this step is intact. "
-        "Lower the learning rate (lr / stage2_lr), raise stage1_std or zeta, and resume."
+        "The run stopped. Lower the learning rate (lr / stage2_lr), raise stage1_std or zeta, "
+        "and run the same command again: a resumed stage trains with the new learning rate."
     )
 
 

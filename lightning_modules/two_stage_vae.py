@@ -77,6 +77,16 @@ STAGE2_HPARAMS = (
     "kmeans_restarts",
     "stage2_lr",
 )
+#: hyper-parameters a resumed stage may change (applied to the restored optimizer in
+#: ``on_train_start``); every other hyper-parameter must equal the checkpoint's
+RESUME_HPARAMS = (
+    "lr",
+    "stage2_lr",
+    "weight_decay",
+    "kl_warmup_epochs",
+    "gradient_clip_val",
+    "finite_check_every_n_steps",
+)
 #: hyper-parameters fixed by the stage-1 checkpoint (the networks of the encoder and the mean)
 ARCHITECTURE_HPARAMS = (
     "data_shape",
@@ -141,6 +151,7 @@ class TwoStageVAE(pl.LightningModule):
     #: what stage 2 may change (:data:`STAGE2_HPARAMS`) and what the stage-1 weights fix
     STAGE2_HPARAMS = STAGE2_HPARAMS
     ARCHITECTURE_HPARAMS = ARCHITECTURE_HPARAMS
+    RESUME_HPARAMS = RESUME_HPARAMS
 
     def __init__(
         self,
@@ -185,6 +196,7 @@ class TwoStageVAE(pl.LightningModule):
             num_centers=num_centers,
             bandwidth_scale=bandwidth_scale,
             zeta=zeta,
+            kmeans_restarts=kmeans_restarts,
             lr=lr,
             stage2_lr=stage2_lr,
             weight_decay=weight_decay,
@@ -428,6 +440,25 @@ class TwoStageVAE(pl.LightningModule):
     def on_train_start(self) -> None:
         self._finite_every = self.finite_check_interval(self.device)
         self._first_nonfinite = FirstNonFiniteLoss()
+        self.apply_optimizer_hparams()
+
+    def optimizer_hparams(self) -> dict[str, float]:
+        """The stage's learning rate and weight decay from the current hyper-parameters."""
+        if self._stage == 1:
+            return {"lr": self.hparams.lr, "weight_decay": self.hparams.weight_decay}
+        lr = self.hparams.stage2_lr
+        return {"lr": STAGE2_LR[self.hparams.variance_head] if lr is None else lr}
+
+    def apply_optimizer_hparams(self) -> None:
+        """Set every param group of the fit's optimizer to :meth:`optimizer_hparams`.
+
+        Runs in ``on_train_start``, after Lightning restored a resumed fit's optimizer state
+        (which carries the checkpoint's learning rate): a resume with a new ``lr`` /
+        ``stage2_lr`` trains with the new one. Adam's moment estimates are kept.
+        """
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.update(self.optimizer_hparams())
 
     def _check_finite(self, loss: Tensor) -> None:
         """Stop on a non-finite training loss: at once (interval 1, or outside a Trainer), or
@@ -439,7 +470,7 @@ class TwoStageVAE(pl.LightningModule):
             where = ""
             if self.in_trainer:
                 t = self.trainer
-                where = f" at epoch {t.current_epoch}, global step {t.global_step}"
+                where = f" at epoch {t.current_epoch + 1}, global step {t.global_step}"
             raise nonfinite_loss_error(f"({float(loss.detach())}) in stage {self._stage}{where}")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -460,7 +491,7 @@ class TwoStageVAE(pl.LightningModule):
         first = self._first_nonfinite.read()
         if self._all_ranks_agree(first is None):
             return
-        where = f"in stage {self._stage} at epoch {t.current_epoch}"
+        where = f"in stage {self._stage} at epoch {t.current_epoch + 1}"
         if first is None:
             raise nonfinite_loss_error(f"on another rank {where}")
         step, value = first
@@ -510,14 +541,7 @@ class TwoStageVAE(pl.LightningModule):
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
-        if self._stage == 1:
-            return torch.optim.Adam(
-                params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-            )
-        lr = self.hparams.stage2_lr
-        if lr is None:
-            lr = STAGE2_LR[self.hparams.variance_head]
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, **self.optimizer_hparams())
 
     # ------------------------------------------------------------------ stage-2 initialization
     @torch.no_grad()
@@ -687,6 +711,8 @@ def _validate_hparams(**h: Any) -> None:
             raise ValueError(f"{label}={h[name]!r} must be a finite number > 0")
     if not h["weight_decay"] >= 0:
         raise ValueError(f"weight_decay={h['weight_decay']!r} must be >= 0")
+    if not isinstance(h["kmeans_restarts"], int) or h["kmeans_restarts"] < 1:
+        raise ValueError(f"kmeans_restarts={h['kmeans_restarts']!r} must be an integer >= 1")
     if not isinstance(h["num_centers"], int) or h["num_centers"] < 1:
         raise ValueError(f"num_centers={h['num_centers']!r} must be an integer >= 1")
     if h["kl_warmup_epochs"] < 0:

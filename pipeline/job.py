@@ -10,7 +10,10 @@ runs its own :func:`train`; see :mod:`pipeline.run_folder` for the folder layout
 from __future__ import annotations
 
 import dataclasses
+import glob
+import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -18,6 +21,7 @@ from typing import Any
 
 import torch
 import yaml
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Callback
 
 from callbacks import (
@@ -26,18 +30,31 @@ from callbacks import (
     EpochSeeder,
     GeodesicDistanceStats,
     GeodesicResultStore,
+    HistoryPosition,
     ReconstructionImages,
     RunInfo,
     make_progress_bar,
 )
 from datamodules import DatasetUnavailableError, VAEDataModule
-from lightning_modules import TwoStageVAE
-from lightning_modules.two_stage_vae import ARCHITECTURE_HPARAMS
-from pipeline.errors import UserError
-from pipeline.loggers import finish_logger, make_logger, resolve_wandb_mode
+from lightning_modules import TwoStageVAE, read_checkpoint
+from lightning_modules.two_stage_vae import ARCHITECTURE_HPARAMS, RESUME_HPARAMS
+from pipeline.errors import CheckpointError, NonFiniteLossError, UserError
+from pipeline.loggers import (
+    HISTORY_FILE,
+    RunHistory,
+    finish_logger,
+    make_logger,
+    resolve_wandb_mode,
+)
 from pipeline.run_folder import RunFolder, is_global_rank_zero
 from pipeline.settings import RunSettings, StageSettings, TrainerSettings, check_settings
-from pipeline.trainer_factory import callback_seconds, fit_stage, float_metrics, make_trainer
+from pipeline.trainer_factory import (
+    callback_seconds,
+    check_trainer_settings,
+    fit_stage,
+    float_metrics,
+    make_trainer,
+)
 
 __all__ = ["CallbackFactory", "train"]
 
@@ -103,6 +120,20 @@ def _rank_zero_print(*args: Any) -> None:
         print(*args, flush=True)
 
 
+def _warn(text: str) -> None:
+    """A warning about a valid but suspicious setting (stderr, rank 0)."""
+    if is_global_rank_zero():
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+#: learning rates above this get a warning (Adam's step size is about the learning rate)
+MAX_USUAL_LR = 1.0
+
+
 def list_or(value: Any) -> Any:
     """Tuples -> lists, so hyper-parameters compare equal to config values."""
     return list(value) if isinstance(value, (tuple, list)) else value
@@ -117,6 +148,26 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _global_step(ckpt_path: str | None) -> int:
+    """The ``global_step`` a checkpoint was written at."""
+    assert ckpt_path is not None
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def _checkpoint_epoch(ckpt_path: str | None) -> int:
+    """The 0-based epoch at whose end a checkpoint was written."""
+    assert ckpt_path is not None
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def _loaded_metrics(callbacks: list[Callback]) -> dict[str, float]:
+    """The metrics stored in the resumed checkpoint (a fit that had nothing left to train)."""
+    for cb in callbacks:
+        if isinstance(cb, RunInfo) and cb.loaded:
+            return dict(cb.loaded.get("metrics", {}))
+    return {}
 
 
 class _Job:
@@ -203,10 +254,16 @@ class _Job:
         import pytorch_lightning as pl
 
         check_settings(self.trainer_cfg, self.run)
+        self._check_stage1_checkpoint_path()
+        probe = check_trainer_settings(self.trainer_cfg)
+        if isinstance(probe.accelerator, CPUAccelerator) and probe.num_devices > _cores():
+            _warn(
+                f"trainer.devices={self.trainer_cfg.devices!r} starts {probe.num_devices} CPU "
+                f"processes on {_cores()} cores: they compete for the cores, and the effective "
+                f"batch size is {probe.num_devices} x data.batch_size, so results differ from "
+                f"a run with fewer processes; use trainer.devices <= {_cores()}"
+            )
         self._geometry_callbacks()  # bad callback settings fail here, before any training
-        ckpt = self.run.stage1_checkpoint
-        if ckpt is not None and not os.path.isfile(ckpt):
-            raise UserError(f"run.stage1_checkpoint={ckpt!r} does not exist")
         if self.run.torch_threads is not None:
             torch.set_num_threads(self.run.torch_threads)
         pl.seed_everything(self.run.seed, workers=True, verbose=False)
@@ -215,9 +272,14 @@ class _Job:
             model1 = TwoStageVAE(**self._model_kwargs(dm), stage=1)
         except (ValueError, TypeError) as err:
             raise UserError(f"invalid model settings: {err}") from err
+        self._warn_learning_rates(model1)
 
+        self.folder.check_writable()
         state = self.folder.read_state()  # every rank reads before any Trainer: same plan
         plans = self.folder.plan(state, self.run.stages, self.run.stage1_checkpoint)
+        for s in (1, 2):  # a resumed stage: its checkpoint is whole and matches the settings
+            if plans[s].action == "resume":
+                self._check_resume(s, plans[s].ckpt_path, model1)
         wandb_id = state.get("wandb_id") or RunFolder.new_wandb_id()
         wandb_mode = resolve_wandb_mode(self.run.wandb_mode)
         stage1_ckpt = self.run.stage1_checkpoint or self.folder.last_ckpt(1)
@@ -233,6 +295,7 @@ class _Job:
             model1.validate_data(n_train, dm.data_shape)
         except ValueError as err:
             raise UserError(f"invalid model settings for this data: {err}") from err
+        self._check_validation_data(dm)
         # stage-2 model from an external checkpoint: check it before anything else runs
         model2 = None
         if plans[2].action == "fresh" and plans[1].action == "skip":
@@ -250,6 +313,8 @@ class _Job:
         self.state = state
         if self.rank_zero:
             self.folder.create()
+            for path in self.folder.remove_stale_temporary_files():
+                _rank_zero_print(f"note: removed {path}, left by a run killed while writing")
             self._write_config()
             self.folder.write_state(state)
         if all(p.action == "skip" for p in plans.values()):
@@ -260,13 +325,19 @@ class _Job:
 
         try:
             if any(p.action != "skip" for p in plans.values()):
+                records = self._rewind_history(plans, stage1_ckpt, wandb_mode)
                 self.logger = self._make_logger(wandb_id, wandb_mode)
+                if records and self.logger is not None and self.rank_zero:
+                    self.logger.replay(records)
             if plans[1].action != "skip":
                 self._fit(1, model1, dm, plans[1].ckpt_path)
             if plans[2].action != "skip":
                 if plans[2].action == "resume":
+                    # what may change on resume comes from the settings, the rest from the file
                     model2 = TwoStageVAE.load_from_checkpoint(
-                        plans[2].ckpt_path, map_location="cpu"
+                        plans[2].ckpt_path,
+                        map_location="cpu",
+                        **{k: model1.hparams[k] for k in RESUME_HPARAMS},
                     )
                 elif model2 is None:
                     model2 = self._stage2_model(stage1_ckpt, dm, n_train)
@@ -274,6 +345,81 @@ class _Job:
         finally:
             finish_logger(self.logger, self.rank_zero)
         return self._write_summary(wandb_id, wandb_mode)
+
+    def _check_stage1_checkpoint_path(self) -> None:
+        ckpt = self.run.stage1_checkpoint
+        if ckpt is None:
+            return
+        if os.path.isdir(ckpt):
+            inside = os.path.join(ckpt, "checkpoints", "stage1", "last.ckpt")
+            hint = f"e.g. {inside!r}" if os.path.isfile(inside) else "a .ckpt file"
+            raise UserError(
+                f"run.stage1_checkpoint={ckpt!r} is a folder; pass a checkpoint file ({hint})"
+            )
+        if not os.path.isfile(ckpt):
+            raise UserError(f"run.stage1_checkpoint={ckpt!r} does not exist")
+
+    def _warn_learning_rates(self, model: TwoStageVAE) -> None:
+        lr1 = model.hparams.lr
+        model.set_stage(2)
+        lr2 = model.optimizer_hparams()["lr"]
+        model.set_stage(1)
+        for key, value in (("lr", lr1), ("stage2_lr", lr2)):
+            if value > MAX_USUAL_LR:
+                _warn(
+                    f"model.{key}={value!r} is above {MAX_USUAL_LR}: Adam then moves each "
+                    "weight by up to that much per step, and the loss usually explodes (often "
+                    "without becoming NaN). The defaults are lr=3e-3 and stage2_lr=0.1 (RBF)."
+                )
+
+    def _check_validation_data(self, dm: VAEDataModule) -> None:
+        on = [g for g in ("geodesic_stats", "curvature_plots") if getattr(self, g) is not None]
+        if not on:
+            return
+        n_val = len(dm.val_dataset) if dm.val_dataset is not None else 0
+        lvb = self.trainer_cfg.limit_val_batches
+        if n_val == 0 or lvb == 0:
+            cause = (
+                f"trainer.limit_val_batches={lvb!r} turns validation off"
+                if n_val
+                else f"data.val_fraction={dm.val_fraction!r} leaves no validation data"
+            )
+            raise UserError(
+                f"{cause}, but {' and '.join(on)} run on the validation set at epoch ends; "
+                "set data.val_fraction > 0 (default 0.1) and trainer.limit_val_batches > 0, or "
+                + " ".join(f"--{g}.enabled false" for g in on)
+            )
+
+    def _check_resume(self, stage: int, ckpt_path: str | None, model1: TwoStageVAE) -> None:
+        """Raise unless the checkpoint of a resumed stage loads and was written with the same
+        settings, except those in ``RESUME_HPARAMS`` (applied to the resumed fit)."""
+        assert ckpt_path is not None
+        try:
+            ckpt = read_checkpoint(ckpt_path)
+        except CheckpointError as err:
+            raise UserError(
+                f"cannot resume stage {stage}: {err}. To start stage {stage} again, delete "
+                f"{ckpt_path}"
+            ) from err
+        saved = dict(ckpt.get("hyper_parameters", {}))
+        current = dict(model1.hparams)
+        fixed = set(saved) - set(RESUME_HPARAMS) - {"stage"}
+        if stage == 2 and self.run.stage1_checkpoint is not None:
+            fixed -= set(ARCHITECTURE_HPARAMS)  # these come from the external checkpoint
+        differ = [
+            k for k in sorted(fixed) if k in current and list_or(saved[k]) != list_or(current[k])
+        ]
+        if differ:
+            raise UserError(
+                f"cannot resume stage {stage} of run {self.folder.path}: "
+                + "; ".join(
+                    f"model.{k}: checkpoint {list_or(saved[k])!r}, now {list_or(current[k])!r}"
+                    for k in differ
+                )
+                + f". A resume may change model.{', model.'.join(RESUME_HPARAMS)}, the trainer "
+                "settings (epochs, logging), run settings and callbacks, not the model's "
+                "structure; use the checkpoint's values, or another --run.name for a new run"
+            )
 
     def _stage2_model(self, stage1_ckpt: str, dm: VAEDataModule, n_train: int) -> TwoStageVAE:
         overrides = TwoStageVAE.stage2_overrides(self.model_cfg)
@@ -286,7 +432,19 @@ class _Job:
             and k in expected
             and list_or(model2.hparams[k]) != list_or(expected[k])
         ]
-        if differ and self.run.stage1_checkpoint is not None:
+        if differ and self.run.stage1_checkpoint is None:
+            raise UserError(
+                f"stage 2 of run {self.folder.path} starts from this run's stage-1 checkpoint, "
+                "whose architecture differs from the settings: "
+                + "; ".join(
+                    f"model.{k}: checkpoint {list_or(model2.hparams[k])!r}, now "
+                    f"{list_or(expected[k])!r}"
+                    for k in differ
+                )
+                + ". Architecture settings may not change on resume; use the checkpoint's "
+                "values, or another --run.name for a new run"
+            )
+        if differ:
             _rank_zero_print(
                 "note: architecture settings come from the stage-1 checkpoint; these differ from "
                 f"the config and are taken from the checkpoint: {differ}"
@@ -296,6 +454,51 @@ class _Job:
         except ValueError as err:
             raise UserError(f"invalid stage-2 settings for this data: {err}") from err
         return model2
+
+    def _history(self) -> RunHistory:
+        return RunHistory(os.path.join(self.folder.path, HISTORY_FILE))
+
+    def _rewind_history(
+        self, plans: dict[int, Any], stage1_ckpt: str, wandb_mode: str
+    ) -> list[dict[str, Any]]:
+        """Before the W&B run starts (rank 0, W&B offline): cut ``history.jsonl`` back to what the
+        checkpoints cover, move earlier offline run files to ``wandb/superseded/``, and return the
+        records to log again into this invocation's run file, which then holds the whole history.
+        """
+        if self.run.logger != "wandb" or wandb_mode != "offline" or not self.rank_zero:
+            return []
+        history = self._history()
+        resumed: tuple[int, str] | None = None
+        if plans[1].action == "fresh":
+            keep: tuple[int, float] = (0, -1)  # nothing
+        elif plans[1].action == "resume":
+            keep = (1, _checkpoint_epoch(plans[1].ckpt_path))
+            resumed = (1, str(plans[1].ckpt_path))
+        elif plans[2].action == "resume":
+            keep = (2, _checkpoint_epoch(plans[2].ckpt_path))
+            resumed = (2, str(plans[2].ckpt_path))
+        else:
+            keep = (1, math.inf)  # all of stage 1
+        records = history.rewind(*keep)
+        if resumed is not None:
+            stage, path = resumed
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            offset = _global_step(stage1_ckpt) if stage == 2 else 0
+            metrics = ckpt.get("callbacks", {}).get("RunInfo", {}).get("metrics", {})
+            step = offset + int(ckpt["global_step"]) - 1  # Lightning's step of epoch-end logs
+            records = history.complete_epoch(records, stage, int(ckpt["epoch"]), step, metrics)
+        wandb_dir = os.path.join(self.folder.path, "wandb")
+        earlier = sorted(glob.glob(os.path.join(wandb_dir, "offline-run-*")))
+        if earlier:
+            superseded = os.path.join(wandb_dir, "superseded")
+            os.makedirs(superseded, exist_ok=True)
+            for path in earlier:
+                os.replace(path, os.path.join(superseded, os.path.basename(path)))
+            _rank_zero_print(
+                f"note: W&B history replayed from {HISTORY_FILE} ({len(records)} records) into "
+                f"a new offline run file; the earlier ones moved to {superseded}"
+            )
+        return records
 
     def _write_config(self) -> None:
         text = yaml.safe_dump(self._settings_record(), sort_keys=False)
@@ -369,6 +572,8 @@ class _Job:
                 )
             )
         callbacks += self._geometry_callbacks()  # the statistics before the figures
+        if hasattr(self.logger, "history"):  # first, so records are tagged before any logging
+            callbacks.insert(0, HistoryPosition(self.logger.history, stage))
         if self.callback_factory is not None:
             callbacks += list(self.callback_factory(stage))
         try:
@@ -378,9 +583,20 @@ class _Job:
         if progress is not None:
             callbacks.append(progress)
         callbacks.append(
-            EpochEndCheckpoint(self.folder.stage_dir(stage), r.checkpoint_every_n_seconds)
+            EpochEndCheckpoint(
+                self.folder.stage_dir(stage),
+                r.checkpoint_every_n_seconds,
+                on_write=self._record_wall_seconds,
+            )
         )
         return callbacks, progress is not None
+
+    def _record_wall_seconds(self) -> None:
+        """After each checkpoint write: this invocation's time so far into ``run_state.json``,
+        so that ``wall_seconds`` counts a killed attempt up to its last checkpoint."""
+        self.state["invocations"][-1]["wall_seconds"] = time.perf_counter() - self.t_start
+        if self.rank_zero:
+            self.folder.write_state(self.state)
 
     # ------------------------------------------------------------------ one stage
     def _fit(
@@ -398,6 +614,9 @@ class _Job:
             model_summary=has_progress and stage == 1,
         )
         dm.shuffle_stream = (self.run.seed, stage)
+        if stage == 2 and hasattr(self.logger, "history"):  # the run's step axis continues
+            stage1_ckpt = self.run.stage1_checkpoint or self.folder.last_ckpt(1)
+            self.logger.history.step_offset = _global_step(stage1_ckpt)
         entry = self.state.setdefault(f"stage{stage}", {})
         entry.update({"status": "running", "checkpoint": self.folder.last_ckpt(stage)})
         if self.rank_zero:
@@ -405,7 +624,10 @@ class _Job:
         verb = "resuming" if ckpt_path else "starting"
         _rank_zero_print(f"[stage {stage}] {verb} ({st.max_epochs} epochs) -> {self.folder.path}")
         t0 = time.perf_counter()
-        fit_stage(trainer, model, dm, ckpt_path)
+        try:
+            fit_stage(trainer, model, dm, ckpt_path)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(f"{err} {self._checkpoint_note(stage)}") from err
         if trainer.interrupted:
             raise UserError(f"stage {stage} was interrupted; run the same command to resume")
         entry.update(
@@ -413,7 +635,7 @@ class _Job:
                 "status": "done",
                 "epochs": trainer.current_epoch,
                 "global_step": trainer.global_step,
-                "metrics": float_metrics(trainer.callback_metrics),
+                "metrics": float_metrics(trainer.callback_metrics) or _loaded_metrics(callbacks),
                 "fit_seconds": entry.get("fit_seconds", 0.0) + time.perf_counter() - t0,
                 "callback_seconds": entry.get("callback_seconds", 0.0)
                 + callback_seconds(callbacks),
@@ -426,6 +648,19 @@ class _Job:
         _rank_zero_print(
             f"[stage {stage}] done: {trainer.current_epoch} epochs, "
             f"val/elbo={elbo if elbo is None else round(elbo, 3)}"
+        )
+
+    def _checkpoint_note(self, stage: int) -> str:
+        path = self.folder.last_ckpt(stage)
+        if not os.path.isfile(path):
+            return (
+                f"No stage-{stage} checkpoint was written before the failure: the same "
+                f"command starts stage {stage} from its beginning."
+            )
+        epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+        return (
+            f"The stage-{stage} checkpoint {path} (end of epoch {epoch + 1}) was written before "
+            "the failure: the same command resumes from it."
         )
 
     def _write_summary(self, wandb_id: str, wandb_mode: str) -> dict[str, Any]:

@@ -18,12 +18,16 @@ derive the same plan (which stage to skip, resume or start) from the same files.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import secrets
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+from pipeline.errors import UserError
 
 STATE_FILE = "run_state.json"
 SUMMARY_FILE = "summary.json"
@@ -105,13 +109,25 @@ class RunFolder:
         """The run state, or an empty dict for a new run."""
         if not os.path.isfile(self.state_path):
             return {}
-        with open(self.state_path) as fh:
-            return json.load(fh)
+        try:
+            with open(self.state_path) as fh:
+                state = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            state = err
+        if not isinstance(state, dict):
+            detail = state if isinstance(state, Exception) else f"a {type(state).__name__}"
+            raise UserError(
+                f"{self.state_path} is corrupt ({detail}); it holds the run's W&B id and the "
+                "status of each stage. Restore it, or delete it: the run then resumes from its "
+                "checkpoints under a new W&B run id"
+            )
+        return state
 
     def write_json(self, path: str, data: dict[str, Any]) -> None:
         """Atomic JSON write (temporary file + rename), so a killed run never leaves half a file."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        name = os.path.basename(path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
@@ -120,6 +136,46 @@ class RunFolder:
     def write_state(self, state: dict[str, Any]) -> None:
         """Write ``run_state.json`` (rank 0 only)."""
         self.write_json(self.state_path, state)
+
+    def check_writable(self) -> None:
+        """Raise :class:`UserError` unless the run folder (or, for a new run, its nearest
+        existing parent) and its existing subfolders accept new files."""
+        folders = [self.path, self.figures, self.stage_dir(1), self.stage_dir(2)]
+        probe = self.path
+        while not os.path.exists(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        for folder in [probe, *[f for f in folders[1:] if os.path.isdir(f)]]:
+            if not os.path.isdir(folder):
+                raise UserError(f"run folder {self.path!r}: {folder!r} is not a folder")
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=".tmp")
+                os.close(fd)
+                os.remove(tmp)
+            except OSError as err:
+                raise UserError(
+                    f"run folder {self.path!r} cannot be written ({folder!r}: {err.strerror}); "
+                    "choose a writable --run.root or --run.dir"
+                ) from err
+
+    def remove_stale_temporary_files(self) -> list[str]:
+        """Delete the temporary files a killed writer left behind (rank 0, before training):
+        ``checkpoints/stage*/.last.ckpt.*.tmp`` and ``.run_state.json.*.tmp``-style JSON
+        temporaries. Returns the removed paths."""
+        patterns = [
+            os.path.join(self.path, "checkpoints", "stage*", ".*.ckpt.*.tmp"),
+            os.path.join(self.path, ".*.json.*.tmp"),
+            os.path.join(self.path, ".write-check.*.tmp"),
+        ]
+        removed = []
+        for pattern in patterns:
+            for path in glob.glob(pattern):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                    removed.append(path)
+        return sorted(removed)
 
     def create(self) -> None:
         """Create the folder tree (rank 0)."""

@@ -4,6 +4,7 @@ derives its keys, types, defaults and help from them), and their checks."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,7 +117,51 @@ class RunSettings:
 
 
 def check_settings(trainer: TrainerSettings, run: RunSettings) -> None:
-    """Raise :class:`UserError` naming the first bad setting and what is accepted."""
+    """Raise :class:`UserError` naming the first bad setting and what is accepted.
+
+    The Trainer's own settings (accelerator, devices, strategy, precision...) are checked by
+    ``pipeline.trainer_factory.check_trainer_settings``.
+    """
+    if run.dir is None and (
+        not run.name.strip() or run.name in (".", "..") or os.path.isabs(run.name)
+    ):
+        raise UserError(
+            f"run.name={run.name!r} must be a non-empty relative name (the run folder is "
+            f"<run.root>/<run.name>); or set run.dir to an explicit folder"
+        )
+    if run.dir is not None and not run.dir.strip():
+        raise UserError(f"run.dir={run.dir!r} must be a folder path or null")
+    ltb = trainer.limit_train_batches
+    if isinstance(ltb, bool) or not (
+        (isinstance(ltb, int) and ltb >= 1) or (isinstance(ltb, float) and 0 < ltb <= 1)
+    ):
+        raise UserError(
+            f"trainer.limit_train_batches={ltb!r} must be a number of batches >= 1 or a "
+            "fraction in (0, 1] (0 would train nothing)"
+        )
+    lvb = trainer.limit_val_batches
+    if isinstance(lvb, bool) or not (
+        (isinstance(lvb, int) and lvb >= 0) or (isinstance(lvb, float) and 0 <= lvb <= 1)
+    ):
+        raise UserError(
+            f"trainer.limit_val_batches={lvb!r} must be a number of batches >= 0 or a "
+            "fraction in [0, 1]"
+        )
+    if trainer.check_val_every_n_epoch < 1:
+        raise UserError(
+            f"trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch} must be >= 1"
+        )
+    if trainer.num_sanity_val_steps < -1:
+        raise UserError(
+            f"trainer.num_sanity_val_steps={trainer.num_sanity_val_steps} must be >= 0 (or -1: all)"
+        )
+    if trainer.ddp_timeout < 1:
+        raise UserError(f"trainer.ddp_timeout={trainer.ddp_timeout} must be >= 1 second")
+    if run.reconstructions < 0 or run.reconstructions_every_n_epochs < 1:
+        raise UserError(
+            f"run.reconstructions={run.reconstructions} must be >= 0 and "
+            f"run.reconstructions_every_n_epochs={run.reconstructions_every_n_epochs} >= 1"
+        )
     stages = run.stages
     if not stages or any(s not in (1, 2) for s in stages):
         raise UserError(f"run.stages={stages!r} must be a non-empty list of 1 and/or 2")
@@ -124,6 +169,10 @@ def check_settings(trainer: TrainerSettings, run: RunSettings) -> None:
         st = getattr(trainer, f"stage{s}")
         if st.max_epochs < 1:
             raise UserError(f"trainer.stage{s}.max_epochs={st.max_epochs} must be >= 1")
+        if st.max_steps == 0 or st.max_steps < -1:
+            raise UserError(
+                f"trainer.stage{s}.max_steps={st.max_steps} must be >= 1 or -1 (no limit)"
+            )
     if run.torch_threads is not None and run.torch_threads < 1:
         raise UserError(f"run.torch_threads={run.torch_threads} must be >= 1 or null")
     for key in ("checkpoint_every_n_seconds", "log_every_n_seconds"):

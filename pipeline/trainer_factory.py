@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from datetime import timedelta
 from typing import Any
@@ -11,9 +12,66 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from callbacks.checkpointing import AtomicCheckpointIO
+from pipeline.errors import UserError
 from pipeline.settings import StageSettings, TrainerSettings
 
-__all__ = ["callback_seconds", "fit_stage", "float_metrics", "make_strategy", "make_trainer"]
+__all__ = [
+    "callback_seconds",
+    "check_trainer_settings",
+    "fit_stage",
+    "float_metrics",
+    "make_strategy",
+    "make_trainer",
+]
+
+
+def check_trainer_settings(settings: TrainerSettings) -> pl.Trainer:
+    """Build (and return) a Trainer from the hardware settings only, to check them up front.
+
+    Lightning's own accelerator / devices / strategy / precision checks run in the Trainer's
+    constructor, which starts no process, writes no file and creates no logger. Its complaints
+    become a :class:`UserError` naming the settings, before any run folder exists.
+    """
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    t = settings
+    given = (
+        f"trainer.accelerator={t.accelerator!r}, trainer.devices={t.devices!r}, "
+        f"trainer.strategy={t.strategy!r}, trainer.num_nodes={t.num_nodes!r}, "
+        f"trainer.precision={t.precision!r}"
+    )
+    if str(t.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={t.accelerator!r}, but no CUDA GPU is visible here "
+            "(torch.cuda.is_available() is False); accepted here: 'cpu' or 'auto'"
+        )
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    strategies = ("auto", *StrategyRegistry.available_strategies())
+    if isinstance(t.strategy, str) and t.strategy not in strategies:
+        raise UserError(f"trainer.strategy={t.strategy!r} is unknown; accepted: {strategies}")
+    quiet = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # no "GPU available: ..." lines for the probe
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pl.Trainer(
+                accelerator=t.accelerator,
+                devices=t.devices,
+                strategy=make_strategy(t.strategy, t.ddp_timeout),
+                num_nodes=t.num_nodes,
+                precision=t.precision,  # type: ignore[arg-type]
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+        text = " ".join(str(err).split())
+        raise UserError(f"invalid trainer settings ({given}): {text}") from err
+    finally:
+        quiet.setLevel(level)
 
 
 def make_trainer(

@@ -392,7 +392,7 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
     assert glob.glob(os.path.join(media, "table", "geo", "pairs*.table.json"))
     # PNG files in the run folder (trainer.default_root_dir/figures)
     figs = sorted(os.listdir(os.path.join(trainer.default_root_dir, "figures")))
-    assert "geodesics_stage2_epoch0001.png" in figs and len(figs) == 8
+    assert "geodesics_stage2_epoch0002.png" in figs and len(figs) == 8
     # the plots drew the stats callback's geodesics, handed over through the shared store
     assert plots.last_geodesic_source == "GeodesicDistanceStats pairs"
     assert plots.geodesics is not None and plots.geodesics.latest is stats.last_result
@@ -474,7 +474,7 @@ def test_resume_logs_each_epoch_once_with_the_same_pairs(make_trainer, tmp_path)
     assert stats_state["last_epoch_by_stage"] == {1: 3}
     figs = os.listdir(tmp_path / "figs")
     assert sorted(f for f in figs if f.startswith("geodesics")) == [
-        f"geodesics_stage1_epoch{e:04d}.png" for e in range(4)
+        f"geodesics_stage1_epoch{e:04d}.png" for e in range(1, 5)
     ]
 
 
@@ -502,9 +502,9 @@ def test_curvature_plots_other_latent_dimensions(make_trainer, tmp_path, latent_
     figs = sorted(os.listdir(tmp_path))
     if latent_dim == 1:
         assert figs == [
-            "generator_variance_stage1_epoch0000.png",
-            "interpolations_stage1_epoch0000.png",
-            "log_magnification_stage1_epoch0000.png",
+            "generator_variance_stage1_epoch0001.png",
+            "interpolations_stage1_epoch0001.png",
+            "log_magnification_stage1_epoch0001.png",
         ]
     else:
         assert len(figs) == 4
@@ -663,3 +663,25 @@ def test_reconstruction_grid_is_a_pure_function():
     cell = lambda r, c: grid[0, 2 + 6 * r : 6 + 6 * r, 2 + 6 * c : 6 + 6 * c]  # noqa: E731
     assert torch.all(cell(0, 1) == 0.5) and torch.all(cell(1, 2) == 0.0)
     assert float(cell(2, 0).min()) == 0.0 and float(cell(2, 0).max()) == 1.0  # per-image min-max
+
+
+def test_reconstructions_are_class_stratified_with_labelled_rows(tmp_path):
+    """The grid's images cycle through the classes of a class-sorted set; the PNG has a title
+    with stage and 1-based epoch and labelled rows."""
+    from callbacks.reconstructions import (
+        ROW_LABELS,
+        labelled_grid_figure,
+        reconstruction_grid,
+        stratified_indices,
+    )
+
+    labels = torch.arange(4).repeat_interleave(6)  # sorted by class, as the validation set is
+    idx = stratified_indices(labels, len(labels), 10)
+    assert labels[idx].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert len(set(idx)) == 10
+    assert stratified_indices(None, 10, 3) == [0, 4, 9]
+    x = torch.rand(3, 1, 8, 8)
+    fig = labelled_grid_figure(reconstruction_grid(x, x, x, 0.0, 1.0), "stage 2, epoch 5")
+    ax = fig.axes[0]
+    assert ax.get_title() == "stage 2, epoch 5"
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(ROW_LABELS)

@@ -319,7 +319,7 @@ def test_nan_loss_stops_with_stage_and_step(digits, make_trainer):
                     pl_module.mean_decoder.net[0].weight.fill_(float("nan"))
 
     trainer = make_trainer(max_epochs=1, callbacks=[_Poison()])
-    with pytest.raises(NonFiniteLossError, match="stage 1 at epoch 0, global step 3"):
+    with pytest.raises(NonFiniteLossError, match="stage 1 at epoch 1, global step 3"):
         trainer.fit(model, datamodule=digits)
 
 
@@ -349,7 +349,7 @@ def test_deferred_finite_check_names_the_first_bad_step(digits, make_trainer):
     trainer = make_trainer(max_epochs=1, callbacks=[poison])
     with pytest.raises(
         NonFiniteLossError,
-        match=r"stage 1 at epoch 0, global step 5 \(found by "
+        match=r"stage 1 at epoch 1, global step 5 \(found by "
         r"the check after global step 8",
     ):
         trainer.fit(model, datamodule=digits)

@@ -109,7 +109,7 @@ def test_summary_and_checkpoints(reference_run):
         assert metrics["geo/converged_fraction"] > 0
         figures = os.listdir(os.path.join(reference_run, "figures"))
         for kind in ("log_magnification", "geodesics", "generator_variance", "interpolations"):
-            assert f"{kind}_stage{stage}_epoch0002.png" in figures, (kind, figures)
+            assert f"{kind}_stage{stage}_epoch0003.png" in figures, (kind, figures)
 
 
 def test_train_from_python_objects_trains_what_the_cli_trains(tmp_path, reference_run):

@@ -82,3 +82,23 @@ class TraceBatches(Callback):
                 f"x={float(batch[0].sum()):.6f} p={psum:.10f}",
                 flush=True,
             )
+
+
+class RecordLearningRates(Callback):
+    """Append ``(stage, epoch, lr of every param group)`` at each training batch start to
+    ``<out_dir>/learning_rates.txt`` (one line each), for resume tests in or out of process.
+
+    Args:
+        out_dir: target folder.
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
+    ) -> None:
+        lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, "learning_rates.txt"), "a") as fh:
+            fh.write(f"{pl_module.stage} {trainer.current_epoch} {' '.join(map(repr, lrs))}\n")

@@ -98,3 +98,20 @@ def history_keys(records: list[wandb_internal_pb2.Record]) -> set[str]:
             for item in record.history.item:
                 keys.add(item.key or "/".join(item.nested_key))
     return keys
+
+
+def history_rows(records: list[wandb_internal_pb2.Record]) -> list[dict[str, object]]:
+    """Each ``history`` record as a dict of its keys (nested keys joined with ``/``) to their
+    JSON-decoded values, ``_step`` included, in file order."""
+    import json
+
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            rows.append(
+                {
+                    (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
+    return rows

@@ -1,0 +1,174 @@
+"""A W&B history that survives kills: ``scripts/train.py`` in a subprocess, killed with SIGKILL
+at a random point of stage 1 and again of stage 2, then resumed to the end. The offline run
+file of the last invocation is read back record by record (``tests.helpers.wandb_records``):
+every epoch once, in order, ``_step`` continuous, the same scalars as an uninterrupted run, and
+the same ``summary.json`` metrics and final weights. Marked slow.
+
+``KILL_SEED`` sets the random kill points (default: a new seed, printed); ``KILL_TRIALS`` runs
+more killed runs (default 1).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pipeline import cli
+from tests.helpers.wandb_records import history_rows, wait_for_exit_record
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEBUG = os.path.join(REPO, "configs", "debug.yaml")
+EPOCHS = {1: 8, 2: 6}
+IGNORED = {"_step", "_runtime", "_timestamp"}
+
+
+def _argv(root) -> list[str]:
+    return [
+        "--config",
+        DEBUG,
+        "--run.root",
+        str(root),
+        "--run.name",
+        "k",
+        "--run.progress_bar",
+        "log",
+        "--run.logger",
+        "wandb",
+        "--run.wandb_mode",
+        "offline",
+        "--trainer.stage1.max_epochs",
+        str(EPOCHS[1]),
+        "--trainer.stage2.max_epochs",
+        str(EPOCHS[2]),
+        "--run.reconstructions_every_n_epochs",
+        "2",
+        "--curvature_plots.enabled",
+        "false",
+    ]
+
+
+def _history(run_dir: str) -> list[dict]:
+    files = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))
+    assert len(files) == 1, files  # the earlier invocations' files are under superseded/
+    return history_rows(wait_for_exit_record(files[0]))
+
+
+def _scalar_rows(rows: list[dict]) -> list[dict]:
+    """The rows without media, without W&B's own counters and timings; numbers as floats."""
+    out = []
+    for row in rows:
+        if any(k.endswith("/_type") for k in row):
+            continue
+        out.append(
+            {
+                k: float(v) if k != "trainer/global_step" else v
+                for k, v in row.items()
+                if k not in IGNORED and not k.endswith("seconds")
+            }
+        )
+    return out
+
+
+def _kill_during(stage: int, run_dir: str, argv: list[str], rng: random.Random, log) -> str:
+    """Start the job, wait for the stage's first checkpoint, SIGKILL it after a random delay;
+    return where it was killed (stage and checkpoint epoch)."""
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "scripts", "train.py"), *argv],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        # its own W&B service, as for a user's job (not this test process's, which the
+        # in-process runs started and whose address W&B put into the environment)
+        env={k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")},
+    )
+    ckpt = os.path.join(run_dir, "checkpoints", f"stage{stage}", "last.ckpt")
+    deadline = time.monotonic() + 300
+    while not os.path.isfile(ckpt) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 0.6))
+    finished = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not finished, "the job ended before it could be killed"
+    with open(os.path.join(run_dir, "run_state.json")) as fh:
+        state = json.load(fh)
+    running = [s for s in (1, 2) if state.get(f"stage{s}", {}).get("status") == "running"]
+    epochs = {
+        s: torch.load(
+            os.path.join(run_dir, "checkpoints", f"stage{s}", "last.ckpt"), weights_only=True
+        )["epoch"]
+        for s in (1, 2)
+        if os.path.isfile(os.path.join(run_dir, "checkpoints", f"stage{s}", "last.ckpt"))
+    }
+    return f"killed in stage {running}, checkpoint epochs (0-based) {epochs}"
+
+
+def test_wandb_history_survives_kills_in_both_stages(tmp_path, wandb_offline_env, capsys):
+    seed = int(os.environ.get("KILL_SEED", time.time_ns() % 2**31))
+    trials = int(os.environ.get("KILL_TRIALS", "1"))
+    rng = random.Random(seed)
+    print(f"KILL_SEED={seed}")
+
+    ref_root = tmp_path / "ref"
+    assert cli.main(_argv(ref_root)) == 0
+    ref_dir = os.path.join(ref_root, "k")
+    ref_rows = _scalar_rows(_history(ref_dir))
+    with open(os.path.join(ref_dir, "summary.json")) as fh:
+        ref_summary = json.load(fh)
+    capsys.readouterr()
+
+    for trial in range(trials):
+        root = tmp_path / f"killed{trial}"
+        run_dir = os.path.join(root, "k")
+        argv = _argv(root)
+        with open(tmp_path / f"log{trial}.txt", "w") as log:
+            where = [_kill_during(s, run_dir, argv, rng, log) for s in (1, 2)]
+        print(f"trial {trial}: " + "; ".join(where))
+        assert cli.main(argv) == 0  # the same command resumes and finishes
+
+        rows = _history(run_dir)
+        assert [r["_step"] for r in rows] == list(range(len(rows)))  # continuous _step
+        scalars = _scalar_rows(rows)
+        steps = [r["trainer/global_step"] for r in scalars]
+        assert steps == sorted(steps)  # one step axis over both stages
+        for stage in (1, 2):
+            epochs = [r["epoch"] for r in scalars if r.get("stage") == stage and "train/elbo" in r]
+            assert epochs == list(range(EPOCHS[stage])), (stage, epochs)
+        val_epochs = [r["epoch"] for r in scalars if "val/elbo" in r]
+        assert val_epochs == list(range(EPOCHS[1])) + list(range(EPOCHS[2]))
+        diffs = [
+            (i, sorted(set(a) ^ set(b)), {k: (a[k], b[k]) for k in set(a) & set(b) if a[k] != b[k]})
+            for i, (a, b) in enumerate(zip(scalars, ref_rows))
+            if a != b
+        ]
+        assert len(scalars) == len(ref_rows) and not diffs, diffs[:3]  # the very same records
+
+        with open(os.path.join(run_dir, "summary.json")) as fh:
+            summary = json.load(fh)
+        for stage in ("stage1", "stage2"):
+            assert summary[stage]["status"] == "done"
+            got, ref_metrics = summary[stage]["metrics"], ref_summary[stage]["metrics"]
+            untimed = [k for k in ref_metrics if not k.endswith("seconds")]
+            assert got.keys() == ref_metrics.keys() and untimed
+            assert all(got[k] == ref_metrics[k] for k in untimed), stage
+            ckpt = torch.load(summary["checkpoints"][stage], weights_only=True)["state_dict"]
+            ref = torch.load(ref_summary["checkpoints"][stage], weights_only=True)["state_dict"]
+            assert all(torch.equal(ckpt[k], ref[k]) for k in ref), stage
+        with open(os.path.join(run_dir, "run_state.json")) as fh:
+            invocations = json.load(fh)["invocations"]
+        assert len(invocations) == 3
+        assert summary["wall_seconds"] == pytest.approx(sum(i["wall_seconds"] for i in invocations))
+        assert all(i["wall_seconds"] > 0 for i in invocations)  # killed attempts counted
+        assert glob.glob(os.path.join(run_dir, "checkpoints", "stage*", ".*.tmp")) == []
