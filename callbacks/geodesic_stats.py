@@ -118,7 +118,7 @@ class GeodesicDistanceStats(EpochScheduledCallback):
 
     def __init__(
         self,
-        every_n_epochs: int = 10,
+        every_n_epochs: int = 40,
         num_pairs: int = 64,
         within_class_fraction: float = 0.5,
         seed: int = 0,
