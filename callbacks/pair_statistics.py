@@ -116,16 +116,15 @@ def solver_keywords(
 ) -> dict[str, Any]:
     """The keyword arguments of ``geometry.connecting_geodesics`` for the callbacks' settings.
 
-    The one place where the callbacks' names (``num_nodes``, ``optimizer``) meet the names of
-    ``geometry`` (``n_nodes``, ``optimiser``); :data:`EPOCH_END_SOLVER` is the default of
-    ``further``, which is passed on unchanged.
+    The one place where the callbacks' settings become ``geometry``'s keyword arguments;
+    :data:`EPOCH_END_SOLVER` is the default of ``further``, which is passed on unchanged.
     """
     return {
         **EPOCH_END_SOLVER,
-        "n_nodes": num_nodes,
+        "num_nodes": num_nodes,
         "max_iterations": max_iterations,
         "tolerance": tolerance,
-        "optimiser": optimizer,
+        "optimizer": optimizer,
         **further,
     }
 

@@ -8,7 +8,7 @@
   mmap_mode="r")`` reads it as a memory map). Peak memory is the kNN graph (``O(n k)``) plus one
   block (``block_size x n``), never ``n x n``. The run is resumable: a sidecar bitmap records
   every block whose rows have been written and flushed, and a restarted run skips those blocks.
-  Inside an initialised ``torch.distributed`` process group (gloo on CPU, nccl on GPU; launched
+  Inside an initialized ``torch.distributed`` process group (gloo on CPU, nccl on GPU; launched
   by ``torchrun`` or SLURM) the pending blocks are split over the ranks and every rank writes its
   own blocks into the shared file.
 * :func:`open_distance_matrix` opens a finished matrix read-only and refuses an unfinished one.
@@ -475,7 +475,7 @@ def write_distance_matrix(
 
     Row block ``b`` holds rows ``b * block_size`` to ``(b + 1) * block_size - 1``: Dijkstra from
     those codes to every code. Blocks already recorded as done (a restarted run with the same
-    codes and settings) are skipped. Inside an initialised ``torch.distributed`` group the
+    codes and settings) are skipped. Inside an initialized ``torch.distributed`` group the
     pending blocks are dealt round-robin to the ranks; every rank must call this function with
     the same arguments (its own device for ``z`` and ``embed``).
 
@@ -496,7 +496,7 @@ def write_distance_matrix(
         overwrite: replace whatever is at ``path`` instead of refusing it.
         progress: tqdm bar over the blocks (rank 0).
         process_group: the ``torch.distributed`` group to shard over (default: the default
-            group if one is initialised, else none).
+            group if one is initialized, else none).
         on_block: called with each block index after that block is on disk and recorded (e.g.
             to log or to stop the run).
 
@@ -528,7 +528,7 @@ def write_distance_matrix(
     group = process_group
     sharded = dist.is_available() and dist.is_initialized()
     if group is not None and not sharded:
-        raise ValueError("process_group given but torch.distributed is not initialised")
+        raise ValueError("process_group given but torch.distributed is not initialized")
     rank = dist.get_rank(group) if sharded else 0
     world = dist.get_world_size(group) if sharded else 1
     identity = _identity(z, embed, k, rtol, aux_points, seed, on_disconnected, dtype, block_size)

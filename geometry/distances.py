@@ -7,7 +7,7 @@ codes) are added to the graph; they only serve as way points. Graph distances ar
 actual latent curves (polylines), so they are upper bounds of the geodesic distance up to
 ``rtol``.
 
-``method="refined"``: the graph path of every pair initialises :func:`connecting_geodesics`;
+``method="refined"``: the graph path of every pair initializes :func:`connecting_geodesics`;
 the reported distance is ``min(graph distance, refined length)``, both measured to the same
 ``rtol`` (:func:`geometry.curves.measure_curve_lengths`). Cost grows with the number of pairs
 (``n (n - 1) / 2`` geodesics), so use it for small ``n`` or on samples
@@ -39,23 +39,23 @@ __all__ = ["geodesic_distance_matrix", "refined_pair_distances", "auxiliary_poin
 
 
 def auxiliary_points(
-    z: Tensor, n_points: int, margin: float = 0.05, generator: torch.Generator | None = None
+    z: Tensor, num_points: int, margin: float = 0.05, generator: torch.Generator | None = None
 ) -> Tensor:
     """Uniform random points in the bounding box of ``z`` (enlarged by ``margin`` per side).
 
     Args:
         z: ``(n, d)`` codes.
-        n_points: number of points.
+        num_points: number of points.
         margin: relative enlargement of the box on each side.
         generator: CPU ``torch.Generator`` for reproducibility.
 
     Returns:
-        ``(n_points, d)`` on ``z``'s device and dtype.
+        ``(num_points, d)`` on ``z``'s device and dtype.
     """
     check_points(z)
     lo, hi = z.min(dim=0).values, z.max(dim=0).values  # (d,)
     pad = margin * (hi - lo)
-    u = torch.rand(n_points, z.shape[1], generator=generator, dtype=z.dtype).to(z.device)
+    u = torch.rand(num_points, z.shape[1], generator=generator, dtype=z.dtype).to(z.device)
     return lo - pad + u * (hi - lo + 2 * pad)
 
 
@@ -107,7 +107,7 @@ def refined_pair_distances(
     keep_results: bool = True,
     **geodesic_options: Any,
 ) -> tuple[Tensor, Tensor, GeodesicResult | None]:
-    """Graph-initialised geodesics between node pairs, ``batch_size`` pairs at a time.
+    """Graph-initialized geodesics between node pairs, ``batch_size`` pairs at a time.
 
     Graph paths are built per batch, so memory stays bounded for any number of pairs (all
     ``n (n - 1) / 2`` pairs of a distance matrix included).
@@ -122,7 +122,7 @@ def refined_pair_distances(
             or ``"inf"`` (unreachable pairs get ``inf`` and are not refined).
         progress: progress bar over batches.
         keep_results: return the concatenated :class:`GeodesicResult` (its curves take
-            ``P * n_nodes * d`` numbers); ``False`` returns ``None`` in its place.
+            ``P * num_nodes * d`` numbers); ``False`` returns ``None`` in its place.
         **geodesic_options: forwarded to :func:`connecting_geodesics`.
 
     Returns:
@@ -133,8 +133,8 @@ def refined_pair_distances(
     check_positive_int(batch_size, "batch_size")
     if on_disconnected not in ("raise", "inf"):
         raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
-    src = node_indices(sources, graph.n_nodes, "sources")
-    tgt = node_indices(targets, graph.n_nodes, "targets")
+    src = node_indices(sources, graph.num_nodes, "sources")
+    tgt = node_indices(targets, graph.num_nodes, "targets")
     if src.shape != tgt.shape:
         raise ValueError(f"sources and targets must have the same length: {src.size} vs {tgt.size}")
     if on_disconnected == "raise":

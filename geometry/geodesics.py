@@ -1,15 +1,15 @@
-"""Batched connecting geodesics by minimising the measured length of a polyline.
+"""Batched connecting geodesics by minimizing the measured length of a polyline.
 
 A geodesic between ``z0`` and ``z1`` is approximated by a polyline of ``N`` nodes ``c_0 .. c_{N-1}``
 (end points fixed). Every segment is read through ``m`` equally spaced sub-points (linear in its
-two nodes), and the solver minimises the polyline's length at that resolution,
+two nodes), and the solver minimizes the polyline's length at that resolution,
 
     ``L = sum_i lambda_i``,  ``lambda_i = sum_s ||h(p_{i,s+1}) - h(p_{i,s})||``
 
 (with ``m = 1`` this is the classical chord sum on the nodes, which cuts corners through
 variance walls).
 
-Solver (``optimiser="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch. Each
+Solver (``optimizer="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch. Each
 sub-chord ``r_q = h(p_{q+1}) - h(p_q)`` depends on the two nodes of its segment only. The model of
 ``L`` is, per segment, the Gauss-Newton model of ``lambda_i^2`` (sub-chord Jacobians ``A_q``
 projected orthogonally to ``r_q``, plus the rank-one term of ``grad lambda_i``) divided by
@@ -21,11 +21,11 @@ relative decrease of ``L`` below ``tolerance`` (or below the objective's roundof
 
 Faithful objective: when a curve is stationary its polyline is measured to ``rtol`` by
 :func:`geometry.curves.measure_curve_lengths`. If ``sum_i lambda_i`` differs from that
-measurement by more than ``rtol``, ``m`` was too coarse (the optimiser saw a length the polyline
-does not have): ``m`` is doubled and the curve optimised further, up to ``max_sub_steps``.
+measurement by more than ``rtol``, ``m`` was too coarse (the optimizer saw a length the polyline
+does not have): ``m`` is doubled and the curve optimized further, up to ``max_sub_steps``.
 
 Starts: the straight line, or given curves, or a kNN-graph shortest path (``init="graph"``);
-with ``graph_points`` and ``init="line"`` both the line and the graph path are optimised and the
+with ``graph_points`` and ``init="line"`` both the line and the graph path are optimized and the
 shorter result is kept (``starts="line+graph"``).
 
 Outputs: ``lengths`` are the measured lengths of the returned polylines (``length_errors`` their
@@ -33,7 +33,7 @@ error estimates, at relative tolerance ``length_rtol``). No returned curve is lo
 start by that measurement: otherwise the start is returned and ``reverted`` is set.
 ``converged`` = stationary and faithful and the measurement converged and not reverted.
 
-``optimiser="adam"`` is a plain batched Adam on the node chord energy, kept as a baseline; its
+``optimizer="adam"`` is a plain batched Adam on the node chord energy, kept as a baseline; its
 convergence test is stagnation of the best energy (then the same faithfulness test).
 """
 
@@ -77,14 +77,14 @@ class GeodesicResult:
             (``>= lengths**2``; equal for equal segments).
         chord_lengths: ``(B,)`` chord sums on the ``N`` nodes (a lower bound; for reference).
         converged: ``(B,)`` bool; stationary and faithful and measured and not reverted.
-        stationary: ``(B,)`` bool; the first-order test passed on the optimised objective.
+        stationary: ``(B,)`` bool; the first-order test passed on the optimized objective.
         faithful: ``(B,)`` bool; the objective's length agreed with the measured length to
             ``length_rtol`` (the sub-point resolution was fine enough).
         sub_steps: ``(B,)`` int64, sub-points per segment of the final objective.
-        iterations: ``(B,)`` int64, optimiser steps taken by each curve (all starts).
+        iterations: ``(B,)`` int64, optimizer steps taken by each curve (all starts).
         initial_lengths: ``(B,)`` measured lengths of the initial curves (after resampling to
             ``N`` nodes; the best start's when several were tried).
-        reverted: ``(B,)`` bool; the initial curve was returned because the optimised one was
+        reverted: ``(B,)`` bool; the initial curve was returned because the optimized one was
             longer.
     """
 
@@ -371,13 +371,13 @@ def _adam(
 
 
 # --------------------------------------------------------------------------------------------
-# One start: optimise, refine the sub-point resolution until the objective is faithful
+# One start: optimize, refine the sub-point resolution until the objective is faithful
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Solved:
-    """Optimised curves of one start (``B`` curves) and their measurement."""
+    """Optimized curves of one start (``B`` curves) and their measurement."""
 
     curves: Tensor  # (B, N, d)
     stationary: Tensor  # (B,) bool
@@ -491,17 +491,17 @@ def connecting_geodesics(
     z0: Tensor,
     z1: Tensor,
     *,
-    n_nodes: int = 24,
+    num_nodes: int = 24,
     init: str = "line",
     init_curves: Tensor | None = None,
     graph_points: Tensor | None = None,
     graph_k: int = 40,
     bent_starts: int = 2,
-    optimiser: str = "lm",
+    optimizer: str = "lm",
     tolerance: float = 1e-4,
     max_iterations: int | None = None,
     lr: float = 0.01,
-    reparametrise: bool = True,
+    reparametrize: bool = True,
     rtol: float = 1e-3,
     sub_steps: int | None = None,
     max_sub_steps: int = 32,
@@ -516,36 +516,36 @@ def connecting_geodesics(
             ``[mu(z), sigma(z)]`` flattened, e.g. ``TwoStageVAE.embed``).
         z0: start points ``(B, d)`` (``B = 0`` gives empty results).
         z1: end points ``(B, d)``; pairs with ``z0 == z1`` give constant curves of length 0.
-        n_nodes: nodes per curve including both end points (>= 2).
+        num_nodes: nodes per curve including both end points (>= 2).
         init: ``"line"`` (straight latent line; with ``graph_points`` also the graph path, and
             the shorter result is kept), ``"curves"`` (use ``init_curves``; implied when they are
             given) or ``"graph"`` (only the shortest path on a kNN graph over ``graph_points``
             plus the end points, see :mod:`geometry.graph`).
         init_curves: ``(B, M, d)`` initial polylines whose end points equal ``z0`` / ``z1``
-            (M >= 2, resampled to ``n_nodes``).
+            (M >= 2, resampled to ``num_nodes``).
         graph_points: ``(P, d)`` latent points (e.g. data codes) for graph starts.
         graph_k: neighbours per node of that graph.
         bent_starts: with ``init="line"``, also start from this many lines bowed sideways
             (half sines of height +-0.2, +-0.4, ... times ``||z1 - z0||``) and keep the
             shortest converged result per pair: a start's basin decides which local minimum
             the solver reaches.
-        optimiser: ``"lm"`` (batched Levenberg-Marquardt, default) or ``"adam"``.
+        optimizer: ``"lm"`` (batched Levenberg-Marquardt, default) or ``"adam"``.
         tolerance: ``"lm"``: a curve is stationary when the Gauss-Newton model predicts a
             relative decrease of the objective below this; ``"adam"``: relative decrease of the
             best energy per iteration, averaged over 20 iterations.
         max_iterations: step limit per curve and sub-point level (default 100 for ``"lm"``,
             1000 for ``"adam"``).
         lr: ``"adam"`` step size as a fraction of ``||z1 - z0||``.
-        reparametrise: place the initial nodes at equal Riemannian arc length.
+        reparametrize: place the initial nodes at equal Riemannian arc length.
         rtol: relative tolerance of the length measurement and of the faithfulness test.
         sub_steps: sub-points per segment of the first objective (default
             ``max(1, ceil(32 / (N - 1)))``); doubled while not faithful.
         max_sub_steps: most sub-points per segment.
-        revert_rtol: an optimised curve measured longer than its start is replaced by the
+        revert_rtol: an optimized curve measured longer than its start is replaced by the
             start; ``converged`` is cleared unless it was longer by at most this relative amount.
         chunk_size: at most this many rows per ``embed`` call (forward mode uses ``d`` rows per
             point).
-        progress: show a tqdm progress bar (optimiser steps).
+        progress: show a tqdm progress bar (optimizer steps).
 
     Returns:
         A :class:`GeodesicResult` on the device and dtype of ``z0``.
@@ -556,20 +556,20 @@ def connecting_geodesics(
             options).
     """
     _check_pairs(embed, z0, z1)
-    check_positive_int(n_nodes, "n_nodes", minimum=2)
-    if optimiser not in ("lm", "adam"):
-        raise ValueError(f"optimiser must be 'lm' or 'adam', got {optimiser!r}")
+    check_positive_int(num_nodes, "num_nodes", minimum=2)
+    if optimizer not in ("lm", "adam"):
+        raise ValueError(f"optimizer must be 'lm' or 'adam', got {optimizer!r}")
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     if max_iterations is None:
-        max_iterations = 100 if optimiser == "lm" else 1000
+        max_iterations = 100 if optimizer == "lm" else 1000
     check_positive_int(max_iterations, "max_iterations", minimum=0)
     check_positive_int(chunk_size, "chunk_size")
     check_positive_int(bent_starts, "bent_starts", minimum=0)
     if sub_steps is None:
-        sub_steps = max(1, -(-32 // (n_nodes - 1)))
+        sub_steps = max(1, -(-32 // (num_nodes - 1)))
     check_positive_int(sub_steps, "sub_steps")
     check_positive_int(max_sub_steps, "max_sub_steps", minimum=sub_steps)
     if init_curves is not None and init == "line":
@@ -589,7 +589,7 @@ def connecting_geodesics(
         starts = _starts(embed, z0, z1, init, init_curves, graph_points, graph_k, bent_starts)
         n_line = 1 + bent_starts if init == "line" else 0
         return _solve(
-            embed, z0, z1, starts, n_nodes, optimiser, reparametrise, opts, progress, n_line
+            embed, z0, z1, starts, num_nodes, optimizer, reparametrize, opts, progress, n_line
         )
 
 
@@ -683,54 +683,54 @@ def _solve(
     z0: Tensor,
     z1: Tensor,
     starts: list[Tensor],
-    n_nodes: int,
-    optimiser: str,
-    reparametrise: bool,
+    num_nodes: int,
+    optimizer: str,
+    reparametrize: bool,
     opts: _Options,
     progress: bool,
     n_line_starts: int,
 ) -> GeodesicResult:
-    """Optimise every start, keep the best per pair, never longer than the first start.
+    """Optimize every start, keep the best per pair, never longer than the first start.
 
-    The first ``n_line_starts`` starts (the line and the bent lines) are first optimised on a
+    The first ``n_line_starts`` starts (the line and the bent lines) are first optimized on a
     coarse polyline (``_COARSE_NODES`` nodes: few unknowns, cheap, global moves) and only the
-    best of them per pair is refined on ``n_nodes`` nodes; the others (graph paths, given
-    curves) are optimised on ``n_nodes`` nodes directly.
+    best of them per pair is refined on ``num_nodes`` nodes; the others (graph paths, given
+    curves) are optimized on ``num_nodes`` nodes directly.
     """
     same = (z0 == z1).all(dim=1)  # (B,) zero-length pairs: constant curves
     live = (~same).nonzero().flatten()
-    out = _empty_result(z0, z1, n_nodes, opts.rtol)
+    out = _empty_result(z0, z1, num_nodes, opts.rtol)
     if live.numel() == 0:
         return out
     a, b = z0[live], z1[live]
     total = opts.max_iterations * (len(starts) + 1) * (1 + int(math.log2(opts.max_sub_steps)))
-    bar = tqdm(total=total, disable=not progress, desc=f"geodesics ({optimiser})", leave=False)
+    bar = tqdm(total=total, disable=not progress, desc=f"geodesics ({optimizer})", leave=False)
 
     def place(curves: Tensor, n: int) -> Tensor:
-        if reparametrise and n > 2:
-            curves = constant_speed_curves(embed, curves, n, n_sub=4, chunk_size=opts.chunk_size)
+        if reparametrize and n > 2:
+            curves = constant_speed_curves(embed, curves, n, num_sub=4, chunk_size=opts.chunk_size)
         elif curves.shape[1] != n:
             curves = resample_curves(curves, n)
         curves[:, 0], curves[:, -1] = a, b
         return curves
 
-    primary = place(starts[0][live], n_nodes)
+    primary = place(starts[0][live], num_nodes)
     best: GeodesicResult | None = None
     coarse_iterations = torch.zeros(live.numel(), dtype=torch.long, device=z0.device)
-    fine_starts = [place(s[live], n_nodes) for s in starts[n_line_starts:]]
+    fine_starts = [place(s[live], num_nodes) for s in starts[n_line_starts:]]
     if n_line_starts:
-        n_coarse = min(n_nodes, _COARSE_NODES)
+        n_coarse = min(num_nodes, _COARSE_NODES)
         coarse: GeodesicResult | None = None
         for s in starts[:n_line_starts]:
-            res = _optimise_one_start(embed, place(s[live], n_coarse), optimiser, opts, bar)
+            res = _optimise_one_start(embed, place(s[live], n_coarse), optimizer, opts, bar)
             coarse = res if coarse is None else _better(coarse, res, by_length=True)
         assert coarse is not None
         coarse_iterations = coarse.iterations
         fine_starts.insert(
-            0, place(coarse.curves, n_nodes) if n_coarse < n_nodes else coarse.curves
+            0, place(coarse.curves, num_nodes) if n_coarse < num_nodes else coarse.curves
         )
     for s in fine_starts:
-        res = _optimise_one_start(embed, s, optimiser, opts, bar)
+        res = _optimise_one_start(embed, s, optimizer, opts, bar)
         best = res if best is None else _better(best, res)
     bar.close()
     assert best is not None
@@ -763,9 +763,9 @@ def _never_longer_than(embed: Embed, res: GeodesicResult, primary: Tensor, opts:
 
 
 def _optimise_one_start(
-    embed: Embed, start: Tensor, optimiser: str, opts: _Options, bar: tqdm
+    embed: Embed, start: Tensor, optimizer: str, opts: _Options, bar: tqdm
 ) -> GeodesicResult:
-    """Optimise from ``start (B, N, d)``; revert curves measured longer than their start."""
+    """Optimize from ``start (B, N, d)``; revert curves measured longer than their start."""
     B, N, d = start.shape
     initial = _measure(embed, start, opts)
     if N == 2:
@@ -775,7 +775,7 @@ def _optimise_one_start(
             torch.ones(B, dtype=torch.long, device=start.device),
             torch.zeros(B, dtype=torch.long, device=start.device), initial,
         )  # fmt: skip
-    elif optimiser == "lm":
+    elif optimizer == "lm":
         solved = _solve_lm(embed, start, opts, bar)
     else:
         solved = _solve_adam(embed, start, opts, bar)
@@ -827,13 +827,13 @@ def _better(old: GeodesicResult, new: GeodesicResult, by_length: bool = False) -
     return GeodesicResult(**fields)
 
 
-def _empty_result(z0: Tensor, z1: Tensor, n_nodes: int, rtol: float) -> GeodesicResult:
+def _empty_result(z0: Tensor, z1: Tensor, num_nodes: int, rtol: float) -> GeodesicResult:
     """Results for constant curves ``z0 -> z0`` (length 0, converged); filled in by the solver."""
     B, d = z0.shape
     zeros = z0.new_zeros(B)
     true = torch.ones(B, dtype=torch.bool, device=z0.device)
     return GeodesicResult(
-        curves=z0[:, None].expand(B, n_nodes, d).clone(),
+        curves=z0[:, None].expand(B, num_nodes, d).clone(),
         lengths=zeros.clone(),
         length_errors=zeros.clone(),
         length_rtol=z0.new_full((B,), rtol),

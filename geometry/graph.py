@@ -63,7 +63,7 @@ class LatentGraph:
     unconverged_edges: int = 0
 
     @property
-    def n_nodes(self) -> int:
+    def num_nodes(self) -> int:
         return int(self.nodes.shape[0])
 
     @property
@@ -273,7 +273,7 @@ def graph_distances(
     """
     if on_disconnected not in ("raise", "inf"):
         raise ValueError(f"on_disconnected must be 'raise' or 'inf', got {on_disconnected!r}")
-    n = graph.n_nodes
+    n = graph.num_nodes
     src = np.arange(n) if sources is None else node_indices(sources, n, "sources")
     tgt = np.arange(n) if targets is None else node_indices(targets, n, "targets")
     if on_disconnected == "raise":
@@ -309,8 +309,8 @@ def shortest_path_curves(
         their last vertex, i.e. zero-length padding segments) and graph ``lengths`` ``(P,)``,
         on the nodes' device and dtype.
     """
-    src = node_indices(sources, graph.n_nodes, "sources")
-    tgt = node_indices(targets, graph.n_nodes, "targets")
+    src = node_indices(sources, graph.num_nodes, "sources")
+    tgt = node_indices(targets, graph.num_nodes, "targets")
     if src.shape != tgt.shape:
         raise ValueError(f"sources and targets must have the same length: {src.size} vs {tgt.size}")
     if on_disconnected not in ("raise", "inf"):
@@ -323,7 +323,7 @@ def shortest_path_curves(
     # Walk the predecessor trees backwards from every target at once.
     paths = [tgt.copy()]
     cur = tgt.copy()
-    for _ in range(graph.n_nodes):
+    for _ in range(graph.num_nodes):
         nxt = pred[inv, cur]  # -9999 at the source or when unreachable
         done = nxt < 0
         if done.all():

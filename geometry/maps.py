@@ -9,8 +9,8 @@ which equals ``-Gamma(c', c')`` with the Christoffel symbols of ``M``. ``D^2h[v,
 forward-mode derivative of ``embed``; no Christoffel tensor is formed. Requires a non-singular
 ``M`` along the path (``D' >= d`` and full-rank Jacobian).
 
-* :func:`exp_map` integrates the ODE with classical RK4 (fixed step, ``n_steps`` steps on
-  ``t in [0, 1]``); the error is ``O(n_steps^-4)`` for smooth decoders.
+* :func:`exp_map` integrates the ODE with classical RK4 (fixed step, ``num_steps`` steps on
+  ``t in [0, 1]``); the error is ``O(num_steps^-4)`` for smooth decoders.
 * :func:`log_map` is approximate: it solves the boundary value problem with
   :func:`connecting_geodesics` and returns the initial velocity of the discrete geodesic by a
   second-order one-sided difference, so its error is ``O(N^-2)`` in the number of nodes plus the
@@ -53,7 +53,7 @@ def geodesic_acceleration(embed: Embed, z: Tensor, v: Tensor) -> Tensor:
 
 
 def exp_map(
-    embed: Embed, z: Tensor, v: Tensor, n_steps: int = 64, return_path: bool = False
+    embed: Embed, z: Tensor, v: Tensor, num_steps: int = 64, return_path: bool = False
 ) -> Tensor:
     """Shoot geodesics: ``exp_z(v)``, the end point at ``t = 1`` of the geodesic with ``c(0) = z``
     and ``c'(0) = v``.
@@ -62,11 +62,11 @@ def exp_map(
         embed: ``(n, d) -> (n, D')`` callable (forward-mode differentiable twice).
         z: ``(B, d)`` start points.
         v: ``(B, d)`` initial velocities.
-        n_steps: RK4 steps on ``[0, 1]``.
-        return_path: return the whole ``(B, n_steps + 1, d)`` path instead of the end point.
+        num_steps: RK4 steps on ``[0, 1]``.
+        return_path: return the whole ``(B, num_steps + 1, d)`` path instead of the end point.
 
     Returns:
-        ``(B, d)`` end points, or the ``(B, n_steps + 1, d)`` path.
+        ``(B, d)`` end points, or the ``(B, num_steps + 1, d)`` path.
     """
     check_points(z, "z")
     check_points(v, "v", dim=z.shape[1])
@@ -74,15 +74,15 @@ def exp_map(
         raise ValueError(
             f"z and v must have the same shape, got {tuple(z.shape)} and {tuple(v.shape)}"
         )
-    check_positive_int(n_steps, "n_steps")
-    h = 1.0 / n_steps
+    check_positive_int(num_steps, "num_steps")
+    h = 1.0 / num_steps
     x, u = z.detach().clone(), v.detach().clone()
     path = [x]
 
     def f(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         return u, geodesic_acceleration(embed, x, u)
 
-    for _ in range(n_steps):
+    for _ in range(num_steps):
         k1x, k1u = f(x, u)
         k2x, k2u = f(x + 0.5 * h * k1x, u + 0.5 * h * k1u)
         k3x, k3u = f(x + 0.5 * h * k2x, u + 0.5 * h * k2u)
@@ -102,7 +102,7 @@ def log_map(
         embed: ``(n, d) -> (n, D')`` callable.
         z0: ``(B, d)`` base points.
         z1: ``(B, d)`` targets.
-        **geodesic_options: forwarded to :func:`connecting_geodesics` (e.g. ``n_nodes``; more
+        **geodesic_options: forwarded to :func:`connecting_geodesics` (e.g. ``num_nodes``; more
             nodes give a more accurate velocity); ``tolerance`` defaults to ``1e-8`` here.
 
     Returns:

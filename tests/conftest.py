@@ -30,10 +30,10 @@ def single_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def rbf() -> Any:
-    """Trained-like toy decoder: small sigma near 6 centres, large far away (float64)."""
+    """Trained-like toy decoder: small sigma near 6 centers, large far away (float64)."""
     from geometry.toy_models import ToyRBFDecoder
 
-    return ToyRBFDecoder(data_dim=24, n_centres=6, seed=3).double()
+    return ToyRBFDecoder(data_dim=24, num_centers=6, seed=3).double()
 
 
 @pytest.fixture()

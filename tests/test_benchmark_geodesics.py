@@ -7,23 +7,21 @@ import json
 import math
 import os
 import re
-import sys
 
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import geometry as G  # noqa: E402
-from geometry.toy_models import (  # noqa: E402
+import geometry as G
+from geometry.toy_models import (
     WALL_STEEPNESS,
     LinearEmbed,
     SphereEmbed,
     ToyMLPDecoder,
     walled_decoder,
 )
-from scripts import benchmark_geodesics as bench  # noqa: E402
+from scripts import benchmark_geodesics as bench
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -73,7 +71,7 @@ def test_reference_adam_finds_straight_lines_and_great_circles() -> None:
     A = torch.randn(5, 3, generator=g, dtype=torch.float64)
     z0, z1 = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g)
     z1 = z1.double()
-    lin = bench.run_reference_adam(LinearEmbed(A), z0, z1, n_nodes=8, iterations=50, lr=0.02)
+    lin = bench.run_reference_adam(LinearEmbed(A), z0, z1, num_nodes=8, iterations=50, lr=0.02)
     exact = ((z1 - z0) @ A.T).norm(dim=1)
     torch.testing.assert_close(lin["reported"], exact, rtol=1e-9, atol=0)  # the line is optimal
     sphere = SphereEmbed()
@@ -82,7 +80,7 @@ def test_reference_adam_finds_straight_lines_and_great_circles() -> None:
     phi = torch.tensor([[-1.2, 0.0], [1.2, 2.5]], dtype=torch.float64)
     p0 = torch.stack([theta[0], phi[0]], dim=1)  # (2, 2)
     p1 = torch.stack([theta[1], phi[1]], dim=1)
-    res = bench.run_reference_adam(sphere, p0, p1, n_nodes=32, iterations=800, lr=0.02)
+    res = bench.run_reference_adam(sphere, p0, p1, num_nodes=32, iterations=800, lr=0.02)
     great = sphere.great_circle(p0, p1)
     line = G.chord_length(sphere, G.straight_lines(p0, p1, 257))
     assert bool((line > great * 1.05).all())  # the start is measurably off

@@ -35,7 +35,7 @@ from callbacks.validation_data import MissingValidationDataError, draw_pairs
 from lightning_modules.two_stage_vae import TwoStageVAE
 from tests.helpers.wandb_records import history_keys, wait_for_exit_record
 
-SOLVER = {"n_nodes": 16, "max_iterations": 200, "tolerance": 1e-7}
+SOLVER = {"num_nodes": 16, "max_iterations": 200, "tolerance": 1e-7}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -155,7 +155,7 @@ def test_bump_in_the_metric_gives_ratio_below_one():
     z0 = torch.tensor([[-1.0, 0.0], [0.0, -1.0], [2.0, 2.0]], dtype=torch.float64)
     z1 = torch.tensor([[1.0, 0.05], [0.05, 1.0], [3.0, 2.5]], dtype=torch.float64)
     with torch.enable_grad():
-        stats = pair_statistics(bump_embed(), lambda z: z, z0, z1, n_nodes=24, max_iterations=300)
+        stats = pair_statistics(bump_embed(), lambda z: z, z0, z1, num_nodes=24, max_iterations=300)
     r = stats.ratios()["line_ratio"]
     assert r[0] < 0.9 and r[1] < 0.9  # over the bump: the geodesic goes around it
     assert r[2] == pytest.approx(1.0, abs=1e-4)  # far from the bump the metric is flat
@@ -253,8 +253,8 @@ def test_settings_are_validated():
     with pytest.raises(ValueError, match=r"unknown keys \['n_node'\]; accepted: .*'revert_rtol'"):
         GeodesicDistanceStats(geodesic_options={"n_node": 8})
     # one route per setting: the solver settings with an argument of their own are refused here
-    with pytest.raises(ValueError, match=r"sets \['n_nodes'\]: use .* \['num_nodes'\] instead"):
-        GeodesicDistanceStats(geodesic_options={"n_nodes": 8})
+    with pytest.raises(ValueError, match=r"sets \['num_nodes'\]: use .* \['num_nodes'\] instead"):
+        GeodesicDistanceStats(geodesic_options={"num_nodes": 8})
     with pytest.raises(ValueError, match="encode_batch_size=0"):
         GeodesicDistanceStats(encode_batch_size=0)
     with pytest.raises(ValueError, match="encode_batch_size=0"):
@@ -412,7 +412,7 @@ def test_training_run_with_offline_wandb(make_trainer, wandb_offline_env, tmp_pa
             model.embed,
             z0,
             z1,
-            n_nodes=8,  # geometry's name of the callbacks' num_nodes
+            num_nodes=8,  # geometry's name of the callbacks' num_nodes
             max_iterations=10,
             tolerance=stats.tolerance,
             init="line",

@@ -83,8 +83,8 @@ def test_paper_settings_are_the_defaults():
         (["--run.stage1_checkpoint", "/nonexistent.ckpt"], "does not exist"),
         (["--geodesic_stats.num_pairs", "0"], "invalid geodesic_stats settings: num_pairs=0"),
         (
-            ["--geodesic_stats.geodesic_options", '{"n_nodes": 8}'],
-            "invalid geodesic_stats settings: geodesic_options sets ['n_nodes']: use",
+            ["--geodesic_stats.geodesic_options", '{"num_nodes": 8}'],
+            "invalid geodesic_stats settings: geodesic_options sets ['num_nodes']: use",
         ),
         (
             ["--curvature_plots.grid_resolution", "1"],

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    """A stage-1 TwoStageVAE after a few optimiser steps on random images, saved by Lightning."""
+    """A stage-1 TwoStageVAE after a few optimizer steps on random images, saved by Lightning."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
     model = TwoStageVAE(data_shape=(1, 8, 8), hidden_dims=[16, 8], num_centers=4)

@@ -45,12 +45,12 @@ def test_energy_at_least_length_squared(dec: ToyRBFDecoder) -> None:
     L, E = G.chord_length(dec.embed, curves), G.curve_energy(dec.embed, curves)
     assert (E >= L**2 * (1 - 1e-12)).all()
     assert (E > L**2 * 1.01).any()  # random curves are far from constant speed
-    # Equality after reparametrising smooth curves to constant Riemannian speed.
+    # Equality after reparametrizing smooth curves to constant Riemannian speed.
     t = torch.linspace(0, 1, 65, dtype=torch.float64)[None, :, None]
     a, b = curves[:, 0:1], curves[:, -1:]
     bend = torch.stack([-(b - a)[..., 1], (b - a)[..., 0]], dim=-1)  # (20, 1, 2) perpendicular
     smooth = a + t * (b - a) + 0.3 * torch.sin(torch.pi * t) * bend  # (20, 65, 2)
-    cs = G.constant_speed_curves(dec.embed, smooth, n_nodes=33, n_sub=8)
+    cs = G.constant_speed_curves(dec.embed, smooth, num_nodes=33, num_sub=8)
     seg = G.segment_lengths(dec.embed, cs)
     L2, E2 = seg.sum(1), G.curve_energy(dec.embed, cs)
     assert (seg.std(dim=1) / seg.mean(dim=1) < 0.1).all()
@@ -105,7 +105,7 @@ def test_curve_functions_reject_bad_input(curves: torch.Tensor, match: str) -> N
 def test_straight_lines_reject_mismatched_points() -> None:
     with pytest.raises(ValueError, match="latent dimension 3"):
         G.straight_lines(torch.zeros(2, 2), torch.zeros(2, 3), 5)
-    with pytest.raises(ValueError, match="n_nodes"):
+    with pytest.raises(ValueError, match="num_nodes"):
         G.straight_lines(torch.zeros(2, 2), torch.zeros(2, 2), 1)
 
 
@@ -114,10 +114,10 @@ def test_straight_lines_reject_mismatched_points() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _fine_length(embed, curves: torch.Tensor, n_sub: int) -> torch.Tensor:
-    """Independent reference: every segment split into ``n_sub`` equal chords."""
+def _fine_length(embed, curves: torch.Tensor, num_sub: int) -> torch.Tensor:
+    """Independent reference: every segment split into ``num_sub`` equal chords."""
     with torch.no_grad():
-        return G.chord_length(embed, G.subdivide_curves(curves, n_sub), chunk_size=50_000)
+        return G.chord_length(embed, G.subdivide_curves(curves, num_sub), chunk_size=50_000)
 
 
 def _bent_curves(n: int, nodes: int, seed: int) -> torch.Tensor:
@@ -146,7 +146,7 @@ def test_measured_length_matches_a_fine_reference_on_walled_decoders(
 ) -> None:
     """Smooth curves through steep variance bumps: within rtol of a 2048-fold subdivision,
     where the node chords undercount by whole percents; the error estimate bounds the error."""
-    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=bandwidth).double()
+    dec = ToyRBFDecoder(data_dim=24, num_centers=6, seed=1, bandwidth=bandwidth).double()
     curves = _bent_curves(24, 24, seed=2)
     m = G.measure_curve_lengths(dec.embed, curves, rtol=rtol)
     ref = _fine_length(dec.embed, curves, 2048)
@@ -162,7 +162,7 @@ def test_measured_length_matches_a_fine_reference_on_walled_decoders(
 
 
 def test_far_from_the_data_and_degenerate_segments() -> None:
-    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=4.0).double()
+    dec = ToyRBFDecoder(data_dim=24, num_centers=6, seed=1, bandwidth=4.0).double()
     line = G.straight_lines(torch.zeros(1, 2, dtype=torch.float64), torch.full((1, 2), 1e3), 12)
     padded = torch.cat([line, line[:, -1:].expand(1, 3, 2)], dim=1)  # zero-length segments
     # the data region is 0.3 % of the curve: its scale is given (as the solvers do from codes)
@@ -195,7 +195,7 @@ def test_measured_length_is_differentiable(dec: ToyRBFDecoder) -> None:
 
 
 def test_max_depth_reports_not_converged() -> None:
-    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=16.0).double()
+    dec = ToyRBFDecoder(data_dim=24, num_centers=6, seed=1, bandwidth=16.0).double()
     curves = _bent_curves(8, 4, seed=3)
     m = G.measure_curve_lengths(dec.embed, curves, rtol=1e-6, resolution=2, max_depth=2)
     assert not m.converged.all()

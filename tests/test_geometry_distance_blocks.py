@@ -19,13 +19,13 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _codes(dec: ToyRBFDecoder, n: int, spread: float = 0.5, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    k, d = dec.centres.shape
+    k, d = dec.centers.shape
     idx = torch.randint(0, k, (n,), generator=g)
-    return dec.centres[idx] + spread * torch.randn(n, d, generator=g, dtype=dec.centres.dtype)
+    return dec.centers[idx] + spread * torch.randn(n, d, generator=g, dtype=dec.centers.dtype)
 
 
 def _decoder() -> ToyRBFDecoder:
-    return ToyRBFDecoder(data_dim=24, n_centres=6, seed=3).double()
+    return ToyRBFDecoder(data_dim=24, num_centers=6, seed=3).double()
 
 
 class _StopRunError(Exception):
@@ -180,7 +180,7 @@ def test_foreign_or_mismatching_output_is_refused(rbf, tmp_path) -> None:
     other[0, 0] += 1e-9
     with pytest.raises(G.DistanceMatrixFileError, match="codes_sha256"):
         G.write_distance_matrix(rbf.embed, other, out, k=8, block_size=16, progress=False)
-    other_model = ToyRBFDecoder(data_dim=24, n_centres=6, seed=4).double()
+    other_model = ToyRBFDecoder(data_dim=24, num_centers=6, seed=4).double()
     with pytest.raises(G.DistanceMatrixFileError, match="embed_sha256"):
         G.write_distance_matrix(other_model.embed, z, out, k=8, block_size=16, progress=False)
     assert _bytes(out) == before

@@ -1,5 +1,5 @@
 """Quality of connecting_geodesics on walled decoders: measured lengths, faithful objectives,
-stationarity against an independent optimiser, and bad input."""
+stationarity against an independent optimizer, and bad input."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def walled() -> ToyRBFDecoder:
-    """2-D decoder with steep variance walls around 8 centres (bandwidth 16)."""
-    return ToyRBFDecoder(latent_dim=2, data_dim=24, n_centres=8, bandwidth=16.0, seed=4).double()
+    """2-D decoder with steep variance walls around 8 centers (bandwidth 16)."""
+    return ToyRBFDecoder(latent_dim=2, data_dim=24, num_centers=8, bandwidth=16.0, seed=4).double()
 
 
 def _codes(dec: ToyRBFDecoder, n: int, seed: int = 0, spread: float = 0.2) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, dec.centres.shape[0], (n,), generator=g)
-    noise = torch.randn(n, dec.centres.shape[1], generator=g, dtype=dec.centres.dtype)
-    return dec.centres[idx] + spread * noise
+    idx = torch.randint(0, dec.centers.shape[0], (n,), generator=g)
+    noise = torch.randn(n, dec.centers.shape[1], generator=g, dtype=dec.centers.dtype)
+    return dec.centers[idx] + spread * noise
 
 
 def _fine(embed, curves: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ def test_reported_lengths_are_measured_near_and_far_from_the_data(walled) -> Non
     z = _codes(walled, 24, seed=1)
     far = z[12:] + 4.0 * torch.tensor([1.0, -1.0], dtype=z.dtype)  # outside every well
     z0, z1 = torch.cat([z[:6], z[6:12]]), torch.cat([z[12:18], far[:6]])
-    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=12)
+    res = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=12)
     fine = _fine(walled.embed, res.curves)
     assert (res.length_rtol == 1e-3).all()
     tol = res.length_rtol * fine + 1e-9
@@ -63,14 +63,14 @@ def test_node_only_objective_is_flagged_unfaithful(walled) -> None:
     through walls; such curves are stationary but must not be reported converged."""
     z = _codes(walled, 32, seed=2)
     z0, z1 = z[:16], z[16:]
-    chord = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8, sub_steps=1, max_sub_steps=1)
+    chord = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=8, sub_steps=1, max_sub_steps=1)
     cut = chord.stationary & ~chord.faithful
     assert cut.sum() >= 3
     assert not chord.converged[cut].any()
     # their measured lengths are above what the chords claimed, often by whole percents
     gap = (chord.lengths[cut] - chord.chord_lengths[cut]) / chord.lengths[cut]
     assert (gap > 1e-3).all() and (gap > 0.05).sum() >= 3
-    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8)
+    res = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=8)
     assert not (res.converged & ~res.faithful).any()
     assert (res.lengths[cut] < chord.lengths[cut]).float().mean() > 0.5
 
@@ -83,7 +83,7 @@ def test_node_only_objective_is_flagged_unfaithful(walled) -> None:
 )
 def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) -> None:
     z = _codes(walled, 24, seed=3)
-    res = G.connecting_geodesics(walled.embed, z[:12], z[12:], n_nodes=12, max_iterations=300)
+    res = G.connecting_geodesics(walled.embed, z[:12], z[12:], num_nodes=12, max_iterations=300)
     assert res.converged.float().mean() >= 0.5
     ours = _fine(walled.embed, res.curves)
     polished = _adam_on_polyline(walled.embed, res.curves, steps=300)
@@ -104,14 +104,14 @@ def test_a_worse_minimum_is_not_reported_converged(walled) -> None:
     reference or says it has not converged."""
     z = _codes(walled, 32, seed=5)
     z0, z1 = z[:16], z[16:]
-    old = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8, sub_steps=1, max_sub_steps=1)
-    line = G.constant_speed_curves(walled.embed, G.straight_lines(z0, z1, 2), 8, n_sub=8)
+    old = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=8, sub_steps=1, max_sub_steps=1)
+    line = G.constant_speed_curves(walled.embed, G.straight_lines(z0, z1, 2), 8, num_sub=8)
     ref = _fine(walled.embed, _adam_on_polyline(walled.embed, line, steps=400))
     old_len = _fine(walled.embed, old.curves)
     worse = old.stationary & (old_len > 1.01 * ref)
     assert worse.sum() >= 2  # the defect is real for the chord objective
     assert not old.converged[worse].any()
-    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=8)
+    res = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=8)
     ok = (_fine(walled.embed, res.curves) <= 1.01 * ref) | ~res.converged
     assert ok.all()
 
@@ -119,7 +119,7 @@ def test_a_worse_minimum_is_not_reported_converged(walled) -> None:
 def test_far_off_the_data_terminates_without_nan(walled) -> None:
     z0 = torch.tensor([[1e3, 1e3], [0.0, 0.0], [-1e3, 5.0]], dtype=torch.float64)
     z1 = torch.tensor([[-1e3, 1e3], [1e3, 1e3], [1e3, -5.0]], dtype=torch.float64)
-    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=10)
+    res = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=10)
     for t in (res.curves, res.lengths, res.energies, res.length_errors):
         assert torch.isfinite(t).all()
     assert (res.lengths <= res.initial_lengths).all()
@@ -129,7 +129,7 @@ def test_far_off_the_data_terminates_without_nan(walled) -> None:
 def test_identical_end_points_give_zero_length_curves(walled) -> None:
     z = _codes(walled, 4, seed=6)
     z0, z1 = z.clone(), torch.cat([z[:2], z[2:].flip(0)])  # two identical pairs, two not
-    res = G.connecting_geodesics(walled.embed, z0, z1, n_nodes=9)
+    res = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=9)
     assert torch.equal(res.lengths[:2], torch.zeros(2, dtype=z.dtype))
     assert res.converged[:2].all() and torch.isfinite(res.curves).all()
     assert (res.curves[:2] == z[:2, None]).all()
@@ -138,7 +138,7 @@ def test_identical_end_points_give_zero_length_curves(walled) -> None:
 
 def test_empty_batch_gives_empty_results(walled) -> None:
     z = torch.zeros(0, 2, dtype=torch.float64)
-    res = G.connecting_geodesics(walled.embed, z, z, n_nodes=7)
+    res = G.connecting_geodesics(walled.embed, z, z, num_nodes=7)
     assert res.curves.shape == (0, 7, 2) and len(res) == 0
     assert res.lengths.shape == (0,) and res.converged.shape == (0,)
 

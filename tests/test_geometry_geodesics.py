@@ -17,10 +17,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _codes(dec: ToyRBFDecoder, n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    k = dec.centres.shape[0]
+    k = dec.centers.shape[0]
     idx = torch.randint(0, k, (n,), generator=g)
-    return dec.centres[idx] + 0.3 * torch.randn(
-        n, dec.centres.shape[1], generator=g, dtype=dec.centres.dtype
+    return dec.centers[idx] + 0.3 * torch.randn(
+        n, dec.centers.shape[1], generator=g, dtype=dec.centers.dtype
     )
 
 
@@ -42,7 +42,7 @@ def test_linear_decoder_geodesics_are_straight_lines() -> None:
         + t * (z1 - z0)[:, None]
         + torch.sin(torch.pi * t) * torch.randn(8, 1, 3, dtype=torch.float64)
     )
-    res = G.connecting_geodesics(emb, z0, z1, init_curves=bent, n_nodes=20, tolerance=1e-12)
+    res = G.connecting_geodesics(emb, z0, z1, init_curves=bent, num_nodes=20, tolerance=1e-12)
     true = ((z1 - z0) @ A.T).norm(dim=1)
     assert res.converged.all() and not res.reverted.any()
     assert (res.initial_lengths > true * 1.05).all()
@@ -60,7 +60,7 @@ def test_sphere_geodesics_match_great_circles() -> None:
     phi = -1.2 + 2.4 * torch.rand(2, B, generator=g, dtype=torch.float64)
     z0, z1 = torch.stack([theta[0], phi[0]], 1), torch.stack([theta[1], phi[1]], 1)
     sphere = SphereEmbed(radius=2.0)
-    res = G.connecting_geodesics(sphere, z0, z1, n_nodes=32)
+    res = G.connecting_geodesics(sphere, z0, z1, num_nodes=32)
     gc = sphere.great_circle(z0, z1)
     assert res.converged.all()
     assert ((res.lengths - gc).abs() / gc < 0.01).all()
@@ -73,9 +73,9 @@ def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
 ) -> None:
     z = _codes(rbf, 96)
     z0, z1 = z[:48], z[48:]
-    res = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=16)
+    res = G.connecting_geodesics(rbf.embed, z0, z1, num_nodes=16)
     assert res.converged.float().mean() > 0.95
-    # Compare at a common fine resolution, not only on the optimisation nodes.
+    # Compare at a common fine resolution, not only on the optimization nodes.
     fine = G.curve_length(rbf.embed, res.curves, rtol=1e-5)
     line = G.curve_length(rbf.embed, G.straight_lines(z0, z1, 2), rtol=1e-5)
     assert (res.lengths <= res.initial_lengths).all()
@@ -86,9 +86,9 @@ def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
 
 def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 80, seed=5)
-    big = G.connecting_geodesics(rbf.embed, z[:40], z[40:], n_nodes=12)
+    big = G.connecting_geodesics(rbf.embed, z[:40], z[40:], num_nodes=12)
     for i in (0, 17, 39):
-        one = G.connecting_geodesics(rbf.embed, z[i : i + 1], z[40 + i : 41 + i], n_nodes=12)
+        one = G.connecting_geodesics(rbf.embed, z[i : i + 1], z[40 + i : 41 + i], num_nodes=12)
         torch.testing.assert_close(one.curves[0], big.curves[i], rtol=1e-7, atol=1e-9)
         assert one.iterations[0] == big.iterations[i]
 
@@ -96,7 +96,7 @@ def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> Non
 def test_no_curve_is_returned_longer_than_its_initial_curve(
     rbf: ToyRBFDecoder, monkeypatch
 ) -> None:
-    """Force the optimiser to return worse curves: they must be replaced and flagged."""
+    """Force the optimizer to return worse curves: they must be replaced and flagged."""
     z = _codes(rbf, 10, seed=2)
 
     def bad_lm(embed, x, z0, z1, *args, **kwargs):
@@ -109,11 +109,11 @@ def test_no_curve_is_returned_longer_than_its_initial_curve(
         return worse, ok, torch.ones(B, dtype=torch.long), L, torch.zeros(B, dtype=L.dtype)
 
     z0, z1 = z[0:10:2], z[1:10:2]
-    start = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=10, max_iterations=0).curves
+    start = G.connecting_geodesics(rbf.embed, z0, z1, num_nodes=10, max_iterations=0).curves
     monkeypatch.setattr(geodesics_module, "_lm", bad_lm)
     one_level = dict(sub_steps=4, max_sub_steps=4)  # one call of _lm for all curves
     res = G.connecting_geodesics(
-        rbf.embed, z0, z1, n_nodes=10, init_curves=start, reparametrise=False, **one_level
+        rbf.embed, z0, z1, num_nodes=10, init_curves=start, reparametrize=False, **one_level
     )
     assert (res.lengths <= res.initial_lengths).all()
     assert not res.reverted[:2].any() and res.converged[:2].all()
@@ -126,7 +126,7 @@ def test_random_initial_curves_only_get_shorter(rbf: ToyRBFDecoder) -> None:
     t = torch.linspace(0, 1, 7, dtype=torch.float64)[None, :, None]
     wiggly = z[:10, None] + t * (z[10:] - z[:10])[:, None]
     wiggly[:, 1:-1] += 0.8 * torch.randn(10, 5, 2, dtype=torch.float64)
-    res = G.connecting_geodesics(rbf.embed, z[:10], z[10:], init_curves=wiggly, n_nodes=14)
+    res = G.connecting_geodesics(rbf.embed, z[:10], z[10:], init_curves=wiggly, num_nodes=14)
     assert (res.lengths <= res.initial_lengths).all()
     assert torch.equal(res.curves[:, 0], z[:10]) and torch.equal(res.curves[:, -1], z[10:])
 
@@ -143,17 +143,17 @@ def test_unconverged_curves_are_flagged(rbf: ToyRBFDecoder) -> None:
 
 def test_zero_length_pairs_and_two_nodes(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 3)
-    res = G.connecting_geodesics(rbf.embed, z, z.clone(), n_nodes=8)
+    res = G.connecting_geodesics(rbf.embed, z, z.clone(), num_nodes=8)
     assert res.converged.all() and (res.lengths < 1e-12).all()
-    two = G.connecting_geodesics(rbf.embed, z, z.flip(0), n_nodes=2)
+    two = G.connecting_geodesics(rbf.embed, z, z.flip(0), num_nodes=2)
     assert two.curves.shape == (3, 2, 2) and two.converged.all()
 
 
 @pytest.mark.parametrize("d", [1, 3, 5])
 def test_other_latent_dimensions(d: int) -> None:
-    dec = ToyRBFDecoder(latent_dim=d, data_dim=16, n_centres=4, seed=d).double()
+    dec = ToyRBFDecoder(latent_dim=d, data_dim=16, num_centers=4, seed=d).double()
     z = _codes(dec, 8, seed=d)
-    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10, max_iterations=400)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], num_nodes=10, max_iterations=400)
     assert res.curves.shape == (4, 10, d)
     assert res.converged.all() and (res.lengths <= res.initial_lengths).all()
 
@@ -161,7 +161,7 @@ def test_other_latent_dimensions(d: int) -> None:
 def test_conv_decoder_geodesics() -> None:
     dec = ToyConvDecoder(latent_dim=2).double()
     z = torch.randn(8, 2, dtype=torch.float64)
-    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], num_nodes=10)
     assert res.converged.all() and (res.lengths <= res.initial_lengths).all()
 
 
@@ -169,7 +169,7 @@ def test_conv_decoder_geodesics() -> None:
 def test_dtype_device_preserved(dtype: torch.dtype) -> None:
     dec = ToyRBFDecoder(data_dim=16, seed=1).to(dtype)
     z = _codes(dec, 8).to(dtype)
-    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], n_nodes=10)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], num_nodes=10)
     for t in (res.curves, res.lengths, res.energies, res.initial_lengths):
         assert t.dtype == dtype and t.device == z.device
     assert res.converged.dtype == torch.bool and res.iterations.dtype == torch.long
@@ -182,13 +182,13 @@ def test_adam_and_graph_initialisation(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 60, seed=9)
     z0, z1 = z[:4], z[4:8]
     adam = G.connecting_geodesics(
-        rbf.embed, z0, z1, n_nodes=12, optimiser="adam", max_iterations=200
+        rbf.embed, z0, z1, num_nodes=12, optimizer="adam", max_iterations=200
     )
     assert (adam.lengths <= adam.initial_lengths).all()
     assert (adam.lengths < 0.9 * adam.initial_lengths).any()
-    line = G.connecting_geodesics(rbf.embed, z0, z1, n_nodes=12)
+    line = G.connecting_geodesics(rbf.embed, z0, z1, num_nodes=12)
     graph = G.connecting_geodesics(
-        rbf.embed, z0, z1, n_nodes=12, init="graph", graph_points=z[8:], graph_k=10
+        rbf.embed, z0, z1, num_nodes=12, init="graph", graph_points=z[8:], graph_k=10
     )
     assert graph.converged.all()
     # The graph path starts in a good homotopy class: never clearly worse than the line start.
@@ -209,8 +209,8 @@ def test_block_tridiagonal_solver_matches_dense() -> None:
 def test_geodesics_leave_no_parameter_gradients(rbf: ToyRBFDecoder) -> None:
     dec = ToyRBFDecoder(data_dim=8, seed=2)
     z = _codes(dec, 4)
-    G.connecting_geodesics(dec.embed, z[:2], z[2:], n_nodes=6)
-    G.connecting_geodesics(dec.embed, z[:2], z[2:], n_nodes=6, optimiser="adam", max_iterations=5)
+    G.connecting_geodesics(dec.embed, z[:2], z[2:], num_nodes=6)
+    G.connecting_geodesics(dec.embed, z[:2], z[2:], num_nodes=6, optimizer="adam", max_iterations=5)
     assert all(p.grad is None for p in dec.parameters())
 
 
@@ -219,9 +219,9 @@ def test_geodesics_leave_no_parameter_gradients(rbf: ToyRBFDecoder) -> None:
     [
         (dict(z0=torch.zeros(3, 2), z1=torch.zeros(3, 3)), "different latent dimensions"),
         (dict(z0=torch.zeros(3, 2), z1=torch.zeros(2, 2)), "same number of points"),
-        (dict(z0=torch.zeros(3, 2), z1=torch.ones(3, 2), n_nodes=1), "n_nodes"),
+        (dict(z0=torch.zeros(3, 2), z1=torch.ones(3, 2), num_nodes=1), "num_nodes"),
         (dict(z0=torch.zeros(3, 2), z1=torch.full((3, 2), float("nan"))), "non-finite"),
-        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), optimiser="sgd"), "optimiser"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), optimizer="sgd"), "optimizer"),
         (
             dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), init_curves=torch.zeros(2, 4, 2)),
             "end points",
@@ -248,7 +248,7 @@ def test_bad_input_is_named(kwargs: dict, match: str) -> None:
 def test_exp_map_linear_and_sphere() -> None:
     A = torch.randn(4, 2, dtype=torch.float64)
     z, v = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
-    torch.testing.assert_close(G.exp_map(LinearEmbed(A), z, v, n_steps=4), z + v)
+    torch.testing.assert_close(G.exp_map(LinearEmbed(A), z, v, num_steps=4), z + v)
     sphere = SphereEmbed()
     eq = torch.tensor([[math.pi / 2, 0.3]], dtype=torch.float64)
     out = G.exp_map(sphere, eq, torch.tensor([[0.0, 1.2]], dtype=torch.float64))
@@ -258,7 +258,7 @@ def test_exp_map_linear_and_sphere() -> None:
         torch.tensor([[1.0, 0.3]], dtype=torch.float64),
         torch.tensor([[0.3, 0.5]], dtype=torch.float64),
     )
-    path = G.exp_map(sphere, z0, v0, n_steps=64, return_path=True)
+    path = G.exp_map(sphere, z0, v0, num_steps=64, return_path=True)
     speed = (v0 @ G.metric_tensor(sphere, z0)[0] @ v0.T).sqrt()[0]
     torch.testing.assert_close(G.curve_length(sphere, path), speed, rtol=1e-5, atol=0)
     assert _distance_to_segment(path).max() > 1e-2
@@ -269,7 +269,7 @@ def test_log_map_inverts_exp_map_on_the_sphere() -> None:
     z0 = torch.tensor([[1.0, 0.3], [2.0, -0.5]], dtype=torch.float64)
     v = torch.tensor([[0.3, 0.5], [-0.4, 0.2]], dtype=torch.float64)
     z1 = G.exp_map(sphere, z0, v)
-    v_hat, res = G.log_map(sphere, z0, z1, n_nodes=48)
+    v_hat, res = G.log_map(sphere, z0, z1, num_nodes=48)
     assert res.converged.all()
     torch.testing.assert_close(v_hat, v, rtol=0, atol=3e-3)
 

@@ -14,9 +14,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _codes(dec: ToyRBFDecoder, n: int, spread: float = 0.5, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    k, d = dec.centres.shape
+    k, d = dec.centers.shape
     idx = torch.randint(0, k, (n,), generator=g)
-    return dec.centres[idx] + spread * torch.randn(n, d, generator=g, dtype=dec.centres.dtype)
+    return dec.centers[idx] + spread * torch.randn(n, d, generator=g, dtype=dec.centers.dtype)
 
 
 def test_graph_distances_close_to_refined_geodesics(rbf: ToyRBFDecoder) -> None:
@@ -28,8 +28,8 @@ def test_graph_distances_close_to_refined_geodesics(rbf: ToyRBFDecoder) -> None:
     src, tgt = torch.randint(0, 200, (60,), generator=g), torch.randint(0, 200, (60,), generator=g)
     keep = src != tgt
     src, tgt = src[keep], tgt[keep]
-    refined, glen, res = G.refined_pair_distances(rbf.embed, graph, src, tgt, n_nodes=16)
-    line = G.connecting_geodesics(rbf.embed, z[src], z[tgt], n_nodes=16)
+    refined, glen, res = G.refined_pair_distances(rbf.embed, graph, src, tgt, num_nodes=16)
+    line = G.connecting_geodesics(rbf.embed, z[src], z[tgt], num_nodes=16)
     line_len = G.curve_length(rbf.embed, line.curves, rtol=1e-4)
     ref = torch.minimum(refined, line_len)
     assert res is not None
@@ -166,7 +166,9 @@ def test_distance_matrix_dtype_and_refined_method(dtype: torch.dtype) -> None:
     dec = ToyRBFDecoder(data_dim=16, seed=2).to(dtype)
     z = _codes(dec, 14, spread=0.8, seed=3).to(dtype)
     Dg = G.geodesic_distance_matrix(dec.embed, z, k=6, progress=False)
-    Dr = G.geodesic_distance_matrix(dec.embed, z, method="refined", k=6, progress=False, n_nodes=10)
+    Dr = G.geodesic_distance_matrix(
+        dec.embed, z, method="refined", k=6, progress=False, num_nodes=10
+    )
     for D in (Dg, Dr):
         assert D.dtype == dtype and D.device == z.device and D.shape == (14, 14)
         assert torch.equal(D, D.T) and (D.diagonal() == 0).all()
@@ -176,7 +178,7 @@ def test_distance_matrix_dtype_and_refined_method(dtype: torch.dtype) -> None:
 def test_auxiliary_points_and_bad_options(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 40, seed=4)
     graph = G.build_graph(rbf.embed, z, k=8, aux_points=30)
-    assert graph.n_nodes == 70
+    assert graph.num_nodes == 70
     lo, hi = z.min(0).values, z.max(0).values
     aux = graph.nodes[40:]
     assert ((aux >= lo - 0.06 * (hi - lo)) & (aux <= hi + 0.06 * (hi - lo))).all()
@@ -187,7 +189,7 @@ def test_auxiliary_points_and_bad_options(rbf: ToyRBFDecoder) -> None:
     with pytest.raises(ValueError, match="on_disconnected"):
         G.geodesic_distance_matrix(rbf.embed, z, on_disconnected="ignore")
     with pytest.raises(ValueError, match="need method='refined'"):
-        G.geodesic_distance_matrix(rbf.embed, z, n_nodes=10)
+        G.geodesic_distance_matrix(rbf.embed, z, num_nodes=10)
     with pytest.raises(ValueError, match="k must be smaller"):
         G.knn_graph(rbf.embed, z, k=40)
 
@@ -195,7 +197,7 @@ def test_auxiliary_points_and_bad_options(rbf: ToyRBFDecoder) -> None:
 def test_edges_across_a_wall_are_measured_to_rtol() -> None:
     """Two clusters with a steep variance wall between them: the long edges that cross it are
     measured within rtol of a 4096-fold subdivision (4 sub-steps undercount them)."""
-    dec = ToyRBFDecoder(data_dim=24, n_centres=6, seed=1, bandwidth=16.0).double()
+    dec = ToyRBFDecoder(data_dim=24, num_centers=6, seed=1, bandwidth=16.0).double()
     z = _codes(dec, 120, spread=0.15, seed=4)
     graph = G.knn_graph(dec.embed, z, k=8, rtol=1e-3)
     coo = graph.adjacency.tocoo()

@@ -126,10 +126,10 @@ def test_magnification_factor_linear_and_stable_log() -> None:
 
 
 def test_ops_without_forward_ad_fall_back_with_warning() -> None:
-    centres = torch.randn(4, 2, dtype=torch.float64)
+    centers = torch.randn(4, 2, dtype=torch.float64)
 
     def embed(z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.exp(-(torch.cdist(z, centres) ** 2)), z.sin()], dim=1)
+        return torch.cat([torch.exp(-(torch.cdist(z, centers) ** 2)), z.sin()], dim=1)
 
     z = torch.randn(5, 2, dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="forward-mode"):

@@ -50,7 +50,7 @@ def test_bad_arguments_are_named() -> None:
     emb = LinearEmbed(torch.eye(2))
     with pytest.raises(ValueError, match="step_size"):
         G.random_walk(emb, torch.zeros(2, 2), 3, 0.0)
-    with pytest.raises(ValueError, match="n_steps"):
+    with pytest.raises(ValueError, match="num_steps"):
         G.random_walk(emb, torch.zeros(2, 2), -1, 0.1)
     with pytest.raises(ValueError, match="shape"):
         G.random_walk(emb, torch.zeros(2), 3, 0.1)

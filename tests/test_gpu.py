@@ -112,7 +112,7 @@ def test_16_mixed_manual_optimization_both_stages(tmp_path):
 
 
 def test_metric_on_cuda_matches_cpu():
-    decoder = ToyRBFDecoder(data_dim=64, n_centres=6, seed=3).double()
+    decoder = ToyRBFDecoder(data_dim=64, num_centers=6, seed=3).double()
     z = torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     on_cpu = metric_tensor(decoder.embed, z)
     on_gpu = metric_tensor(decoder.cuda().embed, z.cuda())
@@ -127,8 +127,8 @@ def test_geodesics_on_cuda_match_cpu_and_great_circles():
     z0, z1 = torch.stack([theta[0], phi[0]], 1), torch.stack([theta[1], phi[1]], 1)  # (B, 2)
     sphere = SphereEmbed(radius=2.0)
     exact = sphere.great_circle(z0, z1)
-    on_cpu = connecting_geodesics(sphere, z0, z1, n_nodes=32)
-    on_gpu = connecting_geodesics(sphere, z0.cuda(), z1.cuda(), n_nodes=32)
+    on_cpu = connecting_geodesics(sphere, z0, z1, num_nodes=32)
+    on_gpu = connecting_geodesics(sphere, z0.cuda(), z1.cuda(), num_nodes=32)
     assert on_gpu.lengths.device.type == "cuda" and on_gpu.converged.all()
     # the same solver decisions up to float64 rounding: equal within the solver's tolerance
     torch.testing.assert_close(on_gpu.lengths.cpu(), on_cpu.lengths, rtol=1e-3, atol=0)
