@@ -57,11 +57,7 @@ def check_trainer_settings(settings: TrainerSettings) -> pl.Trainer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pl.Trainer(
-                accelerator=t.accelerator,
-                devices=t.devices,
-                strategy=make_strategy(t.strategy, t.ddp_timeout),
-                num_nodes=t.num_nodes,
-                precision=t.precision,  # type: ignore[arg-type]
+                **_hardware_arguments(t),
                 logger=False,
                 enable_checkpointing=False,
                 enable_progress_bar=False,
@@ -100,11 +96,7 @@ def make_trainer(
     """
     t = settings
     return pl.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=make_strategy(t.strategy, t.ddp_timeout),
-        num_nodes=t.num_nodes,
-        precision=t.precision,  # type: ignore[arg-type]
+        **_hardware_arguments(t),
         max_epochs=stage.max_epochs,
         max_steps=stage.max_steps,
         limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,
@@ -122,6 +114,18 @@ def make_trainer(
         inference_mode=False,  # geometry callbacks need autograd during validation
         default_root_dir=default_root_dir,
     )
+
+
+def _hardware_arguments(t: TrainerSettings) -> dict[str, Any]:
+    """The ``pl.Trainer`` arguments that place the run on devices: the same for the up-front
+    check and for every stage's Trainer."""
+    return {
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "strategy": make_strategy(t.strategy, t.ddp_timeout),
+        "num_nodes": t.num_nodes,
+        "precision": t.precision,
+    }
 
 
 def make_strategy(strategy: str, ddp_timeout: int) -> Any:

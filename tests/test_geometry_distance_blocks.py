@@ -13,15 +13,9 @@ import torch.multiprocessing as mp
 
 import geometry as G
 from geometry.toy_models import ToyRBFDecoder
+from tests.helpers.latent_codes import codes_near_centers
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def _codes(dec: ToyRBFDecoder, n: int, spread: float = 0.5, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    k, d = dec.centers.shape
-    idx = torch.randint(0, k, (n,), generator=g)
-    return dec.centers[idx] + spread * torch.randn(n, d, generator=g, dtype=dec.centers.dtype)
 
 
 def _decoder() -> ToyRBFDecoder:
@@ -41,7 +35,7 @@ def _bytes(path: object) -> bytes:
 
 
 def test_rectangular_block_equals_rows_and_columns_of_the_full_matrix(rbf) -> None:
-    z = _codes(rbf, 150)
+    z = codes_near_centers(rbf, 150)
     full = G.geodesic_distance_matrix(rbf.embed, z, k=12, progress=False)  # (150, 150)
     rows, cols = torch.arange(10, 40), torch.arange(100, 150)
     block = G.geodesic_distances(rbf.embed, z[rows], z[cols], points=z, k=12)  # (30, 50)
@@ -56,7 +50,7 @@ def test_rectangular_block_equals_rows_and_columns_of_the_full_matrix(rbf) -> No
 def test_rectangular_block_on_its_own_points_is_a_distance(rbf) -> None:
     """Without way points the graph is built on the union of sources and targets; shared points
     are one node (zero distance to themselves), and the block is the transpose of the swap."""
-    z = _codes(rbf, 80, seed=1)
+    z = codes_near_centers(rbf, 80, seed=1)
     a, b = z[:50], z[30:]  # 20 shared points
     D = G.geodesic_distances(rbf.embed, a, b, k=10)  # (50, 50)
     assert torch.all(D[torch.arange(30, 50), torch.arange(0, 20)] == 0)
@@ -66,7 +60,7 @@ def test_rectangular_block_on_its_own_points_is_a_distance(rbf) -> None:
 
 
 def test_rectangular_bad_inputs(rbf) -> None:
-    z = _codes(rbf, 40)
+    z = codes_near_centers(rbf, 40)
     with pytest.raises(ValueError, match="targets has latent dimension 3, expected 2"):
         G.geodesic_distances(rbf.embed, z, torch.zeros(4, 3, dtype=z.dtype))
     bad = z.clone()
@@ -106,7 +100,7 @@ def test_disconnected_graph_raises_naming_components_or_gives_inf(rbf, tmp_path)
 
 
 def test_streamed_matrix_equals_in_memory_result(rbf, tmp_path) -> None:
-    z = _codes(rbf, 130)
+    z = codes_near_centers(rbf, 130)
     out = tmp_path / "d.npy"
     info = G.write_distance_matrix(
         rbf.embed, z, out, k=12, block_size=32, dtype="float64", progress=False
@@ -127,7 +121,7 @@ def test_streamed_matrix_equals_in_memory_result(rbf, tmp_path) -> None:
 
 
 def test_resume_after_interruption_skips_finished_blocks(rbf, tmp_path) -> None:
-    z = _codes(rbf, 100, seed=2)
+    z = codes_near_centers(rbf, 100, seed=2)
     ref = tmp_path / "ref.npy"
     G.write_distance_matrix(rbf.embed, z, ref, k=10, block_size=16, progress=False)
     out = tmp_path / "d.npy"
@@ -158,7 +152,7 @@ def test_resume_after_interruption_skips_finished_blocks(rbf, tmp_path) -> None:
 
 
 def test_foreign_or_mismatching_output_is_refused(rbf, tmp_path) -> None:
-    z = _codes(rbf, 60)
+    z = codes_near_centers(rbf, 60)
     foreign = tmp_path / "foreign.npy"
     np.save(foreign, np.ones((60, 60), dtype=np.float32))
     calls = []
@@ -189,7 +183,7 @@ def test_foreign_or_mismatching_output_is_refused(rbf, tmp_path) -> None:
 
 
 def test_write_rejects_bad_codes_and_settings_before_creating_files(rbf, tmp_path) -> None:
-    z = _codes(rbf, 30)
+    z = codes_near_centers(rbf, 30)
     out = tmp_path / "d.npy"
     bad = z.clone()
     bad[7] = float("nan")
@@ -211,7 +205,7 @@ def _worker(rank: int, world: int, init: str, out: str, die_after: int | None) -
         "gloo", init_method=init, rank=rank, world_size=world, timeout=timedelta(seconds=60)
     )
     dec = _decoder()
-    z = _codes(dec, 120, seed=5)
+    z = codes_near_centers(dec, 120, seed=5)
     count = [0]
 
     def maybe_die(block: int) -> None:
@@ -230,7 +224,7 @@ def _worker(rank: int, world: int, init: str, out: str, die_after: int | None) -
 @pytest.mark.slow
 def test_two_process_gloo_run_equals_single_process_and_survives_a_dead_rank(tmp_path) -> None:
     dec = _decoder()
-    z = _codes(dec, 120, seed=5)
+    z = codes_near_centers(dec, 120, seed=5)
     single = tmp_path / "single.npy"
     G.write_distance_matrix(dec.embed, z, single, k=10, block_size=10, progress=False)
 

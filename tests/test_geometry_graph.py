@@ -8,21 +8,15 @@ import torch
 
 import geometry as G
 from geometry.toy_models import LinearEmbed, ToyRBFDecoder
+from tests.helpers.latent_codes import codes_near_centers
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def _codes(dec: ToyRBFDecoder, n: int, spread: float = 0.5, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    k, d = dec.centers.shape
-    idx = torch.randint(0, k, (n,), generator=g)
-    return dec.centers[idx] + spread * torch.randn(n, d, generator=g, dtype=dec.centers.dtype)
 
 
 def test_graph_distances_close_to_refined_geodesics(rbf: ToyRBFDecoder) -> None:
     """Stated tolerance: graph distances (k=40, edges to rtol 1e-3) are upper bounds of the
     refined geodesic lengths up to rtol, with a median relative excess below 5 %."""
-    z = _codes(rbf, 200)
+    z = codes_near_centers(rbf, 200)
     graph = G.build_graph(rbf.embed, z, k=40, rtol=1e-3)
     g = torch.Generator().manual_seed(1)
     src, tgt = torch.randint(0, 200, (60,), generator=g), torch.randint(0, 200, (60,), generator=g)
@@ -43,7 +37,7 @@ def test_graph_distances_close_to_refined_geodesics(rbf: ToyRBFDecoder) -> None:
 
 
 def test_shortest_path_curves_have_the_graph_lengths(rbf: ToyRBFDecoder) -> None:
-    z = _codes(rbf, 80, seed=2)
+    z = codes_near_centers(rbf, 80, seed=2)
     graph = G.knn_graph(rbf.embed, z, k=12, rtol=1e-3)
     src, tgt = torch.tensor([0, 5, 7, 9]), torch.tensor([50, 5, 60, 1])
     curves, lengths = G.shortest_path_curves(graph, src, tgt)
@@ -130,7 +124,7 @@ def test_pairs_without_a_hop_still_give_segments() -> None:
 def test_refined_distances_are_batch_independent_and_the_graph_owns_its_nodes(
     rbf: ToyRBFDecoder,
 ) -> None:
-    z = _codes(rbf, 40, seed=3)
+    z = codes_near_centers(rbf, 40, seed=3)
     graph = G.build_graph(rbf.embed, z, k=10)
     src, tgt = torch.arange(0, 20), torch.arange(20, 40)
     one, glen1, res1 = G.refined_pair_distances(rbf.embed, graph, src, tgt, batch_size=64)
@@ -157,14 +151,14 @@ def test_graph_in_three_dimensions() -> None:
     # Shortest paths satisfy the triangle inequality.
     assert (D[:, None, :] <= D[:, :, None] + D[None, :, :] + 1e-9).all()
     dec = ToyRBFDecoder(latent_dim=3, data_dim=16, seed=1).double()
-    Dd = G.geodesic_distance_matrix(dec.embed, _codes(dec, 60, spread=0.8), k=15, progress=False)
+    Dd = G.geodesic_distance_matrix(dec.embed, codes_near_centers(dec, 60, spread=0.8), k=15, progress=False)
     assert torch.isfinite(Dd).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_distance_matrix_dtype_and_refined_method(dtype: torch.dtype) -> None:
     dec = ToyRBFDecoder(data_dim=16, seed=2).to(dtype)
-    z = _codes(dec, 14, spread=0.8, seed=3).to(dtype)
+    z = codes_near_centers(dec, 14, spread=0.8, seed=3).to(dtype)
     Dg = G.geodesic_distance_matrix(dec.embed, z, k=6, progress=False)
     Dr = G.geodesic_distance_matrix(
         dec.embed, z, method="refined", k=6, progress=False, num_nodes=10
@@ -176,7 +170,7 @@ def test_distance_matrix_dtype_and_refined_method(dtype: torch.dtype) -> None:
 
 
 def test_auxiliary_points_and_bad_options(rbf: ToyRBFDecoder) -> None:
-    z = _codes(rbf, 40, seed=4)
+    z = codes_near_centers(rbf, 40, seed=4)
     graph = G.build_graph(rbf.embed, z, k=8, aux_points=30)
     assert graph.num_nodes == 70
     lo, hi = z.min(0).values, z.max(0).values
@@ -198,7 +192,7 @@ def test_edges_across_a_wall_are_measured_to_rtol() -> None:
     """Two clusters with a steep variance wall between them: the long edges that cross it are
     measured within rtol of a 4096-fold subdivision (4 sub-steps undercount them)."""
     dec = ToyRBFDecoder(data_dim=24, num_centers=6, seed=1, bandwidth=16.0).double()
-    z = _codes(dec, 120, spread=0.15, seed=4)
+    z = codes_near_centers(dec, 120, spread=0.15, seed=4)
     graph = G.knn_graph(dec.embed, z, k=8, rtol=1e-3)
     coo = graph.adjacency.tocoo()
     keep = coo.row < coo.col
@@ -214,7 +208,7 @@ def test_edges_across_a_wall_are_measured_to_rtol() -> None:
 
 
 def test_duplicated_points_do_not_change_other_distances(rbf: ToyRBFDecoder) -> None:
-    z = _codes(rbf, 120, seed=3)
+    z = codes_near_centers(rbf, 120, seed=3)
     D = G.geodesic_distance_matrix(rbf.embed, z, k=10, progress=False)
     twice = torch.cat([z, z])
     graph = G.build_graph(rbf.embed, twice, k=10)
