@@ -151,7 +151,9 @@ def test_graph_in_three_dimensions() -> None:
     # Shortest paths satisfy the triangle inequality.
     assert (D[:, None, :] <= D[:, :, None] + D[None, :, :] + 1e-9).all()
     dec = ToyRBFDecoder(latent_dim=3, data_dim=16, seed=1).double()
-    Dd = G.geodesic_distance_matrix(dec.embed, codes_near_centers(dec, 60, spread=0.8), k=15, progress=False)
+    Dd = G.geodesic_distance_matrix(
+        dec.embed, codes_near_centers(dec, 60, spread=0.8), k=15, progress=False
+    )
     assert torch.isfinite(Dd).all()
 
 
