@@ -9,20 +9,21 @@ two nodes), and the solver minimizes the polyline's length at that resolution,
 (with ``m = 1`` this is the classical chord sum on the nodes, which cuts corners through
 variance walls).
 
-Solver (``optimizer="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch. Each
-sub-chord ``r_q = h(p_{q+1}) - h(p_q)`` depends on the two nodes of its segment only. The model of
-``L`` is, per segment, the Gauss-Newton model of ``lambda_i^2`` (sub-chord Jacobians ``A_q``
-projected orthogonally to ``r_q``, plus the rank-one term of ``grad lambda_i``) divided by
-``2 lambda_i``: it has the exact gradient of ``L`` and is block tridiagonal with ``d x d``
-blocks, solved exactly per curve (:mod:`geometry.block_tridiagonal`, ``O(N d^3)``). Jacobians
-come from forward mode (``d`` tangents per sub-point, no backward pass). Every curve keeps its
-own damping, accepts a step only if ``L`` decreases, and is stationary when the model predicts a
-relative decrease of ``L`` below ``tolerance`` (or below the objective's roundoff).
+Solver (``optimizer="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch
+(:mod:`geometry.polyline_lm`) on that length (:mod:`geometry.sub_point_length`: exact gradient,
+block-tridiagonal Gauss-Newton model, forward-mode Jacobians).
 
-Faithful objective: when a curve is stationary its polyline is measured to ``rtol`` by
-:func:`geometry.curves.measure_curve_lengths`. If ``sum_i lambda_i`` differs from that
-measurement by more than ``rtol``, ``m`` was too coarse (the optimizer saw a length the polyline
-does not have): ``m`` is doubled and the curve optimized further, up to ``max_sub_steps``.
+Resolution, level by level: a curve starts at the fewest sub-points ``m`` (``sub_steps`` times
+a power of two) at which the sub-point length of its start agrees with the start's measured
+length (:func:`geometry.curves.measure_curve_lengths`, to ``rtol``); forward passes only. When
+it is stationary its polyline is measured; if ``sum_i lambda_i`` differs from that measurement
+by more than ``rtol`` the objective was too coarse (it saw a length the polyline does not have):
+the curve goes on at ``2 m`` (up to ``max_sub_steps``) from the shortest polyline measured so
+far, so a corner cut at a coarse level is never kept.
+
+Line starts (the line and the bent lines) first run on a coarse polyline (``_COARSE_NODES``
+nodes at ``_COARSE_SUB_STEPS`` sub-points, not measured); the shortest per pair seeds the fine
+stage on ``N`` nodes.
 
 Starts: the straight line, or given curves, or a kNN-graph shortest path (``init="graph"``);
 with ``graph_points`` and ``init="line"`` both the line and the graph path are optimized and the
@@ -47,7 +48,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_curves, check_points, check_positive_int, embed_flat
-from geometry.block_tridiagonal import solve_spd_block_tridiagonal
 from geometry.curves import (
     CurveLengths,
     constant_speed_curves,
@@ -55,12 +55,15 @@ from geometry.curves import (
     measure_curve_lengths,
     resample_curves,
     straight_lines,
+    subdivide_curves,
 )
-from geometry.metric import embed_and_tangents
+from geometry.polyline_lm import LMTerms, levenberg_marquardt
+from geometry.sub_point_length import sub_point_length_terms
 
 __all__ = ["GeodesicResult", "connecting_geodesics"]
 
 _COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through first
+_COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
 
 
 @dataclass
@@ -107,138 +110,8 @@ class GeodesicResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Gauss-Newton terms of the sub-point objective
+# The sub-point length objective (LM)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Terms:
-    """Objective and Gauss-Newton pieces for ``b`` curves with ``n`` interior nodes (float64).
-
-    ``S (b,)`` objective, ``L (b,)`` its length ``sum_i lambda_i``, ``g (b, n, d)`` half the
-    gradient of ``S``, ``diag (b, n, d, d)`` / ``off (b, n - 1, d, d)`` half the Gauss-Newton
-    matrix.
-    """
-
-    S: Tensor
-    L: Tensor
-    g: Tensor
-    diag: Tensor
-    off: Tensor
-    noise: Tensor
-
-    def take(self, idx: Tensor) -> _Terms:
-        return _Terms(*(getattr(self, f)[idx] for f in _TERM_FIELDS))
-
-    def put(self, idx: Tensor, other: _Terms) -> None:
-        for name in _TERM_FIELDS:
-            getattr(self, name)[idx] = getattr(other, name)
-
-
-_TERM_FIELDS = ("S", "L", "g", "diag", "off", "noise")
-
-
-def _sub_points(nodes: Tensor, m: int) -> Tensor:
-    """``(b, N, d)`` nodes -> ``(b, (N - 1) m + 1, d)`` points, ``m`` per segment."""
-    b, N, d = nodes.shape
-    t = torch.arange(m, dtype=nodes.dtype, device=nodes.device) / m  # (m,)
-    step = nodes[:, 1:] - nodes[:, :-1]  # (b, N-1, d)
-    pts = nodes[:, :-1, None] + t[None, None, :, None] * step[:, :, None]  # (b, N-1, m, d)
-    return torch.cat([pts.reshape(b, (N - 1) * m, d), nodes[:, -1:]], dim=1)
-
-
-def _sub_weights(m: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Weights of a sub-chord's two points on the segment's first / second node, ``(m,)`` each:
-    ``alpha_lo, alpha_hi`` (first node) and ``beta_lo, beta_hi`` (second node)."""
-    s = torch.arange(m, dtype=like.dtype, device=like.device)
-    return 1 - s / m, 1 - (s + 1) / m, s / m, (s + 1) / m
-
-
-def _terms_chunk(embed: Embed, nodes: Tensor, m: int) -> _Terms:
-    """:class:`_Terms` for ``nodes (c, N, d)`` (end points included) in one forward-mode pass."""
-    c, N, d = nodes.shape
-    pts = _sub_points(nodes, m)  # (c, K, d)
-    K = pts.shape[1]
-    h, T = embed_and_tangents(embed, pts.reshape(c * K, d))  # (c*K, D'), (d, c*K, D')
-    Dp = h.shape[-1]
-    eps = torch.finfo(h.dtype).eps
-    h = h.reshape(c, K, Dp).double()
-    # roundoff of the objective: every sub-chord is a difference of embeddings of size ||h||
-    noise = 10 * eps * h.norm(dim=2).sum(dim=1)  # (c,)
-    T = T.reshape(d, c, K, Dp).double()
-    r = (h[:, 1:] - h[:, :-1]).reshape(c, N - 1, m, Dp)  # sub-chords
-    ell = r.norm(dim=3)  # (c, N-1, m)
-    lam = ell.sum(dim=2)  # (c, N-1) measured segment lengths
-    tiny = torch.finfo(torch.float64).tiny
-    floor = 1e-8 * lam[..., None] / m + tiny
-    w = torch.where(lam[..., None] > 0, lam[..., None] / ell.clamp_min(floor), float(m))
-    a_lo, a_hi, b_lo, b_hi = _sub_weights(m, h)
-    T_lo = T[:, :, :-1].reshape(d, c, N - 1, m, Dp)
-    T_hi = T[:, :, 1:].reshape(d, c, N - 1, m, Dp)
-    A = a_hi[:, None] * T_hi - a_lo[:, None] * T_lo  # d r / d c_i, (d, c, N-1, m, D')
-    Bm = b_hi[:, None] * T_hi - b_lo[:, None] * T_lo  # d r / d c_{i+1}
-    u = r / ell.clamp_min(floor)[..., None]  # (c, N-1, m, D') unit sub-chords
-    pa = torch.einsum("kcimD,cimD->cimk", A, u)  # (c, N-1, m, d): d ell_q / d c_i
-    pb = torch.einsum("kcimD,cimD->cimk", Bm, u)
-    va, vb = pa.sum(dim=2), pb.sum(dim=2)  # (c, N-1, d): d lambda_i / d c_i, d c_{i+1}
-    sw = w.sqrt()[None, ..., None]  # (1, c, N-1, m, 1)
-    A = (A * sw).permute(1, 2, 0, 3, 4).reshape(c, N - 1, d, m * Dp)
-    Bm = (Bm * sw).permute(1, 2, 0, 3, 4).reshape(c, N - 1, d, m * Dp)
-
-    AA = _gn_block(A, A, pa, pa, va, va, w)  # (c, N-1, d, d)
-    BB = _gn_block(Bm, Bm, pb, pb, vb, vb, w)
-    inner = slice(1, -1)
-    AB = _gn_block(
-        A[:, inner],
-        Bm[:, inner],
-        pa[:, inner],
-        pb[:, inner],
-        va[:, inner],
-        vb[:, inner],
-        w[:, inner],
-    )  # (c, N-3, d, d)
-    # Objective: the length L = sum_i lambda_i. Each segment's block of lambda_i^2 divided by
-    # 2 lambda_i is a model of lambda_i with the exact gradient v (Weiszfeld-like majoriser);
-    # stored halved (the convention of _lm: model L + 2 g.x + x^T H x).
-    inv = 0.5 / lam.clamp_min(1e-12 * lam.sum(dim=1, keepdim=True) + tiny)[..., None, None]
-    return _Terms(
-        S=lam.sum(dim=1),
-        L=lam.sum(dim=1),
-        g=0.5 * (va[:, 1:] + vb[:, :-1]),
-        diag=(AA * inv)[:, 1:] + (BB * inv)[:, :-1],
-        off=AB * inv[:, 1:-1],
-        noise=noise,
-    )
-
-
-def _gn_block(
-    X: Tensor, Y: Tensor, px: Tensor, py: Tensor, vx: Tensor, vy: Tensor, w: Tensor
-) -> Tensor:
-    """Half the Gauss-Newton block of ``sum_i lambda_i^2`` between two nodes, per segment:
-    ``lambda_i sum_q X_q (I - u_q u_q^T) Y_q^T / ell_q + v_x v_y^T``.
-
-    Args:
-        X, Y: ``(c, s, d, m D')`` sub-chord Jacobians scaled by ``sqrt(lambda / ell)``.
-        px, py: ``(c, s, m, d)`` derivatives of the sub-chord lengths ``ell_q``.
-        vx, vy: ``(c, s, d)`` derivatives of the segment lengths ``lambda_i``.
-        w: ``(c, s, m)`` weights ``lambda_i / ell_q``.
-
-    Returns:
-        ``(c, s, d, d)``.
-    """
-    proj = X @ Y.transpose(2, 3) - torch.einsum("cimk,cimj,cim->cikj", px, py, w)
-    return proj + vx[..., :, None] * vy[..., None, :]
-
-
-def _terms(embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int) -> _Terms:
-    """:class:`_Terms` for interior nodes ``x (b, n, d)`` between ``z0``, ``z1`` ``(b, d)``."""
-    b, n, d = x.shape
-    nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
-    per = max(1, chunk_size // (((n + 1) * m + 1) * d))  # curves per forward-mode pass
-    parts = [_terms_chunk(embed, nodes[s : s + per], m) for s in range(0, b, per)]
-    if len(parts) == 1:
-        return parts[0]
-    return _Terms(*(torch.cat([getattr(p, f) for p in parts]) for f in _TERM_FIELDS))
 
 
 def _lm(
@@ -252,65 +125,19 @@ def _lm(
     chunk_size: int,
     bar: tqdm,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Batched Levenberg-Marquardt on interior nodes ``x (B, n, d)`` with ``m`` sub-points.
+    """LM on interior nodes ``x (B, n, d)`` for the length at ``m`` sub-points per segment.
 
     Returns:
         Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
         ``sum_i lambda_i`` ``(B,)`` at the final nodes and its roundoff level (float64).
     """
-    B, n, d = x.shape
-    x = x.clone()
-    tm = _terms(embed, x, z0, z1, m, chunk_size)
-    if not bool(torch.isfinite(tm.S).all()):
-        bad = (~torch.isfinite(tm.S)).nonzero().flatten().tolist()
-        raise ValueError(f"embed gives a non-finite length on the initial curves {bad[:10]}")
-    # roundoff level of the objective (of the start: the embeddings stay of that size)
-    noise = tm.noise.clone() + torch.finfo(torch.float64).tiny
-    eye = torch.eye(d, dtype=torch.float64, device=x.device)
-    lam = torch.full((B,), 1e-4, dtype=torch.float64, device=x.device)  # relative damping
-    nu = torch.full((B,), 2.0, dtype=torch.float64, device=x.device)
-    active = torch.ones(B, dtype=torch.bool, device=x.device)
-    stationary = torch.zeros(B, dtype=torch.bool, device=x.device)
-    iterations = torch.zeros(B, dtype=torch.long, device=x.device)
-    tiny = torch.finfo(torch.float64).tiny
-    for it in range(max_iterations + 1):
-        act = active.nonzero().flatten()
-        if act.numel() == 0:
-            break
-        ta = tm.take(act)
-        scale = ta.diag.diagonal(dim1=2, dim2=3).mean(dim=(1, 2)).clamp_min(tiny)  # (b,)
-        lam_a = lam[act]
-        damp = torch.stack([lam_a, torch.full_like(lam_a, 1e-10)]) * scale  # (2, b)
-        sys_diag = ta.diag[None] + damp[..., None, None, None] * eye  # (2, b, n, d, d)
-        sol = solve_spd_block_tridiagonal(
-            sys_diag.reshape(-1, n, d, d), ta.off.repeat(2, 1, 1, 1), -ta.g.repeat(2, 1, 1)
-        ).reshape(2, -1, n, d)
-        step, step0 = sol[0], sol[1]  # (b, n, d) each
-        decrement = -(ta.g * step0).sum(dim=(1, 2))  # (b,) GN-predicted decrease of S
-        done = (decrement <= tolerance * ta.S + noise[act]) | (noise[act] >= ta.S)
-        stationary[act[done]] = True
-        keep = ~done & (lam_a <= 1e12)
-        active[act[~keep]] = False
-        if it == max_iterations or not bool(keep.any()):
-            break
-        act, step, lam_a, scale = act[keep], step[keep], lam_a[keep], scale[keep]
-        g_a, S_a = ta.g[keep], ta.S[keep]
-        pred = -(g_a * step).sum(dim=(1, 2)) + lam_a * scale * step.pow(2).sum(dim=(1, 2))
-        x_trial = x[act] + step.to(x.dtype)  # (b, n, d)
-        tt = _terms(embed, x_trial, z0[act], z1[act], m, chunk_size)
-        rho = (S_a - tt.S) / pred.clamp_min(tiny)
-        accept = torch.isfinite(tt.S) & (S_a > tt.S) & (rho > 1e-4)
-        iterations[act] += 1
-        acc = act[accept]
-        x[acc] = x_trial[accept]
-        tm.put(acc, tt.take(accept.nonzero().flatten()))
-        rho_c = rho.clamp(0, 1)
-        lam[act] = torch.where(
-            accept, lam_a * torch.clamp(1 - (2 * rho_c - 1) ** 3, min=1 / 3), lam_a * nu[act]
-        ).clamp_min(1e-12)
-        nu[act] = torch.where(accept, torch.full_like(lam_a, 2.0), nu[act] * 2)
-        bar.update(1)
-        bar.set_postfix(active=int(act.numel()), sub_steps=m)
+
+    def terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
+        return sub_point_length_terms(embed, xs, a, b, m, chunk_size)
+
+    x, stationary, iterations, tm = levenberg_marquardt(
+        terms, x, z0, z1, tolerance, max_iterations, bar
+    )
     return x, stationary, iterations, tm.L, tm.noise
 
 
@@ -385,11 +212,21 @@ class _Solved:
     sub_steps: Tensor  # (B,) int64
     iterations: Tensor  # (B,) int64
     measured: CurveLengths
+    reverted: Tensor | None = None  # (B,) bool; every optimized curve was longer than the start
+    reverted_far: Tensor | None = None  # (B,) bool; ... by more than ``revert_rtol``
 
 
-def _solve_lm(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved:
-    """LM from ``start (B, N, d)``; doubling the sub-points of curves whose objective is not
-    faithful to their measured length, up to ``opts.max_sub_steps``."""
+def _solve_lm(
+    embed: Embed, start: Tensor, initial: CurveLengths, opts: _Options, bar: tqdm
+) -> _Solved:
+    """LM from ``start (B, N, d)`` (measured as ``initial``), level by level in the sub-points.
+
+    Each curve starts at the fewest sub-points (``opts.sub_steps`` times a power of two) whose
+    objective is faithful to the measured length of its start. A curve whose optimized
+    objective is not faithful to its measured length goes on at twice the sub-points (up to
+    ``opts.max_sub_steps``), from the shortest curve measured so far: an unfaithful objective
+    can cut corners and lengthen the curve.
+    """
     B, N, d = start.shape
     z0, z1 = start[:, 0], start[:, -1]
     curves = start.clone()
@@ -397,36 +234,81 @@ def _solve_lm(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved
     faithful = torch.zeros_like(stationary)
     sub_steps = torch.zeros(B, dtype=torch.long, device=start.device)
     iterations = torch.zeros(B, dtype=torch.long, device=start.device)
-    measured = _measure(embed, curves, opts)
-    level = _sub_steps_for(measured.pieces, opts)  # (B,) sub-points each curve starts with
-    m = opts.sub_steps
-    while m <= opts.max_sub_steps:
-        todo = (level == m).nonzero().flatten()
-        if todo.numel():
-            x, stat, its, L_obj, noise = _lm(
-                embed, curves[todo, 1:-1], z0[todo], z1[todo], m, opts.tolerance,
-                opts.max_iterations, opts.chunk_size, bar,
-            )  # fmt: skip
-            curves[todo, 1:-1] = x
-            meas = _measure(embed, curves[todo], opts)
-            _put_measured(measured, todo, meas)
-            good = _agrees(L_obj, meas, opts.rtol, noise)
-            stationary[todo], faithful[todo] = stat, good
-            sub_steps[todo] = m
-            iterations[todo] += its
-            finer = torch.maximum(_sub_steps_for(meas.pieces, opts), torch.full_like(its, 2 * m))
-            level[todo] = torch.where(stat & ~good, finer, 0)
-        m *= 2
-    return _Solved(curves, stationary, faithful, sub_steps, iterations, measured)
+    measured = _take_measured(initial, torch.ones_like(stationary))
+    accepted, rejected = torch.zeros_like(stationary), torch.zeros_like(stationary)
+    rejected_far = torch.zeros_like(stationary)  # a rejected curve was longer by > revert_rtol
+    levels = _levels(opts)
+    level = _start_levels(embed, start, initial, levels, opts)  # (B,) index into levels
+    for k, m in enumerate(levels):
+        todo = (level == k).nonzero().flatten()
+        if todo.numel() == 0:
+            continue
+        x, stat, its, L_obj, noise = _lm(
+            embed, curves[todo, 1:-1], z0[todo], z1[todo], m, opts.tolerance,
+            opts.max_iterations, opts.chunk_size, bar,
+        )  # fmt: skip
+        trial = curves[todo].clone()
+        trial[:, 1:-1] = x
+        meas = _measure(embed, trial, opts)
+        good = _agrees(L_obj, meas, opts.rtol, noise)
+        L_best = measured.lengths[todo].double()
+        shorter = meas.lengths.double() <= L_best
+        keep = todo[shorter]
+        accepted[keep] = True
+        rejected[todo[~shorter]] = True
+        far = ~(L_best * (1 + opts.revert_rtol) >= meas.lengths.double())  # also NaN
+        rejected_far[todo[far]] = True
+        curves[keep] = trial[shorter]
+        _put_measured(measured, keep, _take_measured(meas, shorter))
+        stationary[todo], faithful[todo] = stat, good
+        sub_steps[todo] = m
+        iterations[todo] += its
+        level[todo[stat & ~good]] = k + 1  # stationary but unfaithful: finer
+    reverted = rejected & ~accepted
+    return _Solved(
+        curves, stationary, faithful, sub_steps, iterations, measured, reverted,
+        reverted & rejected_far,
+    )  # fmt: skip
 
 
-def _sub_steps_for(pieces: Tensor, opts: _Options) -> Tensor:
-    """Sub-points per segment ``(B,)`` (a power of two times ``opts.sub_steps``) resolving what
-    the measurement needed: half the most pieces any segment of the curve was measured with."""
-    need = (pieces.max(dim=1).values.double() / 2).clamp_min(1)  # (B,)
-    k = torch.ceil(torch.log2(need / opts.sub_steps).clamp_min(0) - 1e-9)
-    k_max = math.floor(math.log2(opts.max_sub_steps / opts.sub_steps) + 1e-9)
-    return (opts.sub_steps * torch.pow(2.0, k.clamp_max(k_max))).long()
+def _levels(opts: _Options) -> list[int]:
+    """Sub-point levels ``opts.sub_steps * 2^k <= opts.max_sub_steps``."""
+    out = [opts.sub_steps]
+    while out[-1] * 2 <= opts.max_sub_steps:
+        out.append(out[-1] * 2)
+    return out
+
+
+def _start_levels(
+    embed: Embed, start: Tensor, initial: CurveLengths, levels: list[int], opts: _Options
+) -> Tensor:
+    """Per curve, the first level whose sub-point length of ``start`` agrees with its measured
+    length (``initial``) to ``opts.rtol`` (the last level if none does); forward passes only."""
+    B = start.shape[0]
+    level = torch.full((B,), len(levels) - 1, dtype=torch.long, device=start.device)
+    open_ = torch.arange(B, device=start.device)
+    for k, m in enumerate(levels[:-1]):
+        if open_.numel() == 0:
+            break
+        L_obj = _chords(embed, subdivide_curves(start[open_], m), opts.chunk_size)
+        good = _agrees(L_obj, _take_measured(initial, open_), opts.rtol)
+        level[open_[good]] = k
+        open_ = open_[~good]
+    return level
+
+
+def _coarse_lm(
+    embed: Embed, start: Tensor, opts: _Options, bar: tqdm
+) -> tuple[Tensor, Tensor, Tensor]:
+    """LM from ``start (B, n, d)`` (a coarse polyline) at ``_COARSE_SUB_STEPS`` sub-points, not
+    measured: the result only seeds the fine stage. Returns the curves, their objective's
+    length ``(B,)`` and the iterations ``(B,)``."""
+    z0, z1 = start[:, 0], start[:, -1]
+    x, _, its, L_obj, _ = _lm(
+        embed, start[:, 1:-1], z0, z1, _COARSE_SUB_STEPS, max(opts.tolerance, 1e-3),
+        opts.max_iterations, opts.chunk_size, bar,
+    )  # fmt: skip
+    return torch.cat([z0[:, None], x, z1[:, None]], dim=1), L_obj, its
 
 
 def _solve_adam(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved:
@@ -720,15 +602,23 @@ def _solve(
     fine_starts = [place(s[live], num_nodes) for s in starts[n_line_starts:]]
     if n_line_starts:
         n_coarse = min(num_nodes, _COARSE_NODES)
-        coarse: GeodesicResult | None = None
-        for s in starts[:n_line_starts]:
-            res = _optimise_one_start(embed, place(s[live], n_coarse), optimizer, opts, bar)
-            coarse = res if coarse is None else _better(coarse, res, by_length=True)
-        assert coarse is not None
-        coarse_iterations = coarse.iterations
-        fine_starts.insert(
-            0, place(coarse.curves, num_nodes) if n_coarse < num_nodes else coarse.curves
-        )
+        if optimizer == "lm" and n_coarse > 2:
+            seeds = [
+                _coarse_lm(embed, place(s[live], n_coarse), opts, bar)
+                for s in starts[:n_line_starts]
+            ]
+            lengths = torch.stack([L for _, L, _ in seeds])  # (starts, B)
+            pick = lengths.argmin(dim=0)  # (B,) the shortest coarse result per pair
+            seed = torch.stack([c for c, _, _ in seeds])[pick, torch.arange(live.numel())]
+            coarse_iterations = torch.stack([its for _, _, its in seeds]).sum(dim=0)
+        else:
+            coarse: GeodesicResult | None = None
+            for s in starts[:n_line_starts]:
+                res = _optimise_one_start(embed, place(s[live], n_coarse), optimizer, opts, bar)
+                coarse = res if coarse is None else _better(coarse, res, by_length=True)
+            assert coarse is not None
+            seed, coarse_iterations = coarse.curves, coarse.iterations
+        fine_starts.insert(0, place(seed, num_nodes) if n_coarse < num_nodes else seed)
     for s in fine_starts:
         res = _optimise_one_start(embed, s, optimizer, opts, bar)
         best = res if best is None else _better(best, res)
@@ -776,7 +666,7 @@ def _optimise_one_start(
             torch.zeros(B, dtype=torch.long, device=start.device), initial,
         )  # fmt: skip
     elif optimizer == "lm":
-        solved = _solve_lm(embed, start, opts, bar)
+        solved = _solve_lm(embed, start, initial, opts, bar)
     else:
         solved = _solve_adam(embed, start, opts, bar)
     meas, curves = solved.measured, solved.curves
@@ -784,6 +674,9 @@ def _optimise_one_start(
     longer = ~(L <= L0)  # also catches NaN
     far = ~(L0 * (1 + opts.revert_rtol) >= L)
     curves[longer] = start[longer]
+    if solved.reverted is not None and solved.reverted_far is not None:
+        longer |= solved.reverted
+        far |= solved.reverted_far
     _put_measured(meas, longer.nonzero().flatten(), _take_measured(initial, longer))
     converged = solved.stationary & solved.faithful & meas.converged & ~far
     seg = meas.segment_lengths.double()

@@ -10,8 +10,10 @@ so ``d(L^2)/dz0 = -2 M(z0) v0`` and ``d(L^2)/dz1 = 2 M(z1) v1``, with ``v0 = c'(
 and ``v1 = c'(1)`` the end velocities (``||v0||_{M(z0)} = L``). In the embedding ``h``,
 ``M(z) v = J(z)^T (J(z) v)`` and ``J v0`` is the embedded end tangent.
 
-Discretely, :func:`geometry.connecting_geodesics` minimizes
-``E_N = (N - 1) sum_i ||h(c_{i+1}) - h(c_i)||^2`` over the interior nodes. At that minimizer
+Discretely, the value is the minimal node energy
+``E_N = (N - 1) sum_i ||h(c_{i+1}) - h(c_i)||^2`` over the interior nodes: the curves of
+:func:`geometry.connecting_geodesics` (which pick the basin) are polished to a stationary point
+of ``E_N`` by :func:`geometry.node_energy.minimize_node_energy`. At that minimizer
 the interior gradient vanishes, so the total derivative of the minimal energy with respect to
 an end point is its partial derivative (envelope theorem):
 
@@ -30,6 +32,7 @@ Gradients flow to ``z0`` and ``z1`` only (not to ``embed``'s parameters); they a
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,10 +40,32 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from geometry._checks import Embed, check_points, check_positive_int, embed_flat
-from geometry.curves import curve_energy
 from geometry.geodesics import GeodesicResult, connecting_geodesics
+from geometry.node_energy import NodeEnergyResult, minimize_node_energy
 
-__all__ = ["squared_geodesic_distance", "SquaredGeodesicDistance"]
+__all__ = ["SquaredDistanceResult", "SquaredGeodesicDistance", "squared_geodesic_distance"]
+
+
+@dataclass
+class SquaredDistanceResult:
+    """What :func:`squared_geodesic_distance` solved.
+
+    Attributes:
+        energy: the node-energy minimization (``curves``, ``energies``, ``stationary``,
+            ``iterations``): the curves the value and the gradient are taken on.
+        geodesics: the :func:`geometry.connecting_geodesics` result it started from.
+    """
+
+    energy: NodeEnergyResult
+    geodesics: GeodesicResult
+
+    def __len__(self) -> int:
+        return len(self.geodesics)
+
+    @property
+    def stationary(self) -> Tensor:
+        """``(B,)`` bool: ``E_N`` is stationary (the gradient formula holds)."""
+        return self.energy.stationary
 
 
 class SquaredGeodesicDistance(torch.autograd.Function):
@@ -54,10 +79,12 @@ class SquaredGeodesicDistance(torch.autograd.Function):
         z1: Tensor,
         embed: Embed,
         options: dict[str, Any],
-        holder: list[GeodesicResult],
+        holder: list[SquaredDistanceResult],
     ) -> Tensor:
-        res = connecting_geodesics(embed, z0.detach(), z1.detach(), **options)
-        holder.append(res)
+        polish = options.pop("_polish")
+        geo = connecting_geodesics(embed, z0.detach(), z1.detach(), **options)
+        res = minimize_node_energy(embed, geo.curves, **polish)
+        holder.append(SquaredDistanceResult(res, geo))
         c = res.curves  # (B, N, d)
         N = c.shape[1]
         with torch.no_grad():
@@ -67,9 +94,7 @@ class SquaredGeodesicDistance(torch.autograd.Function):
         ctx.save_for_backward(
             z0.detach(), z1.detach(), (N - 1) * (h_b - h_a), (N - 1) * (h_z - h_y)
         )
-        with torch.no_grad():
-            energy = curve_energy(embed, c)  # (B,) the node energy E_N the solver minimized
-        return energy.to(z0.dtype)
+        return res.energies.to(z0.dtype)  # (B,) the minimal node energy E_N
 
     @staticmethod
     @once_differentiable
@@ -93,29 +118,33 @@ def squared_geodesic_distance(
     z1: Tensor,
     *,
     num_nodes: int = 32,
-    tolerance: float = 1e-6,
+    tolerance: float = 1e-8,
+    max_iterations: int = 500,
     on_unconverged: str = "raise",
     return_result: bool = False,
     **geodesic_options: Any,
-) -> Tensor | tuple[Tensor, GeodesicResult]:
+) -> Tensor | tuple[Tensor, SquaredDistanceResult]:
     """Squared geodesic distance ``(B,)`` between ``z0[i]`` and ``z1[i]``, differentiable in both.
 
-    The value is the discrete energy of the connecting geodesic on ``num_nodes`` nodes
-    (:func:`geometry.connecting_geodesics`), which equals its squared discrete length at constant
-    speed; the gradient is ``-2 M(z0) v0`` / ``2 M(z1) v1`` in discrete form (module docstring).
+    The value is the minimal node energy ``E_N`` on ``num_nodes`` nodes, reached from the curves
+    of :func:`geometry.connecting_geodesics`; it equals the squared chord length at its equal
+    chords. The gradient is ``-2 M(z0) v0`` / ``2 M(z1) v1`` in discrete form (module
+    docstring).
 
     Args:
         embed: ``(m, d) -> (m, D')`` callable, differentiable (e.g. ``TwoStageVAE.embed``).
         z0: ``(B, d)`` start points (may require grad).
         z1: ``(B, d)`` end points (may require grad).
         num_nodes: nodes per geodesic, end points included (>= 3).
-        tolerance: solver tolerance (the gradient assumes a stationary interior: keep it tight).
+        tolerance: relative predicted decrease of ``E_N`` at which the polish stops (the
+            gradient assumes a stationary interior: keep it tight).
+        max_iterations: LM step limit of the polish.
         on_unconverged: ``"raise"`` (``RuntimeError`` naming the pairs), ``"warn"`` or
-            ``"ignore"`` when some geodesic of ``E_N`` is not stationary (the solver's
-            ``stationary`` flag; its gradient is then not the end-tangent formula's).
-        return_result: also return the :class:`~geometry.GeodesicResult`.
+            ``"ignore"`` when ``E_N`` is not stationary for some pair (its gradient is then not
+            the end-tangent formula's).
+        return_result: also return the :class:`SquaredDistanceResult`.
         **geodesic_options: forwarded to :func:`geometry.connecting_geodesics` (``init``,
-            ``graph_points``, ``max_iterations``, ...).
+            ``graph_points``, ...).
 
     Returns:
         ``(B,)`` squared distances on ``z0``'s device and dtype (and the result, if asked).
@@ -136,17 +165,10 @@ def squared_geodesic_distance(
         raise ValueError(
             f"on_unconverged must be 'raise', 'warn' or 'ignore', got {on_unconverged!r}"
         )
-    # the node energy E_N itself (one sub-point per segment, no bent starts): the envelope
-    # formula of the backward pass holds at its stationary points
-    options = {
-        "num_nodes": num_nodes,
-        "tolerance": tolerance,
-        "sub_steps": 1,
-        "max_sub_steps": 1,
-        "bent_starts": 0,
-        **geodesic_options,
-    }
-    holder: list[GeodesicResult] = []
+    check_positive_int(max_iterations, "max_iterations", minimum=0)
+    polish = {"tolerance": tolerance, "max_iterations": max_iterations}
+    options = {"num_nodes": num_nodes, **geodesic_options, "_polish": polish}
+    holder: list[SquaredDistanceResult] = []
     value = SquaredGeodesicDistance.apply(z0, z1, embed, options, holder)
     res = holder[0]
     bad = (~res.stationary).nonzero().flatten()  # what the end-tangent gradient needs

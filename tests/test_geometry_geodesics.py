@@ -153,7 +153,7 @@ def test_zero_length_pairs_and_two_nodes(rbf: ToyRBFDecoder) -> None:
 def test_other_latent_dimensions(d: int) -> None:
     dec = ToyRBFDecoder(latent_dim=d, data_dim=16, num_centers=4, seed=d).double()
     z = _codes(dec, 8, seed=d)
-    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], num_nodes=10, max_iterations=400)
+    res = G.connecting_geodesics(dec.embed, z[:4], z[4:], num_nodes=10, max_iterations=1000)
     assert res.curves.shape == (4, 10, d)
     assert res.converged.all() and (res.lengths <= res.initial_lengths).all()
 

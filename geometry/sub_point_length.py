@@ -1,0 +1,143 @@
+"""The length of a polyline read through ``m`` sub-points per segment, for Levenberg-Marquardt.
+
+A polyline of ``N`` nodes ``c_0 .. c_{N-1}`` is read through ``m`` equally spaced sub-points per
+segment (linear in its two nodes); its length at that resolution is
+
+    ``L = sum_i lambda_i``,  ``lambda_i = sum_s ||h(p_{i,s+1}) - h(p_{i,s})||``
+
+(with ``m = 1`` the classical chord sum on the nodes, which cuts corners through variance
+walls). Each sub-chord ``r_q = h(p_{q+1}) - h(p_q)`` depends on the two nodes of its segment
+only. The model of ``L`` is, per segment, the Gauss-Newton model of ``lambda_i^2`` (sub-chord
+Jacobians ``A_q`` projected orthogonally to ``r_q``, plus the rank-one term of
+``grad lambda_i``) divided by ``2 lambda_i``: it has the exact gradient of ``L`` and is block
+tridiagonal with ``d x d`` blocks. Jacobians come from forward mode (``d`` tangents per
+sub-point, no backward pass).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from geometry._checks import Embed
+from geometry.metric import embed_and_tangents
+from geometry.polyline_lm import TERM_FIELDS, LMTerms
+
+__all__ = ["consecutive", "sub_point_length_terms", "sub_points"]
+
+
+def sub_points(nodes: Tensor, m: int) -> Tensor:
+    """``(b, N, d)`` nodes -> ``(b, (N - 1) m + 1, d)`` points, ``m`` per segment."""
+    b, N, d = nodes.shape
+    t = torch.arange(m, dtype=nodes.dtype, device=nodes.device) / m  # (m,)
+    step = nodes[:, 1:] - nodes[:, :-1]  # (b, N-1, d)
+    pts = nodes[:, :-1, None] + t[None, None, :, None] * step[:, :, None]  # (b, N-1, m, d)
+    return torch.cat([pts.reshape(b, (N - 1) * m, d), nodes[:, -1:]], dim=1)
+
+
+def _sub_weights(m: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Weights of a sub-chord's two points on the segment's first / second node, ``(m,)`` each:
+    ``alpha_lo, alpha_hi`` (first node) and ``beta_lo, beta_hi`` (second node)."""
+    s = torch.arange(m, dtype=like.dtype, device=like.device)
+    return 1 - s / m, 1 - (s + 1) / m, s / m, (s + 1) / m
+
+
+def consecutive(x: Tensor, c: int, K: int) -> Tensor:
+    """Values ``(c K - 1, ...)`` of consecutive points on the flat axis of ``c`` curves of ``K``
+    points each -> ``(c, K - 1, ...)`` (the pairs that straddle two curves dropped)."""
+    x = torch.cat([x, x[-1:]])  # (c K, ...)
+    return x.reshape(c, K, *x.shape[1:])[:, :-1]
+
+
+def _terms_chunk(embed: Embed, nodes: Tensor, m: int) -> LMTerms:
+    """LM terms for ``nodes (c, N, d)`` (end points included) in one forward-mode pass.
+
+    The Jacobians ``J_p`` of the ``P = c K`` sub-points enter only through per-point
+    contractions over ``D'`` (``J_p^T J_p``, ``J_p^T J_{p+1}``, ``J_p^T r``), each one pass over
+    the tangents in the model's dtype on the flat point axis (pairs that straddle two curves
+    are computed and dropped); every sub-chord block is then a small ``d x d`` combination.
+    """
+    c, N, d = nodes.shape
+    pts = sub_points(nodes, m)  # (c, K, d)
+    K = pts.shape[1]
+    h, T = embed_and_tangents(embed, pts.reshape(c * K, d))  # (P, D'), (d, P, D')
+    eps = torch.finfo(h.dtype).eps
+    tiny = torch.finfo(torch.float64).tiny
+
+    # roundoff of the objective: every sub-chord is a difference of embeddings of size ||h||
+    noise = 10 * eps * h.norm(dim=1).double().reshape(c, K).sum(dim=1)  # (c,)
+    gram = torch.einsum("apD,bpD->pab", T, T).double().reshape(c, K, d, d)  # J_p^T J_p
+    cross = torch.einsum("apD,bpD->pab", T[:, :-1], T[:, 1:]).double()
+    cross = consecutive(cross, c, K)  # (c, K-1, d, d): J_q^T J_{q+1}
+    r = h[1:] - h[:-1]  # (P - 1, D') sub-chords (and straddling differences)
+    rl = consecutive(torch.einsum("apD,pD->pa", T[:, :-1], r).double(), c, K)  # J_q^T r_q
+    rh = consecutive(torch.einsum("apD,pD->pa", T[:, 1:], r).double(), c, K)  # J_{q+1}^T r_q
+    ell = consecutive(r.norm(dim=1).double(), c, K)  # (c, K-1)
+    shape = (c, N - 1, m)
+    ell = ell.reshape(shape)
+    lam = ell.sum(dim=2)  # (c, N-1) measured segment lengths
+    floor = 1e-8 * lam[..., None] / m + tiny
+    inv_ell = 1 / ell.clamp_min(floor)  # (c, N-1, m)
+    w = torch.where(lam[..., None] > 0, lam[..., None] * inv_ell, float(m))
+    a_lo, a_hi, b_lo, b_hi = (s[:, None] for s in _sub_weights(m, gram))  # (m, 1) each
+    p_lo = rl.reshape(*shape, d) * inv_ell[..., None]  # J_q^T u_q
+    p_hi = rh.reshape(*shape, d) * inv_ell[..., None]  # J_{q+1}^T u_q
+    pa = a_hi * p_hi - a_lo * p_lo  # (c, N-1, m, d): d ell_q / d c_i
+    pb = b_hi * p_hi - b_lo * p_lo  # d ell_q / d c_{i+1}
+    va, vb = pa.sum(dim=2), pb.sum(dim=2)  # (c, N-1, d): d lambda_i / d c_i, d c_{i+1}
+    g_lo = gram[:, :-1].reshape(*shape, d, d)  # J_q^T J_q
+    g_hi = gram[:, 1:].reshape(*shape, d, d)  # J_{q+1}^T J_{q+1}
+    x = cross.reshape(*shape, d, d)
+    x_sym = x + x.transpose(3, 4)
+    a_lo, a_hi, b_lo, b_hi = (s[..., None] for s in (a_lo, a_hi, b_lo, b_hi))  # (m, 1, 1)
+    AA = _gn_block(a_hi**2 * g_hi + a_lo**2 * g_lo - a_hi * a_lo * x_sym, pa, pa, va, va, w)
+    BB = _gn_block(b_hi**2 * g_hi + b_lo**2 * g_lo - b_hi * b_lo * x_sym, pb, pb, vb, vb, w)
+    inner = slice(1, -1)
+    ab = a_hi * b_hi * g_hi + a_lo * b_lo * g_lo - a_hi * b_lo * x.transpose(3, 4) - a_lo * b_hi * x
+    AB = _gn_block(
+        ab[:, inner], pa[:, inner], pb[:, inner], va[:, inner], vb[:, inner], w[:, inner]
+    )  # (c, N-3, d, d)
+    # Objective: the length L = sum_i lambda_i. Each segment's block of lambda_i^2 divided by
+    # 2 lambda_i is a model of lambda_i with the exact gradient v (Weiszfeld-like majoriser);
+    # stored halved (the convention of _lm: model L + 2 g.x + x^T H x).
+    inv = 0.5 / lam.clamp_min(1e-12 * lam.sum(dim=1, keepdim=True) + tiny)[..., None, None]
+    return LMTerms(
+        S=lam.sum(dim=1),
+        L=lam.sum(dim=1),
+        g=0.5 * (va[:, 1:] + vb[:, :-1]),
+        diag=(AA * inv)[:, 1:] + (BB * inv)[:, :-1],
+        off=AB * inv[:, 1:-1],
+        noise=noise,
+    )
+
+
+def _gn_block(XY: Tensor, px: Tensor, py: Tensor, vx: Tensor, vy: Tensor, w: Tensor) -> Tensor:
+    """Half the Gauss-Newton block of ``sum_i lambda_i^2`` between two nodes, per segment:
+    ``lambda_i sum_q X_q^T (I - u_q u_q^T) Y_q / ell_q + v_x v_y^T``.
+
+    Args:
+        XY: ``(c, s, m, d, d)`` products ``X_q^T Y_q`` of the sub-chord Jacobians.
+        px, py: ``(c, s, m, d)`` derivatives of the sub-chord lengths ``ell_q`` (``X_q^T u_q``).
+        vx, vy: ``(c, s, d)`` derivatives of the segment lengths ``lambda_i``.
+        w: ``(c, s, m)`` weights ``lambda_i / ell_q``.
+
+    Returns:
+        ``(c, s, d, d)``.
+    """
+    proj = XY - px[..., :, None] * py[..., None, :]  # (c, s, m, d, d)
+    return (w[..., None, None] * proj).sum(dim=2) + vx[..., :, None] * vy[..., None, :]
+
+
+def sub_point_length_terms(
+    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int
+) -> LMTerms:
+    """:class:`~geometry.polyline_lm.LMTerms` of the length at ``m`` sub-points per segment, for
+    interior nodes ``x (b, n, d)`` between ``z0``, ``z1`` ``(b, d)``, ``chunk_size`` rows per
+    forward-mode pass."""
+    b, n, d = x.shape
+    nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
+    per = max(1, chunk_size // (((n + 1) * m + 1) * d))  # curves per forward-mode pass
+    parts = [_terms_chunk(embed, nodes[s : s + per], m) for s in range(0, b, per)]
+    if len(parts) == 1:
+        return parts[0]
+    return LMTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in TERM_FIELDS))
