@@ -546,7 +546,10 @@ def write_distance_matrix(
         status = distance_matrix_status(path)
         if status["complete"]:
             return _summary(path, n, status, 0, world, None, 0.0, 0.0)
-    graph = build_graph(embed, z, k, rtol, aux_points, seed, progress and rank == 0)
+    graph = build_graph(
+        embed, z, k, rtol, aux_points, seed, progress and rank == 0, distributed=sharded,
+        process_group=group,
+    )  # fmt: skip
     if sharded:
         graph = _same_graph_on_all_ranks(graph, group, rank)
     codes = np.arange(n)

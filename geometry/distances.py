@@ -67,6 +67,8 @@ def build_graph(
     aux_points: int | Tensor | None = None,
     seed: int = 0,
     progress: bool = False,
+    distributed: bool = False,
+    process_group: Any = None,
 ) -> LatentGraph:
     """kNN graph on ``z`` (nodes ``0..n-1``) plus optional auxiliary nodes (``n..``).
 
@@ -79,6 +81,8 @@ def build_graph(
             ``seed``), or an ``(m, d)`` tensor of way points.
         seed: seed for the auxiliary points.
         progress: progress bar for the edge lengths.
+        distributed, process_group: measure the edges sharded over an initialized
+            ``torch.distributed`` group (see :func:`geometry.graph.knn_graph`).
 
     Returns:
         The :class:`~geometry.graph.LatentGraph`.
@@ -93,7 +97,10 @@ def build_graph(
             aux = auxiliary_points(z, aux_points, generator=torch.Generator().manual_seed(seed))
         nodes = torch.cat([nodes, aux.detach()])
     k = min(k, torch.unique(nodes, dim=0).shape[0] - 1)
-    return knn_graph(embed, nodes, k=k, rtol=rtol, progress=progress)
+    return knn_graph(
+        embed, nodes, k=k, rtol=rtol, progress=progress, distributed=distributed,
+        process_group=process_group,
+    )  # fmt: skip
 
 
 def refined_pair_distances(

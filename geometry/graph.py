@@ -14,10 +14,12 @@ distances), and every copy is joined to its first occurrence at zero length. Sho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
 from scipy.sparse.csgraph import connected_components, dijkstra
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -91,6 +93,8 @@ def knn_graph(
     rtol: float = 1e-3,
     chunk_size: int = 8192,
     progress: bool = False,
+    distributed: bool = False,
+    process_group: Any = None,
 ) -> LatentGraph:
     """Build the kNN graph with Riemannian edge lengths measured to ``rtol``.
 
@@ -107,6 +111,11 @@ def knn_graph(
         rtol: relative tolerance of every edge length, in (0, 1).
         chunk_size: at most this many latent points per ``embed`` call.
         progress: show a tqdm bar over edge chunks.
+        distributed: inside an initialized ``torch.distributed`` group, measure the edges
+            sharded over its ranks (chunk ``i`` of the edges on rank ``i % world``) and gather
+            them, so that every rank gets the same graph at a fraction of the cost; every rank
+            must call with the same arguments. Ignored without an initialized group.
+        process_group: the group for ``distributed`` (default: the default group).
 
     Returns:
         A :class:`LatentGraph`. Edges of zero length (between duplicates, or where ``embed`` is
@@ -140,19 +149,27 @@ def knn_graph(
         e_idx = torch.as_tensor(edges, device=nodes.device)
         latent = (uniq[e_idx[:, 1]] - uniq[e_idx[:, 0]]).norm(dim=1)  # (E,)
         piece = 0.25 * float(latent.median())
-        lengths, unconverged = [], 0
         per_chunk = max(1, chunk_size // 8)
+        starts = list(range(0, len(edges), per_chunk))
+        sharded = distributed and dist.is_available() and dist.is_initialized()
+        rank = dist.get_rank(process_group) if sharded else 0
+        world = dist.get_world_size(process_group) if sharded else 1
+        measured: dict[int, tuple[np.ndarray, int]] = {}
         for start in tqdm(
-            range(0, len(edges), per_chunk), disable=not progress, desc="graph edges", leave=False
+            starts[rank::world], disable=not progress, desc="graph edges", leave=False
         ):
             ij = e_idx[start : start + per_chunk]
             seg = torch.stack([uniq[ij[:, 0]], uniq[ij[:, 1]]], dim=1)  # (c, 2, d)
             m = measure_curve_lengths(
                 embed, seg, rtol=rtol, resolution=1, max_piece_length=piece, chunk_size=chunk_size
             )
-            lengths.append(m.lengths.double().cpu())
-            unconverged += int((~m.converged).sum())
-        w = torch.cat(lengths).numpy()  # (E,)
+            measured[start] = (m.lengths.double().cpu().numpy(), int((~m.converged).sum()))
+        if sharded:
+            parts: list[Any] = [None] * world
+            dist.all_gather_object(parts, measured, group=process_group)
+            measured = {key: val for part in parts for key, val in part.items()}
+        w = np.concatenate([measured[s][0] for s in starts]) if starts else np.zeros(0)  # (E,)
+        unconverged = sum(measured[s][1] for s in starts)
         rep_np = rep.cpu().numpy()
         inv_np = inverse.cpu().numpy()
     if not np.isfinite(w).all():
