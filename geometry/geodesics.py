@@ -11,7 +11,11 @@ variance walls).
 
 Solver (``optimizer="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch
 (:mod:`geometry.polyline_lm`) on that length (:mod:`geometry.sub_point_length`: exact gradient,
-block-tridiagonal Gauss-Newton model, forward-mode Jacobians).
+block-tridiagonal Gauss-Newton model, forward-mode Jacobians). Each run first minimizes the
+segment energy ``(N - 1) sum_i lambda_i^2`` at the same sub-points (its minimizers are the
+length's with equal segments; its model is better conditioned, since the length does not care
+where the nodes sit along the curve, and on steep variance walls it reaches shorter minima),
+then the length from there.
 
 Resolution, level by level: a curve starts at the fewest sub-points ``m`` (``sub_steps`` times
 a power of two) at which the sub-point length of its start agrees with the start's measured
@@ -125,7 +129,10 @@ def _lm(
     chunk_size: int,
     bar: tqdm,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """LM on interior nodes ``x (B, n, d)`` for the length at ``m`` sub-points per segment.
+    """LM on interior nodes ``x (B, n, d)`` for the length at ``m`` sub-points per segment:
+    first on the segment energy ``(N - 1) sum_i lambda_i^2`` (well conditioned: it fixes where
+    the nodes sit along the curve), then on the length ``sum_i lambda_i`` from there; each
+    phase at most ``max_iterations`` steps.
 
     Returns:
         Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
@@ -135,10 +142,14 @@ def _lm(
     def terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
         return sub_point_length_terms(embed, xs, a, b, m, chunk_size)
 
+    def energy_terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
+        return sub_point_length_terms(embed, xs, a, b, m, chunk_size, energy=True)
+
+    x, _, its0, _ = levenberg_marquardt(energy_terms, x, z0, z1, tolerance, max_iterations, bar)
     x, stationary, iterations, tm = levenberg_marquardt(
         terms, x, z0, z1, tolerance, max_iterations, bar
     )
-    return x, stationary, iterations, tm.L, tm.noise
+    return x, stationary, iterations + its0, tm.L, tm.noise
 
 
 def _adam(
@@ -415,7 +426,8 @@ def connecting_geodesics(
         tolerance: ``"lm"``: a curve is stationary when the Gauss-Newton model predicts a
             relative decrease of the objective below this; ``"adam"``: relative decrease of the
             best energy per iteration, averaged over 20 iterations.
-        max_iterations: step limit per curve and sub-point level (default 100 for ``"lm"``,
+        max_iterations: step limit per curve, sub-point level and phase (energy, then length;
+            default 100 for ``"lm"``,
             1000 for ``"adam"``).
         lr: ``"adam"`` step size as a fraction of ``||z1 - z0||``.
         reparametrize: place the initial nodes at equal Riemannian arc length.

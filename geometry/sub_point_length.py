@@ -49,7 +49,7 @@ def consecutive(x: Tensor, c: int, K: int) -> Tensor:
     return x.reshape(c, K, *x.shape[1:])[:, :-1]
 
 
-def _terms_chunk(embed: Embed, nodes: Tensor, m: int) -> LMTerms:
+def _terms_chunk(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> LMTerms:
     """LM terms for ``nodes (c, N, d)`` (end points included) in one forward-mode pass.
 
     The Jacobians ``J_p`` of the ``P = c K`` sub-points enter only through per-point
@@ -100,6 +100,16 @@ def _terms_chunk(embed: Embed, nodes: Tensor, m: int) -> LMTerms:
     # Objective: the length L = sum_i lambda_i. Each segment's block of lambda_i^2 divided by
     # 2 lambda_i is a model of lambda_i with the exact gradient v (Weiszfeld-like majoriser);
     # stored halved (the convention of _lm: model L + 2 g.x + x^T H x).
+    if energy:  # (N - 1) sum_i lambda_i^2 and its Gauss-Newton model (halved)
+        k, lv = N - 1, lam[..., None]
+        return LMTerms(
+            S=k * lam.pow(2).sum(dim=1),
+            L=lam.sum(dim=1),
+            g=k * ((lv * va)[:, 1:] + (lv * vb)[:, :-1]),
+            diag=k * (AA[:, 1:] + BB[:, :-1]),
+            off=k * AB,
+            noise=noise * 2 * k * lam.max(dim=1).values,
+        )
     inv = 0.5 / lam.clamp_min(1e-12 * lam.sum(dim=1, keepdim=True) + tiny)[..., None, None]
     return LMTerms(
         S=lam.sum(dim=1),
@@ -129,7 +139,7 @@ def _gn_block(XY: Tensor, px: Tensor, py: Tensor, vx: Tensor, vy: Tensor, w: Ten
 
 
 def sub_point_length_terms(
-    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int
+    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int, energy: bool = False
 ) -> LMTerms:
     """:class:`~geometry.polyline_lm.LMTerms` of the length at ``m`` sub-points per segment, for
     interior nodes ``x (b, n, d)`` between ``z0``, ``z1`` ``(b, d)``, ``chunk_size`` rows per
@@ -137,7 +147,7 @@ def sub_point_length_terms(
     b, n, d = x.shape
     nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
     per = max(1, chunk_size // (((n + 1) * m + 1) * d))  # curves per forward-mode pass
-    parts = [_terms_chunk(embed, nodes[s : s + per], m) for s in range(0, b, per)]
+    parts = [_terms_chunk(embed, nodes[s : s + per], m, energy) for s in range(0, b, per)]
     if len(parts) == 1:
         return parts[0]
     return LMTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in TERM_FIELDS))

@@ -77,8 +77,8 @@ def test_node_only_objective_is_flagged_unfaithful(walled) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known defect (#10): 3 of 11 converged curves lie in worse local minima that a "
-    "300-step Adam run leaves (by 2.4-2.8 %); line + 2 bent starts on a coarse polyline do not "
+    reason="known defect (#10): 4 of 12 converged curves lie in worse local minima that a "
+    "300-step Adam run leaves (by 1.9-3.7 %); line + 2 bent starts on a coarse polyline do not "
     "catch them",
 )
 def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) -> None:
@@ -95,8 +95,8 @@ def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) ->
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known defect (#10): the default solver still reports 3 of 16 curves converged in "
-    "a minimum > 1 % longer than a plain Adam run from the straight line",
+    reason="known defect (#10): the default solver still reports 5 of 16 curves converged in "
+    "a minimum 1.6-5.4 % longer than a plain Adam run from the straight line",
 )
 def test_a_worse_minimum_is_not_reported_converged(walled) -> None:
     """The chord-energy solver (one sub-point) reports stationary curves that a plain Adam run
@@ -123,7 +123,9 @@ def test_far_off_the_data_terminates_without_nan(walled) -> None:
     for t in (res.curves, res.lengths, res.energies, res.length_errors):
         assert torch.isfinite(t).all()
     assert (res.lengths <= res.initial_lengths).all()
-    assert (res.iterations <= 100 * 6).all()
+    # at most 100 steps per phase (energy, length) of each of the 3 coarse line starts and of
+    # each of the 4 sub-point levels (4, 8, 16, 32 at 10 nodes) of the fine stage
+    assert (res.iterations <= 100 * 2 * (3 + 4)).all()
 
 
 def test_identical_end_points_give_zero_length_curves(walled) -> None:
