@@ -46,6 +46,7 @@ from pipeline.loggers import (
     make_logger,
     resolve_wandb_mode,
 )
+from pipeline.resume_checks import list_or, resume_conflicts, resume_error_text
 from pipeline.run_folder import RunFolder, is_global_rank_zero
 from pipeline.settings import RunSettings, StageSettings, TrainerSettings, check_settings
 from pipeline.trainer_factory import (
@@ -132,11 +133,6 @@ def _cores() -> int:
 
 #: learning rates above this get a warning (Adam's step size is about the learning rate)
 MAX_USUAL_LR = 1.0
-
-
-def list_or(value: Any) -> Any:
-    """Tuples -> lists, so hyper-parameters compare equal to config values."""
-    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -279,7 +275,15 @@ class _Job:
         plans = self.folder.plan(state, self.run.stages, self.run.stage1_checkpoint)
         for s in (1, 2):  # a resumed stage: its checkpoint is whole and matches the settings
             if plans[s].action == "resume":
-                self._check_resume(s, plans[s].ckpt_path, model1)
+                self._check_resume(s, plans[s].ckpt_path, model1, dm)
+        own_stage1 = self.folder.last_ckpt(1)
+        if (
+            plans[2].action == "fresh"
+            and plans[1].action == "skip"
+            and self.run.stage1_checkpoint is None
+            and os.path.isfile(own_stage1)
+        ):  # stage 2 continues this run: the data stage 1 was trained on
+            self._check_resume(2, own_stage1, model1, dm, model_checked=False)
         wandb_id = state.get("wandb_id") or RunFolder.new_wandb_id()
         wandb_mode = resolve_wandb_mode(self.run.wandb_mode)
         stage1_ckpt = self.run.stage1_checkpoint or self.folder.last_ckpt(1)
@@ -390,9 +394,21 @@ class _Job:
                 + " ".join(f"--{g}.enabled false" for g in on)
             )
 
-    def _check_resume(self, stage: int, ckpt_path: str | None, model1: TwoStageVAE) -> None:
-        """Raise unless the checkpoint of a resumed stage loads and was written with the same
-        settings, except those in ``RESUME_HPARAMS`` (applied to the resumed fit)."""
+    def _check_resume(
+        self,
+        stage: int,
+        ckpt_path: str | None,
+        model1: TwoStageVAE,
+        dm: VAEDataModule,
+        *,
+        model_checked: bool = True,
+    ) -> None:
+        """Raise unless the checkpoint a stage continues from loads and was trained with the
+        same settings, except those a resume may change (:mod:`pipeline.resume_checks`).
+
+        ``model_checked`` False: stage 2 starting from this run's stage-1 checkpoint (the data
+        and the seed are compared; the model's settings by :meth:`_stage2_model`).
+        """
         assert ckpt_path is not None
         try:
             ckpt = read_checkpoint(ckpt_path)
@@ -401,25 +417,22 @@ class _Job:
                 f"cannot resume stage {stage}: {err}. To start stage {stage} again, delete "
                 f"{ckpt_path}"
             ) from err
-        saved = dict(ckpt.get("hyper_parameters", {}))
-        current = dict(model1.hparams)
-        fixed = set(saved) - set(RESUME_HPARAMS) - {"stage"}
-        if stage == 2 and self.run.stage1_checkpoint is not None:
-            fixed -= set(ARCHITECTURE_HPARAMS)  # these come from the external checkpoint
-        differ = [
-            k for k in sorted(fixed) if k in current and list_or(saved[k]) != list_or(current[k])
-        ]
-        if differ:
-            raise UserError(
-                f"cannot resume stage {stage} of run {self.folder.path}: "
-                + "; ".join(
-                    f"model.{k}: checkpoint {list_or(saved[k])!r}, now {list_or(current[k])!r}"
-                    for k in differ
+        conflicts = resume_conflicts(
+            ckpt,
+            model=dict(model1.hparams),
+            data=dict(dm.hparams),
+            seed=self.run.seed,
+            external_stage1=stage == 2 and self.run.stage1_checkpoint is not None,
+            model_checked=model_checked,
+        )
+        if conflicts:
+            what = f"cannot resume stage {stage} of run {self.folder.path}"
+            if not model_checked:
+                what = (
+                    f"cannot start stage 2 of run {self.folder.path} from its stage-1 "
+                    f"checkpoint {ckpt_path}"
                 )
-                + f". A resume may change model.{', model.'.join(RESUME_HPARAMS)}, the trainer "
-                "settings (epochs, logging), run settings and callbacks, not the model's "
-                "structure; use the checkpoint's values, or another --run.name for a new run"
-            )
+            raise UserError(resume_error_text(what, conflicts))
 
     def _stage2_model(self, stage1_ckpt: str, dm: VAEDataModule, n_train: int) -> TwoStageVAE:
         overrides = TwoStageVAE.stage2_overrides(self.model_cfg)

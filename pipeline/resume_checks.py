@@ -1,0 +1,97 @@
+"""What a resume may change: the settings a resumed stage takes from the command line and the
+ones that must equal those its checkpoint was trained with (README "Resume").
+
+A checkpoint of this project holds three records of what was trained: the model's
+hyper-parameters (``hyper_parameters``), the datamodule's (Lightning's
+``LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY``) and the run seed
+(``callbacks["EpochSeeder"]``). :func:`resume_conflicts` compares each with this invocation's
+settings and lists the fixed ones that differ, both values named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pytorch_lightning import LightningDataModule
+
+from lightning_modules.two_stage_vae import ARCHITECTURE_HPARAMS, RESUME_HPARAMS
+
+__all__ = [
+    "DATA_RESUME_SETTINGS",
+    "RESUME_HPARAMS",
+    "list_or",
+    "resume_conflicts",
+    "resume_error_text",
+]
+
+#: data settings a resume may change: where the files are and how they are loaded, not which
+#: items are trained on, in which batches, or how their pixels are scaled
+DATA_RESUME_SETTINGS = ("root", "download", "num_workers")
+
+
+def list_or(value: Any) -> Any:
+    """Tuples -> lists, so hyper-parameters compare equal to config values."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _differ(
+    saved: Mapping[str, Any], current: Mapping[str, Any], keys: set[str], group: str
+) -> list[str]:
+    return [
+        f"{group}.{k}: checkpoint {list_or(saved[k])!r}, now {list_or(current[k])!r}"
+        for k in sorted(keys)
+        if k in current and list_or(saved[k]) != list_or(current[k])
+    ]
+
+
+def resume_conflicts(
+    ckpt: Mapping[str, Any],
+    *,
+    model: Mapping[str, Any],
+    data: Mapping[str, Any],
+    seed: int,
+    external_stage1: bool = False,
+    model_checked: bool = True,
+) -> list[str]:
+    """The fixed settings in which this invocation differs from what ``ckpt`` was trained with.
+
+    Args:
+        ckpt: the checkpoint dictionary (``lightning_modules.read_checkpoint``).
+        model: this invocation's ``TwoStageVAE`` hyper-parameters.
+        data: this invocation's ``VAEDataModule`` hyper-parameters.
+        seed: this invocation's ``run.seed``.
+        external_stage1: stage 2 of a run started from ``run.stage1_checkpoint`` (its
+            architecture comes from that checkpoint, not from the settings).
+        model_checked: compare the model's settings (False: data and seed only).
+
+    Returns:
+        One ``"<group>.<key>: checkpoint <a>, now <b>"`` entry per differing setting; a record
+        missing from the checkpoint (written by an older version) is not compared.
+    """
+    out: list[str] = []
+    if model_checked:
+        saved = dict(ckpt.get("hyper_parameters", {}))
+        fixed = set(saved) - set(RESUME_HPARAMS) - {"stage"}
+        if external_stage1:
+            fixed -= set(ARCHITECTURE_HPARAMS)
+        out += _differ(saved, model, fixed, "model")
+    saved_data = dict(ckpt.get(LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+    out += _differ(saved_data, data, set(saved_data) - set(DATA_RESUME_SETTINGS), "data")
+    seeder = ckpt.get("callbacks", {}).get("EpochSeeder", {})
+    if isinstance(seeder, Mapping) and "seed" in seeder:
+        out += _differ({"seed": seeder["seed"]}, {"seed": seed}, {"seed"}, "run")
+    return out
+
+
+def resume_error_text(what: str, conflicts: list[str]) -> str:
+    """The message of a resume refused for ``conflicts`` (:func:`resume_conflicts`)."""
+    return (
+        f"{what}: "
+        + "; ".join(conflicts)
+        + f". A resume may change model.{', model.'.join(RESUME_HPARAMS)}, "
+        f"data.{', data.'.join(DATA_RESUME_SETTINGS)}, the trainer settings (epochs, "
+        "logging), the run's logging and callbacks, not the model's structure, the data it "
+        "trains on (dataset, digits, split, seed, scale, batch size) or run.seed; use the "
+        "checkpoint's values, or another --run.name for a new run"
+    )
