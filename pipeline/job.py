@@ -56,6 +56,7 @@ from pipeline.trainer_factory import (
     float_metrics,
     make_trainer,
 )
+from pipeline.wandb_resume import WandbStart, wandb_start
 
 __all__ = ["CallbackFactory", "train"]
 
@@ -329,10 +330,13 @@ class _Job:
 
         try:
             if any(p.action != "skip" for p in plans.values()):
-                records = self._rewind_history(plans, stage1_ckpt, wandb_mode)
-                self.logger = self._make_logger(wandb_id, wandb_mode)
-                if records and self.logger is not None and self.rank_zero:
-                    self.logger.replay(records)
+                start, kept = self._rewind_history(plans, stage1_ckpt, wandb_id, wandb_mode)
+                self.logger = self._make_logger(wandb_id, wandb_mode, start)
+                replayed = kept[start.replay_from :] if start is not None else []
+                if replayed and self.logger is not None and self.rank_zero:
+                    self.logger.replay(replayed)
+                    if wandb_mode == "online":  # now in the online run too
+                        self._history().mark_online(len(kept))
             if plans[1].action != "skip":
                 self._fit(1, model1, dm, plans[1].ckpt_path)
             if plans[2].action != "skip":
@@ -472,15 +476,18 @@ class _Job:
         return RunHistory(os.path.join(self.folder.path, HISTORY_FILE))
 
     def _rewind_history(
-        self, plans: dict[int, Any], stage1_ckpt: str, wandb_mode: str
-    ) -> list[dict[str, Any]]:
-        """Before the W&B run starts (rank 0, W&B offline): cut ``history.jsonl`` back to what the
-        checkpoints cover, move earlier offline run files to ``wandb/superseded/``, and return the
-        records to log again into this invocation's run file, which then holds the whole history.
-        """
-        if self.run.logger != "wandb" or wandb_mode != "offline" or not self.rank_zero:
-            return []
+        self, plans: dict[int, Any], stage1_ckpt: str, wandb_id: str, wandb_mode: str
+    ) -> tuple[WandbStart | None, list[dict[str, Any]]]:
+        """Before the W&B run starts (rank 0, W&B online or offline): cut ``history.jsonl`` back
+        to what the checkpoints cover; offline, move earlier offline run files to
+        ``wandb/superseded/``. Returns how the W&B run starts (:mod:`pipeline.wandb_resume`)
+        and the kept records (``start.replay_from`` on are logged again)."""
+        if self.run.logger != "wandb" or wandb_mode not in ("online", "offline"):
+            return None, []
+        if not self.rank_zero:
+            return None, []
         history = self._history()
+        online_before = any(r.get("online") for r in history.read())
         resumed: tuple[int, str] | None = None
         if plans[1].action == "fresh":
             keep: tuple[int, float] = (0, -1)  # nothing
@@ -500,18 +507,26 @@ class _Job:
             metrics = ckpt.get("callbacks", {}).get("RunInfo", {}).get("metrics", {})
             step = offset + int(ckpt["global_step"]) - 1  # Lightning's step of epoch-end logs
             records = history.complete_epoch(records, stage, int(ckpt["epoch"]), step, metrics)
+        start = wandb_start(wandb_id, wandb_mode, records, online_before=online_before)
+        if wandb_mode == "online" and "resume_from" in start.init:
+            _rank_zero_print(
+                f"note: W&B run {wandb_id} rewound to _step {start.replay_from} (the rows its "
+                f"checkpoint covers); {len(records) - start.replay_from} records of "
+                f"{HISTORY_FILE} logged again"
+            )
         wandb_dir = os.path.join(self.folder.path, "wandb")
         earlier = sorted(glob.glob(os.path.join(wandb_dir, "offline-run-*")))
-        if earlier:
+        if earlier and wandb_mode == "offline":
             superseded = os.path.join(wandb_dir, "superseded")
             os.makedirs(superseded, exist_ok=True)
             for path in earlier:
                 os.replace(path, os.path.join(superseded, os.path.basename(path)))
             _rank_zero_print(
-                f"note: W&B history replayed from {HISTORY_FILE} ({len(records)} records) into "
-                f"a new offline run file; the earlier ones moved to {superseded}"
+                f"note: W&B history replayed from {HISTORY_FILE} ({len(records)} records, "
+                f"images included) into a new offline run file; the earlier ones moved to "
+                f"{superseded}"
             )
-        return records
+        return start, records
 
     def _write_config(self) -> None:
         text = yaml.safe_dump(self._settings_record(), sort_keys=False)
@@ -530,7 +545,7 @@ class _Job:
         with open(path, "w") as fh:
             fh.write(text)
 
-    def _make_logger(self, wandb_id: str, wandb_mode: str) -> Any:
+    def _make_logger(self, wandb_id: str, wandb_mode: str, start: WandbStart | None) -> Any:
         r = self.run
         logger = make_logger(
             r.logger,
@@ -540,6 +555,7 @@ class _Job:
             wandb_mode,
             r.wandb_project,
             r.wandb_entity,
+            start=None if start is None else start.init,
         )
         if logger is not None:
             record = self._settings_record()

@@ -64,6 +64,23 @@ def _history(run_dir: str) -> list[dict]:
     return history_rows(wait_for_exit_record(files[0]))
 
 
+def _image_rows(run_dir: str) -> list[tuple]:
+    """(trainer step, key, captions, pixels) of every image row of the run's offline file."""
+    import numpy as np
+    from PIL import Image
+
+    (folder,) = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*"))
+    out = []
+    for row in _history(run_dir):
+        for key in [k[: -len("/_type")] for k, v in row.items() if v == "images/separated"]:
+            pixels = [
+                np.asarray(Image.open(os.path.join(folder, "files", name))).tobytes()
+                for name in row[f"{key}/filenames"]
+            ]
+            out.append((row["trainer/global_step"], key, row.get(f"{key}/captions"), pixels))
+    return out
+
+
 def _scalar_rows(rows: list[dict]) -> list[dict]:
     """The rows without media, without W&B's own counters and timings; numbers as floats."""
     out = []
@@ -125,6 +142,8 @@ def test_wandb_history_survives_kills_in_both_stages(tmp_path, wandb_offline_env
     assert cli.main(_argv(ref_root)) == 0
     ref_dir = os.path.join(ref_root, "k")
     ref_rows = _scalar_rows(_history(ref_dir))
+    ref_image_rows = _image_rows(ref_dir)
+    assert ref_image_rows  # reconstructions every 2 epochs, and at each stage's end
     with open(os.path.join(ref_dir, "summary.json")) as fh:
         ref_summary = json.load(fh)
     capsys.readouterr()
@@ -154,6 +173,9 @@ def test_wandb_history_survives_kills_in_both_stages(tmp_path, wandb_offline_env
             if a != b
         ]
         assert len(scalars) == len(ref_rows) and not diffs, diffs[:3]  # the very same records
+        images, ref_images = _image_rows(run_dir), ref_image_rows
+        assert [i[:3] for i in images] == [i[:3] for i in ref_images]  # the same image rows
+        assert images == ref_images  # and the same pixels
 
         with open(os.path.join(run_dir, "summary.json")) as fh:
             summary = json.load(fh)
