@@ -15,10 +15,15 @@ from typing import Any
 
 from pytorch_lightning import LightningDataModule
 
+from lightning_modules import CheckpointError, read_checkpoint
 from lightning_modules.two_stage_vae import ARCHITECTURE_HPARAMS, RESUME_HPARAMS
+from pipeline.errors import UserError
+from pipeline.run_folder import rank_zero_print
 
 __all__ = [
     "DATA_RESUME_SETTINGS",
+    "check_resume",
+    "check_stage2_architecture",
     "RESUME_HPARAMS",
     "list_or",
     "resume_conflicts",
@@ -95,3 +100,83 @@ def resume_error_text(what: str, conflicts: list[str]) -> str:
         "trains on (dataset, digits, split, seed, scale, batch size) or run.seed; use the "
         "checkpoint's values, or another --run.name for a new run"
     )
+
+
+def check_resume(
+    stage: int,
+    ckpt_path: str,
+    *,
+    run_dir: str,
+    model: Mapping[str, Any],
+    data: Mapping[str, Any],
+    seed: int,
+    external_stage1: bool,
+    model_checked: bool = True,
+) -> None:
+    """Raise :class:`UserError` unless the checkpoint a stage continues from loads and was
+    trained with the same settings, except those a resume may change.
+
+    Args:
+        stage: the stage that continues (1 or 2).
+        ckpt_path: its checkpoint.
+        run_dir: the run folder (for the message).
+        model, data, seed: this invocation's settings (see :func:`resume_conflicts`).
+        external_stage1: the run's stage 2 starts from ``run.stage1_checkpoint``.
+        model_checked: False for stage 2 starting from this run's stage-1 checkpoint (the
+            data and the seed are compared; the model's settings when stage 2 is built).
+    """
+    try:
+        ckpt = read_checkpoint(ckpt_path)
+    except CheckpointError as err:
+        raise UserError(
+            f"cannot resume stage {stage}: {err}. To start stage {stage} again, delete {ckpt_path}"
+        ) from err
+    conflicts = resume_conflicts(
+        ckpt,
+        model=model,
+        data=data,
+        seed=seed,
+        external_stage1=stage == 2 and external_stage1,
+        model_checked=model_checked,
+    )
+    if conflicts:
+        what = f"cannot resume stage {stage} of run {run_dir}"
+        if not model_checked:
+            what = f"cannot start stage 2 of run {run_dir} from its stage-1 checkpoint {ckpt_path}"
+        raise UserError(resume_error_text(what, conflicts))
+
+
+def check_stage2_architecture(
+    stage2: Mapping[str, Any],
+    expected: Mapping[str, Any],
+    *,
+    run_dir: str,
+    external_stage1: bool,
+) -> None:
+    """Compare the architecture of a stage-2 model built from a stage-1 checkpoint
+    (``stage2``: its hyper-parameters) with the settings (``expected``).
+
+    From this run's own stage 1 a difference raises :class:`UserError` naming both values; from
+    ``run.stage1_checkpoint`` the checkpoint's values are used, with a note.
+    """
+    differ = [
+        k
+        for k in ARCHITECTURE_HPARAMS
+        if k in stage2 and k in expected and list_or(stage2[k]) != list_or(expected[k])
+    ]
+    if differ and not external_stage1:
+        raise UserError(
+            f"stage 2 of run {run_dir} starts from this run's stage-1 checkpoint, "
+            "whose architecture differs from the settings: "
+            + "; ".join(
+                f"model.{k}: checkpoint {list_or(stage2[k])!r}, now {list_or(expected[k])!r}"
+                for k in differ
+            )
+            + ". Architecture settings may not change on resume; use the checkpoint's "
+            "values, or another --run.name for a new run"
+        )
+    if differ:
+        rank_zero_print(
+            "note: architecture settings come from the stage-1 checkpoint; these differ from "
+            f"the config and are taken from the checkpoint: {differ}"
+        )

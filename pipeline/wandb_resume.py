@@ -18,11 +18,19 @@ records its checkpoint covers (``RunHistory.rewind``) and then:
 
 from __future__ import annotations
 
+import glob
+import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WandbStart", "wandb_start"]
+import torch
+
+from pipeline.loggers import HISTORY_FILE, RunHistory
+from pipeline.run_folder import StagePlan, rank_zero_print
+
+__all__ = ["WandbStart", "checkpoint_global_step", "rewind_history", "wandb_start"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +74,78 @@ def wandb_start(
     return WandbStart(
         {"id": run_id, "resume": None, "resume_from": f"{run_id}?_step={on_server}"}, on_server
     )
+
+
+def checkpoint_global_step(ckpt_path: str) -> int:
+    """The ``global_step`` a checkpoint was written at."""
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def _checkpoint_epoch(ckpt_path: str) -> int:
+    """The 0-based epoch at whose end a checkpoint was written."""
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def rewind_history(
+    run_dir: str,
+    plans: Mapping[int, StagePlan],
+    stage1_ckpt: str,
+    wandb_id: str,
+    wandb_mode: str,
+) -> tuple[WandbStart, list[dict[str, Any]]]:
+    """Before the W&B run starts (rank 0, W&B online or offline): cut ``history.jsonl`` back to
+    what the checkpoints of this invocation's plan cover, rebuild a missing epoch-end record;
+    offline, move earlier offline run files to ``wandb/superseded/``.
+
+    Args:
+        run_dir: the run folder.
+        plans: the stages' plans (``pipeline.run_folder.RunFolder.plan``).
+        stage1_ckpt: the stage-1 checkpoint stage 2 starts from.
+        wandb_id: the run's W&B id.
+        wandb_mode: ``online`` or ``offline``.
+
+    Returns:
+        How the W&B run starts (:func:`wandb_start`) and the kept records (those from
+        ``start.replay_from`` on are to be logged again).
+    """
+    history = RunHistory(os.path.join(run_dir, HISTORY_FILE))
+    online_before = any(r.get("online") for r in history.read())
+    resumed: tuple[int, str] | None = None
+    if plans[1].action == "fresh":
+        keep: tuple[int, float] = (0, -1)  # nothing
+    elif plans[1].action == "resume":
+        resumed = (1, str(plans[1].ckpt_path))
+        keep = (1, _checkpoint_epoch(resumed[1]))
+    elif plans[2].action == "resume":
+        resumed = (2, str(plans[2].ckpt_path))
+        keep = (2, _checkpoint_epoch(resumed[1]))
+    else:
+        keep = (1, math.inf)  # all of stage 1
+    records = history.rewind(*keep)
+    if resumed is not None:
+        stage, path = resumed
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        offset = checkpoint_global_step(stage1_ckpt) if stage == 2 else 0
+        metrics = ckpt.get("callbacks", {}).get("RunInfo", {}).get("metrics", {})
+        step = offset + int(ckpt["global_step"]) - 1  # Lightning's step of epoch-end logs
+        records = history.complete_epoch(records, stage, int(ckpt["epoch"]), step, metrics)
+    start = wandb_start(wandb_id, wandb_mode, records, online_before=online_before)
+    if wandb_mode == "online" and "resume_from" in start.init:
+        rank_zero_print(
+            f"note: W&B run {wandb_id} rewound to _step {start.replay_from} (the rows its "
+            f"checkpoint covers); {len(records) - start.replay_from} records of "
+            f"{HISTORY_FILE} logged again"
+        )
+    wandb_dir = os.path.join(run_dir, "wandb")
+    earlier = sorted(glob.glob(os.path.join(wandb_dir, "offline-run-*")))
+    if earlier and wandb_mode == "offline":
+        superseded = os.path.join(wandb_dir, "superseded")
+        os.makedirs(superseded, exist_ok=True)
+        for path in earlier:
+            os.replace(path, os.path.join(superseded, os.path.basename(path)))
+        rank_zero_print(
+            f"note: W&B history replayed from {HISTORY_FILE} ({len(records)} records, "
+            f"images included) into a new offline run file; the earlier ones moved to "
+            f"{superseded}"
+        )
+    return start, records
