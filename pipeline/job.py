@@ -26,13 +26,10 @@ from lightning_modules import TwoStageVAE
 from lightning_modules.two_stage_vae import RESUME_HPARAMS
 from pipeline.errors import NonFiniteLossError, UserError
 from pipeline.loggers import (
-    HISTORY_FILE,
-    RunHistory,
     finish_logger,
-    make_logger,
     resolve_wandb_mode,
 )
-from pipeline.resume_checks import check_resume, check_stage2_architecture
+from pipeline.resume_checks import check_continuation, check_stage2_architecture
 from pipeline.run_config import logger_hyperparameters, settings_record, write_config
 from pipeline.run_folder import RunFolder, is_global_rank_zero, rank_zero_print
 from pipeline.run_summary import build_summary
@@ -51,7 +48,7 @@ from pipeline.up_front_checks import (
     warn_about_devices,
     warn_about_learning_rates,
 )
-from pipeline.wandb_resume import WandbStart, checkpoint_global_step, rewind_history
+from pipeline.wandb_resume import checkpoint_global_step, start_logger
 
 __all__ = ["CallbackFactory", "train"]
 
@@ -214,17 +211,9 @@ class _Job:
         self.folder.check_writable()
         state = self.folder.read_state()  # every rank reads before any Trainer: same plan
         plans = self.folder.plan(state, self.run.stages, self.run.stage1_checkpoint)
-        for s in (1, 2):  # a resumed stage: its checkpoint is whole and matches the settings
-            if plans[s].action == "resume":
-                self._check_resume(s, plans[s].ckpt_path, model1, dm)
-        own_stage1 = self.folder.last_ckpt(1)
-        if (
-            plans[2].action == "fresh"
-            and plans[1].action == "skip"
-            and self.run.stage1_checkpoint is None
-            and os.path.isfile(own_stage1)
-        ):  # stage 2 continues this run: the data stage 1 was trained on
-            self._check_resume(2, own_stage1, model1, dm, model_checked=False)
+        check_continuation(
+            self.folder, plans, self.run, model=dict(model1.hparams), data=dict(dm.hparams)
+        )
         wandb_id = state.get("wandb_id") or RunFolder.new_wandb_id()
         wandb_mode = resolve_wandb_mode(self.run.wandb_mode)
         stage1_ckpt = self.run.stage1_checkpoint or self.folder.last_ckpt(1)
@@ -264,7 +253,7 @@ class _Job:
             self.folder.create()
             for path in self.folder.remove_stale_temporary_files():
                 rank_zero_print(f"note: removed {path}, left by a run killed while writing")
-            self._write_config()
+            write_config(self.folder, self._settings_record(), len(state["invocations"]))
             self.folder.write_state(state)
         if all(p.action == "skip" for p in plans.values()):
             rank_zero_print(
@@ -274,15 +263,15 @@ class _Job:
 
         try:
             if any(p.action != "skip" for p in plans.values()):
-                start, kept = self._rewind_history(plans, stage1_ckpt, wandb_id, wandb_mode)
-                self.logger = self._make_logger(wandb_id, wandb_mode, start)
-                replayed = kept[start.replay_from :] if start is not None else []
-                if replayed and self.logger is not None and self.rank_zero:
-                    self.logger.replay(replayed)
-                    if wandb_mode == "online":  # now in the online run too
-                        RunHistory(os.path.join(self.folder.path, HISTORY_FILE)).mark_online(
-                            len(kept)
-                        )
+                self.logger = start_logger(
+                    self.run,
+                    self.folder.path,
+                    plans,
+                    stage1_ckpt,
+                    wandb_id,
+                    wandb_mode,
+                    logger_hyperparameters(self._settings_record()),
+                )
             if plans[1].action != "skip":
                 self._fit(1, model1, dm, plans[1].ckpt_path)
             if plans[2].action != "skip":
@@ -300,27 +289,6 @@ class _Job:
             finish_logger(self.logger, self.rank_zero)
         return self._write_summary(wandb_id, wandb_mode)
 
-    def _check_resume(
-        self,
-        stage: int,
-        ckpt_path: str | None,
-        model1: TwoStageVAE,
-        dm: VAEDataModule,
-        *,
-        model_checked: bool = True,
-    ) -> None:
-        assert ckpt_path is not None
-        check_resume(
-            stage,
-            ckpt_path,
-            run_dir=self.folder.path,
-            model=dict(model1.hparams),
-            data=dict(dm.hparams),
-            seed=self.run.seed,
-            external_stage1=self.run.stage1_checkpoint is not None,
-            model_checked=model_checked,
-        )
-
     def _stage2_model(self, stage1_ckpt: str, dm: VAEDataModule, n_train: int) -> TwoStageVAE:
         overrides = TwoStageVAE.stage2_overrides(self.model_cfg)
         model2 = TwoStageVAE.stage2_from_stage1(stage1_ckpt, **overrides)
@@ -336,51 +304,8 @@ class _Job:
             raise UserError(f"invalid stage-2 settings for this data: {err}") from err
         return model2
 
-    def _rewind_history(
-        self, plans: dict[int, Any], stage1_ckpt: str, wandb_id: str, wandb_mode: str
-    ) -> tuple[WandbStart | None, list[dict[str, Any]]]:
-        """How the W&B run starts and the kept history (rank 0, W&B online or offline)."""
-        if self.run.logger != "wandb" or wandb_mode not in ("online", "offline"):
-            return None, []
-        if not self.rank_zero:
-            return None, []
-        return rewind_history(self.folder.path, plans, stage1_ckpt, wandb_id, wandb_mode)
-
-    def _write_config(self) -> None:
-        write_config(self.folder, self._settings_record(), len(self.state["invocations"]))
-
-    def _make_logger(self, wandb_id: str, wandb_mode: str, start: WandbStart | None) -> Any:
-        r = self.run
-        logger = make_logger(
-            r.logger,
-            self.folder.path,
-            r.name,
-            wandb_id,
-            wandb_mode,
-            r.wandb_project,
-            r.wandb_entity,
-            start=None if start is None else start.init,
-        )
-        if logger is not None:
-            logger.log_hyperparams(logger_hyperparameters(self._settings_record()))
-        return logger
-
-    # ------------------------------------------------------------------ callbacks
     def _geometry_callbacks(self) -> list[Callback]:
         return geometry_callbacks(self.geodesic_stats, self.curvature_plots, self.folder.figures)
-
-    def _stage_callbacks(self, stage: int) -> tuple[list[Callback], bool]:
-        return stage_callbacks(
-            stage,
-            self.run,
-            wandb_id=self.state["wandb_id"],
-            figures_dir=self.folder.figures,
-            checkpoint_dir=self.folder.stage_dir(stage),
-            geometry=self._geometry_callbacks(),
-            history=getattr(self.logger, "history", None),
-            extra=self.callback_factory,
-            on_checkpoint_write=self._record_wall_seconds,
-        )
 
     def _record_wall_seconds(self) -> None:
         """After each checkpoint write: this invocation's time so far into ``run_state.json``,
@@ -394,7 +319,17 @@ class _Job:
         self, stage: int, model: TwoStageVAE, dm: VAEDataModule, ckpt_path: str | None
     ) -> None:
         st: StageSettings = getattr(self.trainer_cfg, f"stage{stage}")
-        callbacks, has_progress = self._stage_callbacks(stage)
+        callbacks, has_progress = stage_callbacks(
+            stage,
+            self.run,
+            wandb_id=self.state["wandb_id"],
+            figures_dir=self.folder.figures,
+            checkpoint_dir=self.folder.stage_dir(stage),
+            geometry=self._geometry_callbacks(),
+            history=getattr(self.logger, "history", None),
+            extra=self.callback_factory,
+            on_checkpoint_write=self._record_wall_seconds,
+        )
         trainer = make_trainer(
             self.trainer_cfg,
             st,
@@ -418,7 +353,7 @@ class _Job:
         try:
             fit_stage(trainer, model, dm, ckpt_path)
         except NonFiniteLossError as err:
-            raise NonFiniteLossError(f"{err} {self._checkpoint_note(stage)}") from err
+            raise NonFiniteLossError(f"{err} {self.folder.resume_note(stage)}") from err
         if trainer.interrupted:
             raise UserError(f"stage {stage} was interrupted; run the same command to resume")
         entry.update(
@@ -439,19 +374,6 @@ class _Job:
         rank_zero_print(
             f"[stage {stage}] done: {trainer.current_epoch} epochs, "
             f"val/elbo={elbo if elbo is None else round(elbo, 3)}"
-        )
-
-    def _checkpoint_note(self, stage: int) -> str:
-        path = self.folder.last_ckpt(stage)
-        if not os.path.isfile(path):
-            return (
-                f"No stage-{stage} checkpoint was written before the failure: the same "
-                f"command starts stage {stage} from its beginning."
-            )
-        epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-        return (
-            f"The stage-{stage} checkpoint {path} (end of epoch {epoch + 1}) was written before "
-            "the failure: the same command resumes from it."
         )
 
     def _write_summary(self, wandb_id: str, wandb_mode: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ settings and lists the fixed ones that differ, both values named.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +19,12 @@ from pytorch_lightning import LightningDataModule
 from lightning_modules import CheckpointError, read_checkpoint
 from lightning_modules.two_stage_vae import ARCHITECTURE_HPARAMS, RESUME_HPARAMS
 from pipeline.errors import UserError
-from pipeline.run_folder import rank_zero_print
+from pipeline.run_folder import RunFolder, StagePlan, rank_zero_print
+from pipeline.settings import RunSettings
 
 __all__ = [
     "DATA_RESUME_SETTINGS",
+    "check_continuation",
     "check_resume",
     "check_stage2_architecture",
     "RESUME_HPARAMS",
@@ -179,4 +182,47 @@ def check_stage2_architecture(
         rank_zero_print(
             "note: architecture settings come from the stage-1 checkpoint; these differ from "
             f"the config and are taken from the checkpoint: {differ}"
+        )
+
+
+def check_continuation(
+    folder: RunFolder,
+    plans: Mapping[int, StagePlan],
+    run: RunSettings,
+    *,
+    model: Mapping[str, Any],
+    data: Mapping[str, Any],
+) -> None:
+    """Before any work: every stage that resumes has a whole checkpoint trained with the same
+    fixed settings, and a stage 2 that starts from this run's finished stage 1 the same data
+    and seed (:func:`check_resume`)."""
+    external = run.stage1_checkpoint is not None
+    for stage in (1, 2):
+        path = plans[stage].ckpt_path
+        if plans[stage].action == "resume" and path is not None:
+            check_resume(
+                stage,
+                path,
+                run_dir=folder.path,
+                model=model,
+                data=data,
+                seed=run.seed,
+                external_stage1=external,
+            )
+    own_stage1 = folder.last_ckpt(1)
+    if (
+        plans[2].action == "fresh"
+        and plans[1].action == "skip"
+        and not external
+        and os.path.isfile(own_stage1)
+    ):
+        check_resume(
+            2,
+            own_stage1,
+            run_dir=folder.path,
+            model=model,
+            data=data,
+            seed=run.seed,
+            external_stage1=False,
+            model_checked=False,
         )

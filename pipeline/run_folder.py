@@ -190,6 +190,23 @@ class RunFolder:
         for sub in ("checkpoints/stage1", "checkpoints/stage2", "figures"):
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
 
+    def resume_note(self, stage: int) -> str:
+        """What the same command does for ``stage`` after a failure: resume from its checkpoint
+        (named with its 1-based epoch) or start the stage again."""
+        import torch
+
+        path = self.last_ckpt(stage)
+        if not os.path.isfile(path):
+            return (
+                f"No stage-{stage} checkpoint was written before the failure: the same "
+                f"command starts stage {stage} from its beginning."
+            )
+        epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+        return (
+            f"The stage-{stage} checkpoint {path} (end of epoch {epoch + 1}) was written before "
+            "the failure: the same command resumes from it."
+        )
+
     @staticmethod
     def new_wandb_id() -> str:
         """A fresh W&B run id (8 lowercase hex characters, W&B's own style)."""

@@ -27,10 +27,17 @@ from typing import Any
 
 import torch
 
-from pipeline.loggers import HISTORY_FILE, RunHistory
-from pipeline.run_folder import StagePlan, rank_zero_print
+from pipeline.loggers import HISTORY_FILE, RunHistory, make_logger
+from pipeline.run_folder import StagePlan, is_global_rank_zero, rank_zero_print
+from pipeline.settings import RunSettings
 
-__all__ = ["WandbStart", "checkpoint_global_step", "rewind_history", "wandb_start"]
+__all__ = [
+    "WandbStart",
+    "checkpoint_global_step",
+    "rewind_history",
+    "start_logger",
+    "wandb_start",
+]
 
 
 @dataclass(frozen=True)
@@ -149,3 +156,41 @@ def rewind_history(
             f"{superseded}"
         )
     return start, records
+
+
+def start_logger(
+    run: RunSettings,
+    run_dir: str,
+    plans: Mapping[int, StagePlan],
+    stage1_ckpt: str,
+    wandb_id: str,
+    wandb_mode: str,
+    hyperparameters: Mapping[str, Any],
+) -> Any:
+    """The invocation's logger (``pipeline.loggers.make_logger``; None for no logger), its W&B
+    run started as :func:`wandb_start` says, the history logged again into it (rank 0) and
+    ``hyperparameters`` logged."""
+    start: WandbStart | None = None
+    kept: list[dict[str, Any]] = []
+    rank_zero = is_global_rank_zero()
+    if run.logger == "wandb" and wandb_mode in ("online", "offline") and rank_zero:
+        start, kept = rewind_history(run_dir, plans, stage1_ckpt, wandb_id, wandb_mode)
+    logger = make_logger(
+        run.logger,
+        run_dir,
+        run.name,
+        wandb_id,
+        wandb_mode,
+        run.wandb_project,
+        run.wandb_entity,
+        start=None if start is None else start.init,
+    )
+    if logger is None:
+        return None
+    logger.log_hyperparams(dict(hyperparameters))
+    replayed = kept[start.replay_from :] if start is not None else []
+    if replayed:
+        logger.replay(replayed)
+        if wandb_mode == "online":  # now in the online run too
+            RunHistory(os.path.join(run_dir, HISTORY_FILE)).mark_online(len(kept))
+    return logger
