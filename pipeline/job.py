@@ -18,17 +18,12 @@ from typing import Any
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from callbacks import (
-    RunInfo,
-)
+from callbacks import RunInfo
 from datamodules import DatasetUnavailableError, VAEDataModule
 from lightning_modules import TwoStageVAE
 from lightning_modules.two_stage_vae import RESUME_HPARAMS
 from pipeline.errors import NonFiniteLossError, UserError
-from pipeline.loggers import (
-    finish_logger,
-    resolve_wandb_mode,
-)
+from pipeline.loggers import finish_logger, resolve_wandb_mode
 from pipeline.resume_checks import check_continuation, check_stage2_architecture
 from pipeline.run_config import logger_hyperparameters, settings_record, write_config
 from pipeline.run_folder import RunFolder, is_global_rank_zero, rank_zero_print

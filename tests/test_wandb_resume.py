@@ -1,11 +1,12 @@
 """A W&B history that survives kills: ``scripts/train.py`` in a subprocess, killed with SIGKILL
 at a random point of stage 1 and again of stage 2, then resumed to the end. The offline run
 file of the last invocation is read back record by record (``tests.helpers.wandb_records``):
-every epoch once, in order, ``_step`` continuous, the same scalars as an uninterrupted run, and
-the same ``summary.json`` metrics and final weights. Marked slow.
+every epoch once, in order, ``_step`` continuous, the same scalars and the same images (pixels
+included) as an uninterrupted run, and the same ``summary.json`` metrics and final weights.
+A second test kills the job inside checkpoint writes. Marked slow.
 
 ``KILL_SEED`` sets the random kill points (default: a new seed, printed); ``KILL_TRIALS`` runs
-more killed runs (default 1).
+more killed runs (default 1); ``WRITE_KILL_HITS`` kills inside a write per stage (default 1).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def _scalar_rows(rows: list[dict]) -> list[dict]:
 
 
 def _kill_during(stage: int, run_dir: str, argv: list[str], rng: random.Random, log) -> str:
-    """Start the job, wait for the stage's first checkpoint, SIGKILL it after a random delay;
-    return where it was killed (stage and checkpoint epoch)."""
+    """Start the job, wait for the stage's checkpoint of a random epoch (not its last), SIGKILL
+    it after a random delay; return where it was killed (stage and checkpoint epoch)."""
     proc = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "scripts", "train.py"), *argv],
         stdout=log,
@@ -110,10 +111,14 @@ def _kill_during(stage: int, run_dir: str, argv: list[str], rng: random.Random, 
         env={k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")},
     )
     ckpt = os.path.join(run_dir, "checkpoints", f"stage{stage}", "last.ckpt")
+    target = rng.randint(0, EPOCHS[stage] - 2)  # 0-based epoch of the checkpoint to wait for
     deadline = time.monotonic() + 300
-    while not os.path.isfile(ckpt) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+    seen = -1
+    while seen < target and proc.poll() is None:
+        assert time.monotonic() < deadline, f"no checkpoint of epoch {target} within 300 s"
         time.sleep(0.02)
+        if os.path.isfile(ckpt):  # replaced atomically: a whole file, old or new
+            seen = torch.load(ckpt, weights_only=True)["epoch"]
     time.sleep(rng.uniform(0.0, 0.6))
     finished = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)
