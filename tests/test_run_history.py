@@ -40,7 +40,34 @@ def test_a_missing_epoch_end_record_is_rebuilt_from_the_checkpoint_metrics(tmp_p
         "step": 121,
         "stage": 1,
         "epoch": 2,
+        "online": False,
         "metrics": {"train/elbo": -3.0, "stage": 1.0, "geo/x": 4.0, "epoch": 2.0},
     }
     assert history.read()[-1] == rebuilt
     assert history.complete_epoch(out, 1, 2, 121, metrics) == out  # present: nothing added
+
+
+def test_every_logging_call_is_a_record_with_its_media(tmp_path):
+    """One record per W&B row: media-only calls too (images by file, other media by name), so
+    the records count the rows of the W&B run."""
+    history = RunHistory(str(tmp_path / "history.jsonl"))
+    history.stage, history.epoch, history.online = 1, 0, True
+    history.append(5, {"train/elbo": -1.0, "flag": True})
+    images = {"reconstructions/stage1": {"paths": ["a.png"], "caption": ["epoch 1"]}}
+    history.append(5, {"reconstructions/stage1": object()}, images)
+    history.append(5, {"geo/pairs": object(), "geo/line_ratio_median": 0.9})
+    records = history.read()
+    assert [r["metrics"] for r in records] == [
+        {"train/elbo": -1.0},
+        {},
+        {"geo/line_ratio_median": 0.9},
+    ]
+    assert records[1]["images"] == images and "other" not in records[1]
+    assert records[0]["other"] == ["flag"] and records[2]["other"] == ["geo/pairs"]
+    assert all(r["online"] for r in records)
+    history.online = False
+    history.append(6, {"x": 1.0})
+    history.mark_online(2)
+    assert [r["online"] for r in history.read()] == [True, True, True, False]
+    history.mark_online(4)
+    assert all(r["online"] for r in history.read())
