@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"speed-up at n = {s}: {args.procs} processes vs 1: wall "
                 f"{one['wall_s'] / many['wall_s']:.2f}x, blocks phase "
                 f"{one['blocks_s'] / many['blocks_s']:.2f}x, graph phase "
-                f"{one['graph_s'] / many['graph_s']:.2f}x (every rank builds the graph)"
+                f"{one['graph_s'] / many['graph_s']:.2f}x (edges sharded over the ranks)"
             )
         if not args.no_baseline and args.speedup_n in sizes:
             codes = os.path.join(scratch, f"codes_{s}.npy")
