@@ -135,7 +135,8 @@ def run_sampling(
             "finite": finite,
             "end_distance_median": float(d_end.median()),
             "end_distance_p90": float(d_end.quantile(0.9)),
-            "path_distance_mean": float(d_all.mean()),
+            "path_distance_median": float(d_all.median()),
+            "path_distance_max": float(d_all.max()),
             "end_far_fraction": float((d_end > 5).float().mean()),
             "_end": d_end.numpy(),
         }
@@ -153,7 +154,8 @@ def run_sampling(
             f"{s['step_size']:.4g}",
             f"{s['end_distance_median']:.2f}",
             f"{s['end_distance_p90']:.2f}",
-            f"{s['path_distance_mean']:.2f}",
+            f"{s['path_distance_median']:.2f}",
+            f"{s['path_distance_max']:.3g}",
             f"{100 * s['end_far_fraction']:.0f} %",
             "yes" if s["finite"] else "NO",
         ]
@@ -169,7 +171,16 @@ def run_sampling(
     )
     report.add_table(
         "walks",
-        ["walk", "step size", "end dist median", "end dist p90", "path dist mean", "far", "finite"],
+        [
+            "walk",
+            "step size",
+            "end dist median",
+            "end dist p90",
+            "path dist median",
+            "path dist max",
+            "far (end)",
+            "finite",
+        ],
         rows,
     )
     _figure(report.figure_path("walks"), codes.numpy(), walks, images)

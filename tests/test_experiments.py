@@ -262,3 +262,12 @@ def test_every_experiment_end_to_end_at_a_tiny_size(tmp_path, wandb_offline_env)
     runs_before = sorted(os.listdir(tmp_path / "runs"))
     assert main(argv) == 0
     assert sorted(os.listdir(tmp_path / "runs")) == runs_before
+
+
+def test_classical_mds_recovers_euclidean_configurations():
+    from experiments.clustering import classical_mds
+
+    pts = np.random.default_rng(0).normal(size=(20, 3))
+    D = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    X = classical_mds(D, 3)
+    assert np.allclose(np.linalg.norm(X[:, None] - X[None], axis=-1), D, atol=1e-8)
