@@ -5,8 +5,9 @@ Protocol (paper, Sec. 5 and Table 1): for each digit set, one VAE per training s
 on each subset the codes are clustered into as many clusters as there are digits, by k-means on
 Euclidean distances and by k-medoids on geodesic distances (kNN-graph shortest paths under the
 expected metric: one graph per model on all codes of the set, :func:`geometry.build_graph`, so
-every code is a way point of the paths between the subset's codes); the F-measure of each clustering
-against the labels is averaged over subsets and seeds.
+every code is a way point of the paths between the subset's codes; pairs in different graph
+components get 10 times the largest finite distance, counted in the results); the F-measure of
+each clustering against the labels is averaged over subsets and seeds.
 
 The paper does not say how its Riemannian k-means forms centres; k-medoids (centres are codes,
 the cost is the sum of geodesic distances to the nearest medoid) is the well-defined reading
@@ -237,7 +238,7 @@ def _cluster_model(
     progress: bool,
     desc: str,
 ) -> dict[str, Any]:
-    euc, riem, stretch, riem_mds, euc_med = [], [], [], [], []
+    euc, riem, stretch, riem_mds, euc_med, disconnected = [], [], [], [], [], []
     last: dict[str, Any] = {}
     with torch.no_grad():
         graph = build_graph(embed, codes, k=graph_k, progress=progress)
@@ -245,8 +246,12 @@ def _cluster_model(
         z = codes[idx]
         y = labels[idx]
         km = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit(z.numpy())
-        D = graph_distances(graph, idx, idx)  # (m, m)
+        D = graph_distances(graph, idx, idx, on_disconnected="inf")  # (m, m)
         D = 0.5 * (D + D.T)
+        unreachable = ~np.isfinite(D)
+        if unreachable.any():  # graph components: farther apart than any connected pair
+            D[unreachable] = 10 * D[~unreachable].max()
+        disconnected.append(int(unreachable.sum() // 2))
         assign, _, _ = k_medoids(D, k, restarts=restarts, seed=seed)
         euc.append(f_measure(y, km.labels_))
         riem.append(f_measure(y, assign))
@@ -267,6 +272,7 @@ def _cluster_model(
         "riemannian_mds_kmeans": riem_mds,
         "euclidean_kmedoids": euc_med,
         "stretch": stretch,
+        "disconnected_pairs": disconnected,
         "last": last,
     }
 
@@ -383,6 +389,7 @@ def run_table1(
             "riemannian_mds_kmeans": res["riemannian_mds_kmeans"],
             "euclidean_kmedoids": res["euclidean_kmedoids"],
             "stretch": res["stretch"],
+            "disconnected_pairs": res["disconnected_pairs"],
             "n_points": int(len(y)),
             "subset_size": int(len(subsets[0])),
             "run_dir": tm.run_dir,

@@ -99,7 +99,8 @@ def geodesic_and_straight(
         lengths ``(P,)``, and ``graph_shorter (P,)`` (bool).
     """
     graph = build_graph(embed, codes, k=graph_k)
-    paths, _ = shortest_path_curves(graph, src, tgt)  # (P, M, d)
+    # unreachable pairs get the straight segment (then the straight line is the interpolant)
+    paths, _ = shortest_path_curves(graph, src, tgt, on_disconnected="inf")  # (P, M, d)
     lines = straight_lines(codes[src], codes[tgt], paths.shape[1])  # (P, M, d)
     path_len = curve_length(embed, paths, rtol=rtol)
     line_len = curve_length(embed, lines, rtol=rtol)

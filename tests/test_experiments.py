@@ -271,3 +271,20 @@ def test_classical_mds_recovers_euclidean_configurations():
     D = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
     X = classical_mds(D, 3)
     assert np.allclose(np.linalg.norm(X[:, None] - X[None], axis=-1), D, atol=1e-8)
+
+
+def test_clustering_handles_a_disconnected_graph():
+    from experiments.clustering import _cluster_model
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.cat(
+        [torch.randn(12, 2, generator=g) * 0.1, torch.randn(12, 2, generator=g) * 0.1 + 50]
+    )
+    labels = np.repeat([0, 1], 12)
+    res = _cluster_model(
+        lambda z: 3.0 * z, codes, labels, [np.arange(24)], 2, 0, 3, 5, False, "toy"
+    )
+    assert res["disconnected_pairs"] == [144]
+    assert res["riemannian"] == [pytest.approx(100.0)] and res["euclidean"] == [
+        pytest.approx(100.0)
+    ]
