@@ -288,3 +288,20 @@ def test_clustering_handles_a_disconnected_graph():
     assert res["riemannian"] == [pytest.approx(100.0)] and res["euclidean"] == [
         pytest.approx(100.0)
     ]
+
+
+def test_frechet_kmeans_centres_are_the_candidates_nearest_the_means():
+    from experiments.clustering import frechet_kmeans
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(c, 0.3, size=(10, 2)) for c in ((0, 0), (4, 0))])
+    grid = np.stack(np.meshgrid(np.linspace(-1, 5, 61), np.linspace(-1, 1, 21)), -1).reshape(-1, 2)
+    D = np.linalg.norm(pts[:, None] - grid[None], axis=-1)  # (20, candidates)
+    assign, centres, cost = frechet_kmeans(D, 2, restarts=5, seed=0)
+    assert f_measure(np.repeat([0, 1], 10), assign) == pytest.approx(100.0)
+    for j, c in enumerate(centres):
+        members = pts[assign == j]
+        # Euclidean Fréchet mean = the centroid; the best candidate is the grid node nearest it
+        nearest = np.argmin(np.linalg.norm(grid - members.mean(0), axis=1))
+        assert c == nearest
+    assert cost == pytest.approx(sum(D[i, centres[assign[i]]] ** 2 for i in range(20)))
