@@ -68,6 +68,7 @@ __all__ = ["GeodesicResult", "connecting_geodesics"]
 
 _COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through first
 _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
+_COARSE_MAX_ITERATIONS = 20  # step limit per phase of the coarse stage (it only seeds)
 
 
 @dataclass
@@ -317,7 +318,7 @@ def _coarse_lm(
     z0, z1 = start[:, 0], start[:, -1]
     x, _, its, L_obj, _ = _lm(
         embed, start[:, 1:-1], z0, z1, _COARSE_SUB_STEPS, max(opts.tolerance, 1e-3),
-        opts.max_iterations, opts.chunk_size, bar,
+        min(opts.max_iterations, _COARSE_MAX_ITERATIONS), opts.chunk_size, bar,
     )  # fmt: skip
     return torch.cat([z0[:, None], x, z1[:, None]], dim=1), L_obj, its
 
@@ -391,7 +392,7 @@ def connecting_geodesics(
     graph_k: int = 40,
     bent_starts: int = 2,
     optimizer: str = "lm",
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
     max_iterations: int | None = None,
     lr: float = 0.01,
     reparametrize: bool = True,
@@ -424,8 +425,10 @@ def connecting_geodesics(
             the solver reaches.
         optimizer: ``"lm"`` (batched Levenberg-Marquardt, default) or ``"adam"``.
         tolerance: ``"lm"``: a curve is stationary when the Gauss-Newton model predicts a
-            relative decrease of the objective below this; ``"adam"``: relative decrease of the
-            best energy per iteration, averaged over 20 iterations.
+            relative decrease of the objective below this (default 1e-4; looser values stop
+            early on steep variance walls, where each step's predicted decrease is small but
+            the steps add up); ``"adam"``: relative decrease of the best energy per iteration,
+            averaged over 20 iterations (default 1e-4).
         max_iterations: step limit per curve, sub-point level and phase (energy, then length;
             default 100 for ``"lm"``,
             1000 for ``"adam"``).
@@ -453,6 +456,8 @@ def connecting_geodesics(
     check_positive_int(num_nodes, "num_nodes", minimum=2)
     if optimizer not in ("lm", "adam"):
         raise ValueError(f"optimizer must be 'lm' or 'adam', got {optimizer!r}")
+    if tolerance is None:
+        tolerance = 1e-4
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):

@@ -77,8 +77,8 @@ def test_node_only_objective_is_flagged_unfaithful(walled) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known defect (#10): 4 of 12 converged curves lie in worse local minima that a "
-    "300-step Adam run leaves (by 1.9-3.7 %); line + 2 bent starts on a coarse polyline do not "
+    reason="known defect (#10): 3 of 12 converged curves lie in worse local minima that a "
+    "300-step Adam run leaves (by 1.9-2.9 %); line + 2 bent starts on a coarse polyline do not "
     "catch them",
 )
 def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) -> None:
