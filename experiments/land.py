@@ -132,7 +132,9 @@ def run_land_experiment(
     results: dict[str, Any] = {"num_train": len(train_idx), "num_test": n_test, "K": K}
     for name, mix in (("land", land), ("gmm", gmm)):
         start = time.perf_counter()
-        assign = mix.responsibilities(z_train).argmax(dim=1).cpu().numpy()
+        train_r = land.responsibilities_ if mix is land else gmm.responsibilities(z_train)
+        assert train_r is not None
+        assign = train_r.argmax(dim=1).cpu().numpy()
         test_ll = float(mix.log_prob(z_test).mean())
         samples, _ = mix.sample(n_samples, seed=seed)
         _save_grid(model, samples.to(z_train), out / f"{name}_samples.png")

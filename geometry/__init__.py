@@ -46,7 +46,8 @@ from geometry.graph import (
     node_indices,
     shortest_path_curves,
 )
-from geometry.land import ComponentCollapseError, LANDMixture
+from geometry.land import LANDMixture
+from geometry.land_checks import ComponentCollapseError
 from geometry.land_normaliser import NormaliserEstimate
 from geometry.maps import exp_map, geodesic_acceleration, log_map
 from geometry.metric import (

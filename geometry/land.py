@@ -37,8 +37,6 @@ then computed from a responsibility mass of at least 1 point). A k-means cluster
 
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Any
 
 import torch
@@ -47,16 +45,13 @@ from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_points, check_positive_int
 from geometry.graph import knn_graph, shortest_path_curves
+from geometry.land_checks import ComponentCollapseError, collapsed_components, warn_unconverged
 from geometry.land_normaliser import base_samples, estimate_normaliser, sample_component
 from geometry.maps import exp_map, log_map
 
 __all__ = ["ComponentCollapseError", "LANDMixture"]
 
 _DEFAULT_GEODESIC_OPTIONS: dict[str, Any] = {"num_nodes": 12, "tolerance": 1e-4, "bent_starts": 0}
-
-
-class ComponentCollapseError(RuntimeError):
-    """A mixture component lost its data (too little responsibility mass or a singular cov)."""
 
 
 class LANDMixture:
@@ -138,6 +133,7 @@ class LANDMixture:
         self.graph_points: Tensor | None = None  # (P, d)
         self.nll_history: list[float] = []
         self.converged_: Tensor | None = None  # (n, K) bool, log maps of the training codes
+        self.responsibilities_: Tensor | None = None  # (n, K) of the training codes after fit
         self.last_converged: Tensor | None = None  # (n, K) bool, of the last log_prob call
         self.stop_reason = ""
         self._eps: Tensor | None = None
@@ -206,7 +202,7 @@ class LANDMixture:
         _, A, _ = self._fitted()
         V, conv = self.log_maps(self._check_z(z))
         self.last_converged = conv
-        _warn_unconverged(conv)
+        warn_unconverged(conv)
         assert self.log_normalisers is not None
         return self._component_log_prob(V, A, self.log_normalisers)
 
@@ -312,8 +308,10 @@ class LANDMixture:
                 break
         self.means, self.factors, self.weights = mu, A, pi
         self.converged_ = state[2]
+        lp = self._component_log_prob(state[1], A, state[3]) + pi.log()  # (n, K)
+        self.responsibilities_ = torch.softmax(lp, dim=1)
         self.log_normalisers, self.log_normaliser_std_errors = state[3], state[4]
-        _warn_unconverged(self.converged_)
+        warn_unconverged(self.converged_)
         return self
 
     def _kmeans_init(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -377,24 +375,9 @@ class LANDMixture:
         return new_mu, new_A, pi
 
     def _check_collapse(self, z: Tensor, r: Tensor, A: Tensor | None, iteration: int) -> Tensor:
-        """Raise or reset collapsed components; returns the (possibly reset) responsibilities."""
-        n, d = z.shape
+        """Raise or reset collapsed components; returns the responsibilities."""
         self._reset_rows = {}
-        mass = r.sum(dim=0)  # (K,)
-        min_eig = (
-            torch.full_like(mass, math.inf)
-            if A is None
-            else torch.linalg.eigvalsh(A.transpose(1, 2) @ A).amax(dim=1).reciprocal()
-        )
-        for k in range(r.shape[1]):
-            small = float(mass[k]) < d + 1
-            if not small and float(min_eig[k]) >= 1e-10 * self._data_var:
-                continue
-            reason = (
-                f"responsibility mass {float(mass[k]):.3g} points (< d + 1 = {d + 1})"
-                if small
-                else f"covariance eigenvalue {float(min_eig[k]):.3g} (< 1e-10 x data variance)"
-            )
+        for k, reason in collapsed_components(r, A, self._data_var, z.shape[1]):
             if self.on_collapse == "raise" or A is None:
                 raise ComponentCollapseError(
                     f"LAND component {k} collapsed at EM iteration {iteration}: {reason}; use "
@@ -403,13 +386,3 @@ class LANDMixture:
             worst = int(r.max(dim=1).values.argmin())  # a point no component explains well
             self._reset_rows[k] = (z[worst].clone(), self._factor_of(self._data_cov))
         return r
-
-
-def _warn_unconverged(conv: Tensor) -> None:
-    bad = int((~conv).sum())
-    if bad:
-        warnings.warn(
-            f"{bad} of {conv.numel()} log maps did not converge (their geodesics are the "
-            "solver's best curves; see converged_/last_converged)",
-            stacklevel=3,
-        )
