@@ -10,8 +10,9 @@ Euclidean GMM on the codes; subtract ``log sqrt(det M(z))`` for the Riemannian v
 is estimated by Monte Carlo with the exact Jacobian of ``Exp`` (:mod:`geometry.land_normaliser`).
 
 Log maps come from :func:`geometry.log_map` (batched over all points and all means, graph starts
-on the training codes); every pair's ``converged`` flag is kept (``converged_`` after ``fit``,
-``last_converged`` after ``log_prob``), nothing is replaced by straight lines.
+on the training codes), refined by Newton shooting through :func:`geometry.exp_map`
+(:mod:`geometry.land_log_maps`); every pair's ``converged`` flag is kept (``converged_`` after
+``fit``, ``last_converged`` after ``log_prob``); nothing is replaced by straight lines.
 
 Fit (EM), per iteration: responsibilities ``r``; weights ``R_k / n``; the mean moves by
 ``mu <- Exp_mu(step * (mean_n r Log_mu(z_n) - E_q[v]))`` (the Riemannian gradient of the
@@ -44,10 +45,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_points, check_positive_int
-from geometry.graph import knn_graph, shortest_path_curves
 from geometry.land_checks import ComponentCollapseError, collapsed_components, warn_unconverged
-from geometry.land_normaliser import base_samples, estimate_normaliser, sample_component
-from geometry.maps import exp_map, log_map
+from geometry.land_log_maps import mixture_log_maps
+from geometry.land_normaliser import (
+    base_samples,
+    estimate_normaliser,
+    exp_map_or_nan,
+    sample_component,
+)
 
 __all__ = ["ComponentCollapseError", "LANDMixture"]
 
@@ -69,6 +74,9 @@ class LANDMixture:
         exp_steps: RK4 steps of :func:`geometry.exp_map`.
         graph_size: at most this many training codes (a seeded subset) for graph starts.
         graph_k: neighbours per node of the start graph (0: straight-line starts).
+        newton_steps: Newton shooting steps refining each log map (``2 d + 1`` shots each).
+        shooting_rtol: a log map is converged when ``Exp_mu(v)`` lands within this times
+            ``||z - mu||`` of ``z``.
         geodesic_options: keyword arguments of :func:`geometry.connecting_geodesics` (defaults:
             ``num_nodes=12, tolerance=1e-4, bent_starts=0``).
         on_collapse: ``"raise"`` or ``"reset"`` (see module docstring).
@@ -91,6 +99,8 @@ class LANDMixture:
         exp_steps: int = 32,
         graph_size: int = 500,
         graph_k: int = 10,
+        newton_steps: int = 2,
+        shooting_rtol: float = 1e-3,
         geodesic_options: dict[str, Any] | None = None,
         on_collapse: str = "raise",
         oversample: int = 10,
@@ -120,6 +130,10 @@ class LANDMixture:
         self.exp_steps = exp_steps
         self.graph_size = graph_size
         self.graph_k = check_positive_int(graph_k, "graph_k", minimum=0)
+        self.newton_steps = check_positive_int(newton_steps, "newton_steps", minimum=0)
+        if not (isinstance(shooting_rtol, (int, float)) and shooting_rtol > 0):
+            raise ValueError(f"shooting_rtol must be a number > 0, got {shooting_rtol!r}")
+        self.shooting_rtol = float(shooting_rtol)
         self.geodesic_options = {**_DEFAULT_GEODESIC_OPTIONS, **(geodesic_options or {})}
         self.on_collapse = on_collapse
         self.oversample = oversample
@@ -165,33 +179,15 @@ class LANDMixture:
         return check_points(z, name, dim=dim)
 
     def log_maps(self, z: Tensor, means: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``Log_{mu_k}(z_n)`` as ``(n, K, d)`` and the solver's ``(n, K)`` ``converged`` mask.
-
-        One batch of ``n K`` geodesics. Starts: shortest paths on a kNN graph over the graph
-        points (training codes), the means and ``z`` (``graph_k`` neighbours); a pair the graph
-        does not connect starts from its straight line (a start only; the solver refines it).
-        """
+        """``Log_{mu_k}(z_n)`` as ``(n, K, d)`` and the ``(n, K)`` ``converged`` mask
+        (:func:`geometry.land_log_maps.mixture_log_maps`)."""
         means = self._fitted()[0] if means is None else means
-        n, K = z.shape[0], means.shape[0]
-        z0 = means.repeat(n, 1)  # (n K, d): row n*K + k is mean k
-        z1 = z.repeat_interleave(K, dim=0)  # (n K, d)
-        opts = dict(self.geodesic_options)
-        if self.graph_k > 0:
-            opts["init_curves"] = self._graph_starts(z, means)
-        v, res = log_map(self.embed, z0, z1, **opts)
-        return v.reshape(n, K, -1), res.converged.reshape(n, K)
-
-    def _graph_starts(self, z: Tensor, means: Tensor) -> Tensor:
-        """``(n K, M, d)`` graph-path initial curves, means to points (pair order of log_maps)."""
-        gp = z[:0] if self.graph_points is None else self.graph_points.to(z)
-        nodes = torch.cat([gp, means, z])  # (P + K + n, d)
-        P, K, n = gp.shape[0], means.shape[0], z.shape[0]
-        distinct = torch.unique(nodes, dim=0).shape[0]
-        graph = knn_graph(self.embed, nodes, k=max(1, min(self.graph_k, distinct - 1)))
-        src = torch.arange(P, P + K).repeat(n)  # (n K,)
-        tgt = torch.arange(P + K, P + K + n).repeat_interleave(K)
-        curves, _ = shortest_path_curves(graph, src, tgt, on_disconnected="inf")
-        return curves
+        gp = self.graph_points if self.graph_k > 0 else None
+        return mixture_log_maps(
+            self.embed, z, means, graph_points=gp, graph_k=self.graph_k,
+            geodesic_options=self.geodesic_options, exp_steps=self.exp_steps,
+            newton_steps=self.newton_steps, shooting_rtol=self.shooting_rtol,
+        )  # fmt: skip
 
     def _component_log_prob(self, V: Tensor, factors: Tensor, log_z: Tensor) -> Tensor:
         w = torch.einsum("kij,nkj->nki", factors, V)  # (n, K, d)
@@ -364,9 +360,10 @@ class LANDMixture:
             w = r[:, k] / mass[k]  # (n,)
             mean_v, second = moments[k]
             direction = w @ V[:, k] - mean_v  # (d,)
-            new_mu[k] = exp_map(
-                self.embed, mu[k : k + 1], mean_step * direction[None], num_steps=self.exp_steps
-            )[0]
+            step = exp_map_or_nan(
+                self.embed, mu[k : k + 1], mean_step * direction[None], self.exp_steps
+            )[0]  # (d,); NaN where the shot crossed a singular metric: the mean stays
+            new_mu[k] = torch.where(torch.isfinite(step).all(), step, mu[k])
             scatter = torch.einsum("n,ni,nj->ij", w, V[:, k], V[:, k])  # (d, d)
             diff = A[k] @ (scatter - second) @ A[k].T  # (d, d), symmetric
             evals, evecs = torch.linalg.eigh(eye + precision_step * (diff + diff.T) / 2)

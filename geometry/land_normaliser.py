@@ -40,7 +40,10 @@ __all__ = [
     "NormaliserEstimate",
     "base_samples",
     "estimate_normaliser",
+    "exp_and_jacobian",
+    "exp_map_or_nan",
     "exp_with_jacobian",
+    "refine_log_maps",
     "sample_component",
 ]
 
@@ -84,18 +87,41 @@ def _fd_step(v: Tensor) -> Tensor:
     return torch.finfo(v.dtype).eps ** (1 / 3) * (1 + v.norm(dim=1, keepdim=True))
 
 
-def exp_with_jacobian(embed: Embed, mu: Tensor, v: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
-    """``Exp_mu(v)`` and ``|det D Exp_mu(v)|`` for ``v (B, d)`` (one batch of ``(2 d + 1) B``).
+def exp_map_or_nan(embed: Embed, z: Tensor, v: Tensor, num_steps: int) -> Tensor:
+    """:func:`geometry.exp_map` that isolates shots through a singular metric (NaN rows).
+
+    ``exp_map`` refuses a whole batch when the metric is singular at one point on one path; the
+    batch is split in halves until the failing shots are found (``O(log B)`` extra batches per
+    failing shot).
+    """
+    try:
+        return exp_map(embed, z, v, num_steps=num_steps)
+    except ValueError as err:
+        if "singular" not in str(err):
+            raise
+        if z.shape[0] == 1:
+            return torch.full_like(v, math.nan)
+        half = z.shape[0] // 2
+        return torch.cat(
+            [
+                exp_map_or_nan(embed, z[:half], v[:half], num_steps),
+                exp_map_or_nan(embed, z[half:], v[half:], num_steps),
+            ]
+        )
+
+
+def exp_and_jacobian(embed: Embed, mu: Tensor, v: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
+    """``Exp_mu(v)`` and ``D Exp_mu(v)`` for ``v (B, d)`` (one batch of ``(2 d + 1) B`` shots).
 
     Args:
         embed: ``(n, d) -> (n, D')`` callable.
-        mu: ``(d,)`` base point.
+        mu: ``(d,)`` base point, or ``(B, d)`` one per row.
         v: ``(B, d)`` tangent vectors.
         num_steps: RK4 steps of :func:`geometry.exp_map`.
 
     Returns:
-        ``(B, d)`` end points and ``(B,)`` absolute Jacobian determinants (non-finite where a
-        shot failed).
+        ``(B, d)`` end points and ``(B, d, d)`` Jacobians (central differences; non-finite
+        where a shot failed).
     """
     B, d = v.shape
     h = _fd_step(v)  # (B, 1)
@@ -103,13 +129,19 @@ def exp_with_jacobian(embed: Embed, mu: Tensor, v: Tensor, num_steps: int) -> tu
     plus = v[:, None] + h[:, :, None] * eye[None]  # (B, d, d): row k = v + h e_k
     minus = v[:, None] - h[:, :, None] * eye[None]
     vs = torch.cat([v, plus.reshape(B * d, d), minus.reshape(B * d, d)])  # ((2d+1) B, d)
-    ends = exp_map(embed, mu.expand_as(vs).contiguous(), vs, num_steps=num_steps)
+    base = mu.expand_as(v) if mu.ndim == 1 else mu  # (B, d)
+    base = torch.cat([base, base.repeat_interleave(d, 0), base.repeat_interleave(d, 0)])
+    ends = exp_map_or_nan(embed, base.contiguous(), vs, num_steps)
     x = ends[:B]  # (B, d)
     xp, xm = ends[B : B + B * d].reshape(B, d, d), ends[B + B * d :].reshape(B, d, d)
     jac = ((xp - xm) / (2 * h[:, :, None])).transpose(1, 2)  # (B, d, d): column k = dExp/dv_k
-    with torch.no_grad():
-        det = torch.linalg.det(jac).abs()  # (B,)
-    return x, det
+    return x, jac
+
+
+def exp_with_jacobian(embed: Embed, mu: Tensor, v: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
+    """``Exp_mu(v) (B, d)`` and ``|det D Exp_mu(v)| (B,)`` (see :func:`exp_and_jacobian`)."""
+    x, jac = exp_and_jacobian(embed, mu, v, num_steps)
+    return x, torch.linalg.det(jac).abs()
 
 
 def estimate_normaliser(
@@ -181,3 +213,47 @@ def sample_component(
         raise FloatingPointError(f"every exponential-map shot from {mu.tolist()} failed")
     idx = torch.multinomial(w.double().cpu(), num, replacement=True, generator=generator)
     return x[idx.to(x.device)]
+
+
+def refine_log_maps(
+    embed: Embed, mu: Tensor, z: Tensor, v: Tensor, *, num_steps: int, newton_steps: int,
+    rtol: float,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Newton shooting on ``Exp_mu(v) = z`` from the boundary-value velocities ``v``.
+
+    Each step solves ``D Exp_mu(v) dv = z - Exp_mu(v)`` (finite-difference Jacobian). A row
+    keeps its refined velocity only where that lowers the shooting residual.
+
+    Args:
+        embed: ``(n, d) -> (n, D')`` callable.
+        mu: ``(B, d)`` base points.
+        z: ``(B, d)`` targets.
+        v: ``(B, d)`` initial velocities (e.g. from :func:`geometry.log_map`).
+        num_steps: RK4 steps of :func:`geometry.exp_map`.
+        newton_steps: Newton steps (``0``: only measure the residual).
+        rtol: a row is ``accurate`` when ``||Exp_mu(v) - z|| <= rtol * (||z - mu|| + rtol)``.
+
+    Returns:
+        ``(B, d)`` velocities, ``(B,)`` residuals ``||Exp_mu(v) - z||`` and ``(B,)`` bool
+        ``accurate``.
+    """
+    best = v.clone()
+    best_res = torch.full(v.shape[:1], math.inf, dtype=v.dtype, device=v.device)
+    cur = v
+    for step in range(newton_steps + 1):
+        if step < newton_steps:
+            x, jac = exp_and_jacobian(embed, mu, cur, num_steps)
+        else:
+            x = exp_map_or_nan(embed, mu.contiguous(), cur, num_steps)
+        res = (x - z).norm(dim=1)  # (B,)
+        better = torch.isfinite(res) & (res < best_res)
+        best[better], best_res[better] = cur[better], res[better]
+        if step < newton_steps:
+            ok = torch.isfinite(jac).all(dim=2).all(dim=1) & torch.isfinite(x).all(dim=1)
+            eye = torch.eye(v.shape[1], dtype=v.dtype, device=v.device)
+            rhs = torch.where(ok[:, None], z - x, 0.0)[..., None]  # (B, d, 1)
+            dv, info = torch.linalg.solve_ex(torch.where(ok[:, None, None], jac, eye), rhs)
+            good = ok & (info == 0) & torch.isfinite(dv[..., 0]).all(dim=1)
+            cur = torch.where(good[:, None], cur + dv[..., 0], cur)
+    accurate = best_res <= rtol * ((z - mu).norm(dim=1) + rtol)
+    return best, best_res, accurate

@@ -281,3 +281,17 @@ def test_euclidean_gmm_interface_matches_its_parameters(tmp_path) -> None:
     again = EuclideanGMM(2)
     again.load_state_dict(gmm.state_dict())
     torch.testing.assert_close(again.log_prob(test), gmm.log_prob(test))
+
+
+def test_sphere_log_maps_match_the_closed_form() -> None:
+    """All points to all means in one batch, graph starts on the codes, against the sphere."""
+    z = _sphere_data(seed=5)[:8]
+    land = LANDMixture(SphereEmbed(), 2, progress=False)
+    land.graph_points = z
+    means = torch.tensor([[math.pi / 2, 0.0], [1.2, 0.4]], dtype=F64)
+    V, conv = land.log_maps(z, means)  # (8, 2, 2), (8, 2)
+    assert bool(conv.all())
+    for k in range(2):
+        exact = _sphere_log_map(means[k], z)  # (8, 2)
+        err = (V[:, k] - exact).norm(dim=1) / exact.norm(dim=1)
+        assert float(err.max()) < 1e-4, err

@@ -8,7 +8,15 @@ import re
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("callbacks", "datamodules", "geometry", "lightning_modules", "pipeline", "scripts")
+PACKAGES = (
+    "callbacks",
+    "datamodules",
+    "experiments",
+    "geometry",
+    "lightning_modules",
+    "pipeline",
+    "scripts",
+)
 
 #: reads of Lightning internals that earlier versions of this project made
 PRIVATE = re.compile(
