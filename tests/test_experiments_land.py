@@ -48,6 +48,7 @@ def test_run_land_experiment_on_two_separated_clusters(tmp_path) -> None:
     )
     labels = np.repeat([0, 1], 30)
     opts = {"geodesic_options": {"num_nodes": 4}, "graph_k": 0, "num_mc_samples": 16}
+    opts |= {"newton_steps": 1, "exp_steps": 2, "oversample": 2}  # Exp is exact here
     res = run_land_experiment(
         _LinearDecoder(), codes, labels, tmp_path, seed=1, samples_per_component=10,
         land_options={**opts, "max_iterations": 3, "progress": False},
