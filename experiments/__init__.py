@@ -9,11 +9,15 @@
 Built-in: ``table1`` (:mod:`experiments.clustering`), ``interpolation``
 (:mod:`experiments.interpolation`), ``sampling`` (:mod:`experiments.sampling`), ``variance``
 (:mod:`experiments.variance`). Add more with :func:`register_experiment`.
+:func:`run_land_experiment` (:mod:`experiments.land`, LAND mixture vs GMM) is a function of a
+trained model and its codes; it is not registered yet (one EM iteration takes minutes, see the
+README).
 """
 
 from experiments.clustering import check_table1, f_measure, k_medoids, run_table1
 from experiments.common import ReproduceSettings, TrainedModel, train_model
 from experiments.interpolation import check_interpolation, path_smoothness, run_interpolation
+from experiments.land import clustering_f_measure, run_land_experiment
 from experiments.registry import EXPERIMENTS, Experiment, get_experiment, register_experiment
 from experiments.sampling import check_sampling, run_sampling
 from experiments.variance import (
@@ -45,6 +49,7 @@ __all__ = [
     "check_sampling",
     "check_table1",
     "check_variance",
+    "clustering_f_measure",
     "f_measure",
     "importance_log_marginal",
     "path_smoothness",
@@ -53,6 +58,7 @@ __all__ = [
     "k_medoids",
     "register_experiment",
     "run_interpolation",
+    "run_land_experiment",
     "run_sampling",
     "run_table1",
     "run_variance",

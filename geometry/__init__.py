@@ -1,4 +1,5 @@
-"""Riemannian geometry of generators: metrics, curves, geodesics, graphs, distances, walks.
+"""Riemannian geometry of generators: metrics, curves, geodesics, graphs, distances, walks,
+LAND mixtures.
 
 Pure torch (plus numpy/scipy/tqdm). Every function takes the generator as a callable
 ``embed(z: (B, d)) -> (B, D')`` whose Euclidean pull-back is the metric; for the project's VAE
@@ -33,6 +34,7 @@ from geometry.distances import (
     geodesic_distance_matrix,
     refined_pair_distances,
 )
+from geometry.euclidean_mixture import EuclideanGMM
 from geometry.geodesics import GeodesicResult, connecting_geodesics
 from geometry.graph import (
     DisconnectedGraphError,
@@ -44,6 +46,9 @@ from geometry.graph import (
     node_indices,
     shortest_path_curves,
 )
+from geometry.land import LANDMixture
+from geometry.land_checks import ComponentCollapseError
+from geometry.land_normaliser import NormaliserEstimate
 from geometry.maps import exp_map, geodesic_acceleration, log_map
 from geometry.metric import (
     embed_and_jacobian,
@@ -57,6 +62,10 @@ from geometry.sampling import random_walk
 from geometry.squared_distance import squared_geodesic_distance
 
 __all__ = [
+    "ComponentCollapseError",
+    "EuclideanGMM",
+    "LANDMixture",
+    "NormaliserEstimate",
     "CurveLengths",
     "DistanceMatrixFileError",
     "IncompleteDistanceMatrixError",

@@ -1,0 +1,83 @@
+"""Log maps of many points to a few means, as the LAND mixture needs them (pure torch).
+
+One batch of ``n K`` boundary-value geodesics (:func:`geometry.log_map`), started from
+shortest paths on a kNN graph over the graph points (training codes), the means and the points;
+a pair the graph does not connect starts from its straight line (a start only; the solver
+refines it). The boundary-value velocity is only ``O(N^-2)`` accurate in the number of nodes,
+so each velocity is then refined by Newton shooting on ``Exp_mu(v) = z``
+(:func:`geometry.land_normaliser.refine_log_maps`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from geometry._checks import Embed
+from geometry.graph import knn_graph, shortest_path_curves
+from geometry.land_normaliser import refine_log_maps
+from geometry.maps import log_map
+
+__all__ = ["graph_starts", "mixture_log_maps"]
+
+
+def graph_starts(
+    embed: Embed, z: Tensor, means: Tensor, graph_points: Tensor | None, k: int
+) -> Tensor:
+    """``(n K, M, d)`` graph-path initial curves from every mean to every point.
+
+    Pair ``i * K + k`` runs from ``means[k]`` to ``z[i]`` (the order of :func:`mixture_log_maps`).
+    """
+    gp = z[:0] if graph_points is None else graph_points.to(z)
+    nodes = torch.cat([gp, means, z])  # (P + K + n, d)
+    P, K, n = gp.shape[0], means.shape[0], z.shape[0]
+    distinct = torch.unique(nodes, dim=0).shape[0]
+    graph = knn_graph(embed, nodes, k=max(1, min(k, distinct - 1)))
+    src = torch.arange(P, P + K).repeat(n)  # (n K,)
+    tgt = torch.arange(P + K, P + K + n).repeat_interleave(K)
+    curves, _ = shortest_path_curves(graph, src, tgt, on_disconnected="inf")
+    return curves
+
+
+def mixture_log_maps(
+    embed: Embed,
+    z: Tensor,
+    means: Tensor,
+    *,
+    graph_points: Tensor | None,
+    graph_k: int,
+    geodesic_options: dict[str, Any],
+    exp_steps: int,
+    newton_steps: int,
+    shooting_rtol: float,
+) -> tuple[Tensor, Tensor]:
+    """``Log_{mu_k}(z_i)`` for all points and means.
+
+    Args:
+        embed: ``(n, d) -> (n, D')`` callable.
+        z: ``(n, d)`` points.
+        means: ``(K, d)`` base points.
+        graph_points: ``(P, d)`` extra graph nodes (training codes), or None.
+        graph_k: neighbours per graph node; 0 for straight-line starts.
+        geodesic_options: keyword arguments of :func:`geometry.connecting_geodesics`.
+        exp_steps: RK4 steps of the shooting.
+        newton_steps: Newton shooting steps.
+        shooting_rtol: shooting tolerance relative to ``||z - mu||``.
+
+    Returns:
+        ``(n, K, d)`` velocities and ``(n, K)`` bool ``converged``: the solver's curve is
+        stationary and ``Exp_mu(v)`` hits ``z`` within ``shooting_rtol * ||z - mu||``.
+    """
+    n, K = z.shape[0], means.shape[0]
+    z0 = means.repeat(n, 1)  # (n K, d): row i*K + k is mean k
+    z1 = z.repeat_interleave(K, dim=0)  # (n K, d)
+    opts = dict(geodesic_options)
+    if graph_k > 0:
+        opts["init_curves"] = graph_starts(embed, z, means, graph_points, graph_k)
+    v, res = log_map(embed, z0, z1, **opts)
+    v, _, accurate = refine_log_maps(
+        embed, z0, z1, v, num_steps=exp_steps, newton_steps=newton_steps, rtol=shooting_rtol
+    )
+    return v.reshape(n, K, -1), (res.stationary & accurate).reshape(n, K)
