@@ -417,7 +417,10 @@ def connecting_geodesics(
             plus the end points, see :mod:`geometry.graph`).
         init_curves: ``(B, M, d)`` initial polylines whose end points equal ``z0`` / ``z1``
             (M >= 2, resampled to ``num_nodes``).
-        graph_points: ``(P, d)`` latent points (e.g. data codes) for graph starts.
+        graph_points: ``(P, d)`` latent points (e.g. data codes) for graph starts. With
+            ``init="line"`` a pair that the kNN graph leaves without a path (clusters far
+            apart) keeps the straight line as its graph start; with ``init="graph"`` that is a
+            :class:`~geometry.graph.DisconnectedGraphError` naming the components.
         graph_k: neighbours per node of that graph.
         bent_starts: with ``init="line"``, also start from this many lines bowed sideways
             (half sines of height +-0.2, +-0.4, ... times ``||z1 - z0||``) and keep the
@@ -545,7 +548,10 @@ def _starts(
     if init == "line":
         starts += [_bent_lines(z0, z1, amp) for amp in _bend_amplitudes(bent_starts)]
     if graph_points is not None and z0.shape[0] > 0:
-        starts.append(_graph_init(embed, z0, z1, graph_points.detach(), graph_k))
+        # an extra start beside the line: a pair without a graph path keeps the straight segment
+        # (it is optimized from the line anyway); the only start: no path is an error
+        on_disconnected = "raise" if init == "graph" else "inf"
+        starts.append(_graph_init(embed, z0, z1, graph_points.detach(), graph_k, on_disconnected))
     return starts
 
 
@@ -780,7 +786,9 @@ def _checked_init_curves(init_curves: Tensor, z0: Tensor, z1: Tensor) -> Tensor:
     return out
 
 
-def _graph_init(embed: Embed, z0: Tensor, z1: Tensor, graph_points: Tensor, k: int) -> Tensor:
+def _graph_init(
+    embed: Embed, z0: Tensor, z1: Tensor, graph_points: Tensor, k: int, on_disconnected: str
+) -> Tensor:
     from geometry.graph import knn_graph, shortest_path_curves
 
     check_points(graph_points, "graph_points", dim=z0.shape[1])
@@ -790,5 +798,5 @@ def _graph_init(embed: Embed, z0: Tensor, z1: Tensor, graph_points: Tensor, k: i
     graph = knn_graph(embed, nodes, k=min(k, nodes.shape[0] - 1))
     src = torch.arange(P, P + B)
     tgt = torch.arange(P + B, P + 2 * B)
-    curves, _ = shortest_path_curves(graph, src, tgt, on_disconnected="raise")
+    curves, _ = shortest_path_curves(graph, src, tgt, on_disconnected=on_disconnected)
     return curves

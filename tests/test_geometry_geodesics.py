@@ -279,3 +279,20 @@ def test_exp_map_on_a_singular_metric_names_the_cause() -> None:
     with pytest.raises(ValueError, match="metric is singular at 3 of 3 points"):
         z = torch.zeros(3, 2, dtype=torch.float64)
         G.exp_map(flat, z, torch.ones_like(z))
+
+
+def test_graph_start_on_a_disconnected_graph_falls_back_to_the_line(rbf: ToyRBFDecoder) -> None:
+    """Codes in two far clusters leave the kNN graph without a path between them: beside the
+    line that graph start is the straight segment; as the only start it is a clear error."""
+    g = torch.Generator().manual_seed(0)
+    near = 0.1 * torch.randn(30, 2, generator=g, dtype=torch.float64)
+    pts = torch.cat([near, near.flip(0) + 20.0])
+    z0, z1 = pts[:2], pts[-2:]
+    res = G.connecting_geodesics(rbf.embed, z0, z1, graph_points=pts, graph_k=5, num_nodes=8)
+    line = G.connecting_geodesics(rbf.embed, z0, z1, num_nodes=8)
+    assert res.converged.all() and torch.isfinite(res.lengths).all()
+    torch.testing.assert_close(res.lengths, line.lengths, rtol=1e-3, atol=0)
+    with pytest.raises(G.DisconnectedGraphError, match="have no graph path"):
+        G.connecting_geodesics(
+            rbf.embed, z0, z1, graph_points=pts, graph_k=5, num_nodes=8, init="graph"
+        )
