@@ -56,8 +56,10 @@ class RunHistory:
     :attr:`step_offset`), ``t`` and ``e`` the stage and 0-based epoch the record belongs to (set
     by ``callbacks.HistoryPosition``), ``o`` whether an online run logged it (:attr:`online`).
     ``metrics`` holds the scalars; images are kept as PNG files (``"images": {key: {"paths":
-    [...], "caption": [...]}}``, see ``ResumableWandbLogger.log_image``); other media (tables,
-    histograms) only by name (``"other": [keys]``): they cannot be logged again.
+    [...], "caption": [...]}}``, see ``ResumableWandbLogger.log_image``), ``wandb.Table`` and
+    ``wandb.Histogram`` values as JSON files (``"media": {key: {"type": "table" | "histogram",
+    "path": ...}}``, see :func:`_media_file`); other values only by name (``"other": [keys]``):
+    they cannot be logged again.
     A line is written (and flushed) before the record goes to W&B, so a kill loses at most a
     line being written, which :meth:`read` skips.
 
@@ -133,10 +135,12 @@ class RunHistory:
         step: int,
         metrics: Mapping[str, Any],
         images: Mapping[str, Mapping[str, list[Any]]] | None = None,
+        media: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
         """Add the record of one logging call and return it: its numbers, its ``images``
-        (key -> ``{"paths": [...], <per-image argument>: [...]}``) and the names of its other
-        values."""
+        (key -> ``{"paths": [...], <per-image argument>: [...]}``), its tables and histograms
+        (``media``: key -> ``{"type": "table" | "histogram", "path": json_file}``) and the
+        names of its other values."""
         scalars = {
             k: float(v)
             for k, v in metrics.items()
@@ -151,7 +155,10 @@ class RunHistory:
         }
         if images:
             record["images"] = {k: dict(v) for k, v in images.items()}
-        other = sorted(k for k in metrics if k not in scalars and k not in (images or {}))
+        if media:
+            record["media"] = {k: dict(v) for k, v in media.items()}
+        kept = {**(images or {}), **(media or {})}
+        other = sorted(k for k in metrics if k not in scalars and k not in kept)
         if other:
             record["other"] = other
         with open(self.path, "a") as fh:
@@ -186,6 +193,59 @@ def _image_file(image: Any, folder: str, name: str) -> str | None:
     return path
 
 
+def _json_value(value: Any) -> Any:
+    """A NumPy scalar as the Python number it holds (for ``json.dump``); raises ``TypeError``
+    for values JSON cannot hold."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _media_file(value: Any, folder: str, name: str) -> dict[str, str] | None:
+    """A ``wandb.Table`` (its ``columns`` and ``data``) or a ``wandb.Histogram`` (its
+    ``histogram`` counts and ``bins`` edges) written to ``<folder>/<name>.<type>.json``, as
+    ``{"type": "table" | "histogram", "path": file}``; None for other values and for tables
+    whose cells JSON cannot hold (images, ...)."""
+    import wandb
+
+    if isinstance(value, wandb.Table):
+        kind, content = "table", {"columns": list(value.columns), "data": value.data}
+    elif isinstance(value, wandb.Histogram):
+        kind, content = "histogram", {"histogram": value.histogram, "bins": value.bins}
+    else:
+        return None
+    try:
+        text = json.dumps(content, default=_json_value)
+    except (TypeError, ValueError):
+        return None
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.{kind}.json")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return {"type": kind, "path": path}
+
+
+def _load_media(spec: Mapping[str, str]) -> Any:
+    """The ``wandb.Table`` or ``wandb.Histogram`` that :func:`_media_file` wrote; None when its
+    file is missing or unreadable."""
+    import wandb
+
+    try:
+        with open(spec["path"]) as fh:
+            content = json.load(fh)
+    except (OSError, KeyError, json.JSONDecodeError):
+        return None
+    if spec.get("type") == "table":
+        return wandb.Table(columns=content["columns"], data=content["data"])
+    if spec.get("type") == "histogram":
+        return wandb.Histogram(np_histogram=(content["histogram"], content["bins"]))
+    return None
+
+
 def _resumable_wandb_logger_class() -> type:
     from pytorch_lightning.loggers import WandbLogger
     from pytorch_lightning.utilities import rank_zero_only
@@ -196,7 +256,8 @@ def _resumable_wandb_logger_class() -> type:
         after W&B's rewind of an online run).
 
         Images are logged from PNG files: arrays and PIL images are first written to
-        ``<media_dir>/<key>/step<s>_<i>.png``, so that a replay can log them again.
+        ``<media_dir>/<key>/step<s>_<i>.png``, so that a replay can log them again. Tables and
+        histograms are kept as ``<media_dir>/<key>/step<s>.<table|histogram>.json``.
 
         Args:
             history: the run's history file.
@@ -214,7 +275,13 @@ def _resumable_wandb_logger_class() -> type:
         def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
             if step is not None:
                 step = step + self.history.step_offset
-                self.history.append(step, metrics, self._images)
+                media = {}
+                for key, value in metrics.items():
+                    folder = os.path.join(self.media_dir, *key.split("/"))
+                    spec = _media_file(value, folder, f"step{step}")
+                    if spec is not None:
+                        media[key] = spec
+                self.history.append(step, metrics, self._images, media)
             super().log_metrics(metrics, step)
 
         @rank_zero_only
@@ -242,7 +309,8 @@ def _resumable_wandb_logger_class() -> type:
         @rank_zero_only
         def replay(self, records: list[dict[str, Any]]) -> None:
             """Log ``records`` (from :meth:`RunHistory.rewind`) in order, as they were logged:
-            their numbers and their images whose files exist (other media cannot be)."""
+            their numbers, their images whose files exist and their tables and histograms
+            rebuilt from their JSON files (other values cannot be)."""
             import wandb
 
             for record in records:
@@ -255,6 +323,10 @@ def _resumable_wandb_logger_class() -> type:
                             for i in range(len(paths))
                         ]
                         metrics[key] = [wandb.Image(p, **e) for p, e in zip(paths, extra)]
+                for key, spec in record.get("media", {}).items():
+                    value = _load_media(spec)
+                    if value is not None:
+                        metrics[key] = value
                 if metrics:
                     WandbLogger.log_metrics(self, metrics, record["step"])
 

@@ -152,8 +152,8 @@ def rewind_history(
             os.replace(path, os.path.join(superseded, os.path.basename(path)))
         rank_zero_print(
             f"note: W&B history replayed from {HISTORY_FILE} ({len(records)} records, "
-            f"images included) into a new offline run file; the earlier ones moved to "
-            f"{superseded}"
+            f"images, tables and histograms included) into a new offline run file; the "
+            f"earlier ones moved to {superseded}"
         )
     return start, records
 

@@ -71,3 +71,44 @@ def test_every_logging_call_is_a_record_with_its_media(tmp_path):
     assert [r["online"] for r in history.read()] == [True, True, True, False]
     history.mark_online(4)
     assert all(r["online"] for r in history.read())
+
+
+def test_tables_and_histograms_are_kept_as_json_and_rebuilt(tmp_path):
+    """A ``wandb.Table`` (columns, rows; NumPy scalars as numbers) and a ``wandb.Histogram``
+    (counts, bin edges) written by the logger come back equal; a table with cells JSON cannot
+    hold is kept by name only."""
+    import numpy as np
+    import wandb
+
+    from pipeline.loggers import _load_media, _media_file
+
+    rows = [
+        [0, np.int64(3), None, True, 0.1 + 0.2, "[1, 2]"],
+        [1, 4, 2, False, np.float32(0.5), ""],
+    ]
+    table = wandb.Table(columns=["k", "a", "b", "same", "ratio", "z"], data=rows)
+    spec = _media_file(table, str(tmp_path / "geo" / "pairs"), "step7")
+    assert spec == {"type": "table", "path": str(tmp_path / "geo" / "pairs" / "step7.table.json")}
+    back = _load_media(spec)
+    assert isinstance(back, wandb.Table) and back.columns == table.columns
+    assert back.data == [[0, 3, None, True, 0.1 + 0.2, "[1, 2]"], [1, 4, 2, False, 0.5, ""]]
+
+    values = np.random.default_rng(0).normal(size=200)
+    hist = wandb.Histogram(values)
+    spec = _media_file(hist, str(tmp_path / "h"), "step7")
+    assert spec is not None and spec["type"] == "histogram"
+    back = _load_media(spec)
+    assert isinstance(back, wandb.Histogram)
+    assert back.histogram == hist.histogram and back.bins == hist.bins
+    assert sum(back.histogram) == values.size and len(back.bins) == 65
+
+    with_image = wandb.Table(columns=["im"], data=[[wandb.Image(np.zeros((2, 2), np.uint8))]])
+    assert _media_file(with_image, str(tmp_path / "i"), "step7") is None
+    assert _media_file(1.0, str(tmp_path / "x"), "step7") is None
+    assert _load_media({"type": "table", "path": str(tmp_path / "missing.json")}) is None
+
+    history = RunHistory(str(tmp_path / "history.jsonl"))
+    media = {"geo/pairs": {"type": "table", "path": "p.json"}}
+    history.append(3, {"geo/pairs": table, "geo/other": object()}, media=media)
+    (record,) = history.read()
+    assert record["media"] == media and record["other"] == ["geo/other"]

@@ -1,9 +1,10 @@
 """A W&B history that survives kills: ``scripts/train.py`` in a subprocess, killed with SIGKILL
 at a random point of stage 1 and again of stage 2, then resumed to the end. The offline run
 file of the last invocation is read back record by record (``tests.helpers.wandb_records``):
-every epoch once, in order, ``_step`` continuous, the same scalars and the same images (pixels
-included) as an uninterrupted run, and the same ``summary.json`` metrics and final weights.
-A second test kills the job inside checkpoint writes. Marked slow.
+every epoch once, in order, ``_step`` continuous, the same scalars, the same images (pixels
+included) and the same tables and histograms (``geo/pairs``, ``geo/line_ratio_hist``: columns,
+rows, counts and bin edges) as an uninterrupted run, and the same ``summary.json`` metrics and
+final weights. A second test kills the job inside checkpoint writes. Marked slow.
 
 ``KILL_SEED`` sets the random kill points (default: a new seed, printed); ``KILL_TRIALS`` runs
 more killed runs (default 1); ``WRITE_KILL_HITS`` kills inside a write per stage (default 1).
@@ -82,6 +83,27 @@ def _image_rows(run_dir: str) -> list[tuple]:
     return out
 
 
+def _media_rows(run_dir: str) -> list[tuple]:
+    """(trainer step, key, type, content) of every table and histogram of the run's offline
+    file: a table's columns and rows (read from the table file W&B wrote into the run's files),
+    a histogram's counts and bin edges."""
+    (folder,) = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*"))
+    out = []
+    for row in _history(run_dir):
+        for key in sorted(k[: -len("/_type")] for k in row if k.endswith("/_type")):
+            kind = row[f"{key}/_type"]
+            if kind == "table-file":
+                with open(os.path.join(folder, "files", row[f"{key}/path"])) as fh:
+                    table = json.load(fh)
+                content = (table["columns"], table["data"])
+            elif kind == "histogram":
+                content = (row[f"{key}/values"], row[f"{key}/bins"])
+            else:
+                continue
+            out.append((row["trainer/global_step"], key, kind, content))
+    return out
+
+
 def _scalar_rows(rows: list[dict]) -> list[dict]:
     """The rows without media, without W&B's own counters and timings; numbers as floats."""
     out = []
@@ -149,6 +171,17 @@ def test_wandb_history_survives_kills_in_both_stages(tmp_path, wandb_offline_env
     ref_rows = _scalar_rows(_history(ref_dir))
     ref_image_rows = _image_rows(ref_dir)
     assert ref_image_rows  # reconstructions every 2 epochs, and at each stage's end
+    ref_media_rows = _media_rows(ref_dir)
+    for kind in ("table-file", "histogram"):  # geodesic statistics at every epoch end
+        steps = [m[0] for m in ref_media_rows if m[2] == kind]
+        assert len(steps) == len(set(steps)) == EPOCHS[1] + EPOCHS[2], (kind, steps)
+    with open(os.path.join(ref_dir, "history.jsonl")) as fh:  # the stage of each record
+        kept = [json.loads(line) for line in fh]
+    for stage in (1, 2):
+        epochs = [
+            r["epoch"] for r in kept if r["stage"] == stage and "geo/pairs" in r.get("media", {})
+        ]
+        assert epochs == list(range(EPOCHS[stage])), (stage, epochs)
     with open(os.path.join(ref_dir, "summary.json")) as fh:
         ref_summary = json.load(fh)
     capsys.readouterr()
@@ -181,6 +214,9 @@ def test_wandb_history_survives_kills_in_both_stages(tmp_path, wandb_offline_env
         images, ref_images = _image_rows(run_dir), ref_image_rows
         assert [i[:3] for i in images] == [i[:3] for i in ref_images]  # the same image rows
         assert images == ref_images  # and the same pixels
+        media = _media_rows(run_dir)
+        assert [m[:3] for m in media] == [m[:3] for m in ref_media_rows]  # tables, histograms
+        assert media == ref_media_rows  # with the same columns, rows, counts and bins
 
         with open(os.path.join(run_dir, "summary.json")) as fh:
             summary = json.load(fh)
