@@ -88,11 +88,11 @@ def _codes(checkpoint: str, n_max: int, seed: int) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     from lightning_modules import TwoStageVAE
-    from scripts.distance_matrix import _load_codes  # the CLI's own "train" codes
+    from pipeline.codes import load_codes  # the CLI's own "train" codes
 
     model = TwoStageVAE.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with torch.no_grad():
-        real = _load_codes("train", model, checkpoint).numpy().astype(np.float32)
+        real = load_codes("train", model, checkpoint).numpy().astype(np.float32)
     if n_max <= real.shape[0]:
         return real[:n_max]
     nn_dist = cKDTree(real).query(real, k=2)[0][:, 1]

@@ -31,16 +31,13 @@ import json
 import os
 import sys
 import time
-from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 import geometry
 from lightning_modules import CheckpointError, TwoStageVAE
-
-SPLITS = ("train", "val", "test")
+from pipeline.codes import load_codes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,44 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
-
-
-def _load_codes(spec: str, model: TwoStageVAE, checkpoint: str) -> torch.Tensor:
-    """Codes ``(n, d)`` from a file, or the encoder means of a split of the run's data."""
-    if spec in SPLITS:
-        import yaml
-
-        from datamodules.vae_datamodule import VAEDataModule
-
-        run = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))))
-        cfg_path = os.path.join(run, "config.yaml")
-        data: dict[str, Any] = {}
-        if os.path.exists(cfg_path):
-            with open(cfg_path) as f:
-                data = (yaml.safe_load(f) or {}).get("data", {}) or {}
-        dm = VAEDataModule(**data)
-        dm.prepare_data()
-        dm.setup("fit" if spec != "test" else "test")
-        loader = {"train": dm.full_train_dataloader, "val": dm.val_dataloader}.get(
-            spec, dm.test_dataloader
-        )()
-        return model.encode_dataset(loader).cpu()
-    if not os.path.isfile(spec):
-        raise ValueError(f"--codes {spec!r} is neither a file nor one of {SPLITS}")
-    if spec.endswith(".npy"):
-        arr: Any = torch.from_numpy(np.load(spec, allow_pickle=False))
-    elif spec.endswith(".pt"):
-        arr = torch.load(spec, map_location="cpu", weights_only=True)
-    else:
-        raise ValueError(f"--codes {spec!r} must end in .npy or .pt")
-    if not isinstance(arr, torch.Tensor) or not arr.is_floating_point() or arr.ndim != 2:
-        raise ValueError(f"--codes {spec!r} must hold one (n, d) floating-point array")
-    if arr.shape[1] != model.hparams.latent_dim:
-        raise ValueError(
-            f"--codes {spec!r} has d = {arr.shape[1]}, the model's latent_dim is "
-            f"{model.hparams.latent_dim}"
-        )
-    return arr
 
 
 def _device(accelerator: str) -> torch.device:
@@ -153,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         model = TwoStageVAE.load_from_checkpoint(args.checkpoint, map_location="cpu")
         model = model.eval().requires_grad_(False)
-        z = _load_codes(args.codes, model, args.checkpoint)
+        z = load_codes(args.codes, model, args.checkpoint)
         model, z = model.to(device), z.to(device)
         info = geometry.write_distance_matrix(
             model.embed,
