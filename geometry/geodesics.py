@@ -224,8 +224,8 @@ class _Solved:
     sub_steps: Tensor  # (B,) int64
     iterations: Tensor  # (B,) int64
     measured: CurveLengths
-    reverted: Tensor | None = None  # (B,) bool; every optimized curve was longer than the start
-    reverted_far: Tensor | None = None  # (B,) bool; ... by more than ``revert_rtol``
+    reverted: Tensor  # (B,) bool; the start kept: every optimized curve was longer
+    reverted_far: Tensor  # (B,) bool; ... by more than ``revert_rtol``
 
 
 def _solve_lm(
@@ -335,7 +335,8 @@ def _solve_adam(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solv
     chords = _chords(embed, curves, opts.chunk_size)
     good = _agrees(chords, meas, opts.rtol)
     ones = torch.ones_like(its)
-    return _Solved(curves, stat, good, ones, its, meas)
+    none = torch.zeros_like(stat)  # reverting happens in _optimise_one_start
+    return _Solved(curves, stat, good, ones, its, meas, none, none)
 
 
 def _agrees(L_obj: Tensor, meas: CurveLengths, rtol: float, noise: Tensor | None = None) -> Tensor:
@@ -682,11 +683,10 @@ def _optimise_one_start(
     B, N, d = start.shape
     initial = _measure(embed, start, opts)
     if N == 2:
+        yes = torch.ones(B, dtype=torch.bool, device=start.device)
         solved = _Solved(
-            start.clone(), torch.ones(B, dtype=torch.bool, device=start.device),
-            torch.ones(B, dtype=torch.bool, device=start.device),
-            torch.ones(B, dtype=torch.long, device=start.device),
-            torch.zeros(B, dtype=torch.long, device=start.device), initial,
+            start.clone(), yes, yes, torch.ones(B, dtype=torch.long, device=start.device),
+            torch.zeros(B, dtype=torch.long, device=start.device), initial, ~yes, ~yes,
         )  # fmt: skip
     elif optimizer == "lm":
         solved = _solve_lm(embed, start, initial, opts, bar)
@@ -697,9 +697,8 @@ def _optimise_one_start(
     longer = ~(L <= L0)  # also catches NaN
     far = ~(L0 * (1 + opts.revert_rtol) >= L)
     curves[longer] = start[longer]
-    if solved.reverted is not None and solved.reverted_far is not None:
-        longer |= solved.reverted
-        far |= solved.reverted_far
+    longer |= solved.reverted  # the LM levels keep the start where every trial was longer
+    far |= solved.reverted_far
     _put_measured(meas, longer.nonzero().flatten(), _take_measured(initial, longer))
     converged = solved.stationary & solved.faithful & meas.converged & ~far
     seg = meas.segment_lengths.double()

@@ -21,9 +21,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_curves, check_positive_int
-from geometry.metric import embed_and_tangents
-from geometry.polyline_lm import TERM_FIELDS, LMTerms, levenberg_marquardt
-from geometry.sub_point_length import consecutive
+from geometry.chord_contractions import chord_contractions
+from geometry.polyline_lm import LMTerms, levenberg_marquardt, terms_by_chunks
 
 __all__ = ["NodeEnergyResult", "minimize_node_energy", "node_energy_terms"]
 
@@ -47,19 +46,13 @@ class NodeEnergyResult:
 
 def _energy_chunk(embed: Embed, nodes: Tensor) -> LMTerms:
     c, N, d = nodes.shape
-    h, T = embed_and_tangents(embed, nodes.reshape(c * N, d))  # (P, D'), (d, P, D')
-    eps = torch.finfo(h.dtype).eps
     k = N - 1
-    gram = torch.einsum("apD,bpD->pab", T, T).double().reshape(c, N, d, d)  # J_j^T J_j
-    cross = consecutive(torch.einsum("apD,bpD->pab", T[:, :-1], T[:, 1:]).double(), c, N)
-    r = h[1:] - h[:-1]  # (P - 1, D') chords (and straddling differences)
-    jr_lo = consecutive(torch.einsum("apD,pD->pa", T[:, :-1], r).double(), c, N)  # J_i^T r_i
-    jr_hi = consecutive(torch.einsum("apD,pD->pa", T[:, 1:], r).double(), c, N)  # J_{i+1}^T r_i
-    ell2 = consecutive(r.double().pow(2).sum(dim=1), c, N)  # (c, N-1)
-    ell = ell2.sqrt()
+    cc = chord_contractions(embed, nodes)
+    ell = cc.chords  # (c, N-1)
+    ell2 = ell.pow(2)
     # roundoff of E_N: each chord is a difference of embeddings of size ||h||
-    h_norm = h.norm(dim=1).double().reshape(c, N).sum(dim=1)  # (c,)
-    noise = 20 * eps * k * ell.max(dim=1).values * h_norm
+    noise = 20 * cc.eps * k * ell.max(dim=1).values * cc.h_norms
+    gram, cross, jr_lo, jr_hi = cc.gram, cc.cross, cc.lo, cc.hi
     return LMTerms(
         S=k * ell2.sum(dim=1),
         L=ell.sum(dim=1),
@@ -74,12 +67,9 @@ def node_energy_terms(embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, chunk_siz
     """:class:`~geometry.polyline_lm.LMTerms` of ``E_N`` at interior nodes ``x (b, n, d)``
     between ``z0``, ``z1`` ``(b, d)`` (``L`` holds the chord sums)."""
     b, n, d = x.shape
-    nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
-    per = max(1, chunk_size // ((n + 2) * d))  # curves per forward-mode pass
-    parts = [_energy_chunk(embed, nodes[s : s + per]) for s in range(0, b, per)]
-    if len(parts) == 1:
-        return parts[0]
-    return LMTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in TERM_FIELDS))
+    return terms_by_chunks(
+        lambda nodes: _energy_chunk(embed, nodes), x, z0, z1, (n + 2) * d, chunk_size
+    )
 
 
 def minimize_node_energy(

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from geometry.block_tridiagonal import solve_spd_block_tridiagonal
 
-__all__ = ["LMTerms", "TERM_FIELDS", "TermsFn", "levenberg_marquardt"]
+__all__ = ["LMTerms", "TERM_FIELDS", "TermsFn", "levenberg_marquardt", "terms_by_chunks"]
 
 
 @dataclass
@@ -48,6 +48,25 @@ TERM_FIELDS = ("S", "L", "g", "diag", "off", "noise")
 
 
 TermsFn = Callable[[Tensor, Tensor, Tensor], "LMTerms"]
+
+
+def terms_by_chunks(
+    chunk_terms: Callable[[Tensor], LMTerms],
+    x: Tensor,
+    z0: Tensor,
+    z1: Tensor,
+    rows_per_curve: int,
+    chunk_size: int,
+) -> LMTerms:
+    """:class:`LMTerms` at interior nodes ``x (b, n, d)`` between ``z0``, ``z1`` ``(b, d)``,
+    from ``chunk_terms(nodes (c, N, d))`` on as many whole curves at a time as keep a
+    forward-mode pass (``rows_per_curve`` embedded rows each) within ``chunk_size`` rows."""
+    nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
+    per = max(1, chunk_size // rows_per_curve)  # curves per pass
+    parts = [chunk_terms(nodes[s : s + per]) for s in range(0, nodes.shape[0], per)]
+    if len(parts) == 1:
+        return parts[0]
+    return LMTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in TERM_FIELDS))
 
 
 def levenberg_marquardt(

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from geometry._checks import Embed
-from geometry.metric import embed_and_tangents
-from geometry.polyline_lm import TERM_FIELDS, LMTerms
+from geometry.chord_contractions import chord_contractions
+from geometry.polyline_lm import LMTerms, terms_by_chunks
 
-__all__ = ["consecutive", "sub_point_length_terms", "sub_points"]
+__all__ = ["sub_point_length_terms", "sub_points"]
 
 
 def sub_points(nodes: Tensor, m: int) -> Tensor:
@@ -42,13 +42,6 @@ def _sub_weights(m: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return 1 - s / m, 1 - (s + 1) / m, s / m, (s + 1) / m
 
 
-def consecutive(x: Tensor, c: int, K: int) -> Tensor:
-    """Values ``(c K - 1, ...)`` of consecutive points on the flat axis of ``c`` curves of ``K``
-    points each -> ``(c, K - 1, ...)`` (the pairs that straddle two curves dropped)."""
-    x = torch.cat([x, x[-1:]])  # (c K, ...)
-    return x.reshape(c, K, *x.shape[1:])[:, :-1]
-
-
 def _terms_chunk(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> LMTerms:
     """LM terms for ``nodes (c, N, d)`` (end points included) in one forward-mode pass.
 
@@ -58,21 +51,11 @@ def _terms_chunk(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> L
     are computed and dropped); every sub-chord block is then a small ``d x d`` combination.
     """
     c, N, d = nodes.shape
-    pts = sub_points(nodes, m)  # (c, K, d)
-    K = pts.shape[1]
-    h, T = embed_and_tangents(embed, pts.reshape(c * K, d))  # (P, D'), (d, P, D')
-    eps = torch.finfo(h.dtype).eps
+    cc = chord_contractions(embed, sub_points(nodes, m))  # K = (N - 1) m + 1 points per curve
     tiny = torch.finfo(torch.float64).tiny
-
     # roundoff of the objective: every sub-chord is a difference of embeddings of size ||h||
-    noise = 10 * eps * h.norm(dim=1).double().reshape(c, K).sum(dim=1)  # (c,)
-    gram = torch.einsum("apD,bpD->pab", T, T).double().reshape(c, K, d, d)  # J_p^T J_p
-    cross = torch.einsum("apD,bpD->pab", T[:, :-1], T[:, 1:]).double()
-    cross = consecutive(cross, c, K)  # (c, K-1, d, d): J_q^T J_{q+1}
-    r = h[1:] - h[:-1]  # (P - 1, D') sub-chords (and straddling differences)
-    rl = consecutive(torch.einsum("apD,pD->pa", T[:, :-1], r).double(), c, K)  # J_q^T r_q
-    rh = consecutive(torch.einsum("apD,pD->pa", T[:, 1:], r).double(), c, K)  # J_{q+1}^T r_q
-    ell = consecutive(r.norm(dim=1).double(), c, K)  # (c, K-1)
+    noise = 10 * cc.eps * cc.h_norms  # (c,)
+    gram, cross, rl, rh, ell = cc.gram, cc.cross, cc.lo, cc.hi, cc.chords
     shape = (c, N - 1, m)
     ell = ell.reshape(shape)
     lam = ell.sum(dim=2)  # (c, N-1) measured segment lengths
@@ -145,9 +128,7 @@ def sub_point_length_terms(
     interior nodes ``x (b, n, d)`` between ``z0``, ``z1`` ``(b, d)``, ``chunk_size`` rows per
     forward-mode pass."""
     b, n, d = x.shape
-    nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
-    per = max(1, chunk_size // (((n + 1) * m + 1) * d))  # curves per forward-mode pass
-    parts = [_terms_chunk(embed, nodes[s : s + per], m, energy) for s in range(0, b, per)]
-    if len(parts) == 1:
-        return parts[0]
-    return LMTerms(*(torch.cat([getattr(p, f) for p in parts]) for f in TERM_FIELDS))
+    return terms_by_chunks(
+        lambda nodes: _terms_chunk(embed, nodes, m, energy), x, z0, z1,
+        ((n + 1) * m + 1) * d, chunk_size,
+    )  # fmt: skip
