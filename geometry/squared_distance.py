@@ -79,9 +79,9 @@ class SquaredGeodesicDistance(torch.autograd.Function):
         z1: Tensor,
         embed: Embed,
         options: dict[str, Any],
+        polish: dict[str, Any],
         holder: list[SquaredDistanceResult],
     ) -> Tensor:
-        polish = options.pop("_polish")
         geo = connecting_geodesics(embed, z0.detach(), z1.detach(), **options)
         res = minimize_node_energy(embed, geo.curves, **polish)
         holder.append(SquaredDistanceResult(res, geo))
@@ -98,7 +98,9 @@ class SquaredGeodesicDistance(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+    def backward(
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:
         z0, z1, u0, u1 = ctx.saved_tensors  # (B, d), (B, d), (B, D'), (B, D'): J v0, J v1
         embed = ctx.embed
         g0 = g1 = None
@@ -109,7 +111,7 @@ class SquaredGeodesicDistance(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 x = z1.clone().requires_grad_(True)
                 (g1,) = torch.autograd.grad(embed_flat(embed, x), x, 2 * grad[:, None] * u1)
-        return g0, g1, None, None, None
+        return g0, g1, None, None, None, None
 
 
 def squared_geodesic_distance(
@@ -167,9 +169,9 @@ def squared_geodesic_distance(
         )
     check_positive_int(max_iterations, "max_iterations", minimum=0)
     polish = {"tolerance": tolerance, "max_iterations": max_iterations}
-    options = {"num_nodes": num_nodes, **geodesic_options, "_polish": polish}
+    options = {"num_nodes": num_nodes, **geodesic_options}
     holder: list[SquaredDistanceResult] = []
-    value = SquaredGeodesicDistance.apply(z0, z1, embed, options, holder)
+    value = SquaredGeodesicDistance.apply(z0, z1, embed, options, polish, holder)
     res = holder[0]
     bad = (~res.stationary).nonzero().flatten()  # what the end-tangent gradient needs
     if bad.numel() and on_unconverged != "ignore":
