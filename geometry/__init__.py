@@ -8,6 +8,7 @@ expected metric ``M = J_mu^T J_mu + J_sigma^T J_sigma``). Tensors are batch firs
 on the device and dtype of the inputs.
 """
 
+from geometry.brownian import brownian_drift, metric_and_derivatives
 from geometry.curves import (
     CurveLengths,
     chord_length,
@@ -78,6 +79,7 @@ __all__ = [
     "GeodesicResult",
     "LatentGraph",
     "auxiliary_points",
+    "brownian_drift",
     "build_graph",
     "check_connected",
     "check_pairs_connected",
@@ -99,6 +101,7 @@ __all__ = [
     "log_map",
     "magnification_factor",
     "measure_curve_lengths",
+    "metric_and_derivatives",
     "metric_tensor",
     "random_walk",
     "refined_pair_distances",
