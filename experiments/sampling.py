@@ -1,12 +1,24 @@
 """Sampling: Riemannian versus Euclidean random walks started at data codes.
 
-Both walks are :func:`geometry.random_walk` (the paper's ``z <- z + s U Lambda^(-1/2) eps`` and
-``z <- z + s eps``). To compare them at the same scale, the Riemannian step size is set so that
-its median step length at the start codes equals the Euclidean one: ``s_R = s_E /
+Three walks of :func:`geometry.random_walk`, from the same start codes with the same noise:
+
+* ``first_order``: the paper's Riemannian walk ``z <- z + s U Lambda^(-1/2) eps`` (step
+  covariance ``s^2 M^(-1)``, no drift);
+* ``brownian``: the Euler-Maruyama discretisation of Riemannian Brownian motion (generator
+  ``Delta_LB / 2``, time step ``s^2``): the same diffusion plus the drift
+  ``s^2 b(z)``, ``b^i = (1/2) (1/sqrt(det M)) d_j(sqrt(det M) M^{ij})``, which pushes towards
+  larger volume ``sqrt(det M)``, i.e. for an RBF-precision decoder away from the data, where the
+  variance and so the metric grow;
+* ``euclidean``: ``z <- z + s eps``.
+
+To compare them at the same scale, the Riemannian step size (shared by both Riemannian walks) is
+set so that its median step length at the start codes equals the Euclidean one: ``s_R = s_E /
 median_z sqrt(tr M(z)^(-1) / d)`` over the start codes. How far a walk strays from the data is
 the Euclidean distance from each visited point to its nearest training code, in units of the
 median distance from a training code to its nearest distinct training code; reported over all
-walks for the end points and for the whole paths.
+walks for the end points and for the whole paths. One-sided Mann-Whitney tests compare the end
+distances of each Riemannian walk with the Euclidean walk's (Riemannian smaller), and a
+two-sided one the Brownian walk's with the first-order walk's.
 """
 
 from __future__ import annotations
@@ -61,14 +73,19 @@ def _figure(path: str, codes: np.ndarray, walks: dict[str, np.ndarray], images: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(12, 6))
+    n = len(walks)
+    fig = plt.figure(figsize=(6 * n, 6))
     for i, (kind, w) in enumerate(walks.items()):
-        ax = fig.add_subplot(2, 2, 1 + i)
+        ax = fig.add_subplot(2, n, 1 + i)
         ax.scatter(codes[:, 0], codes[:, 1], s=3, c="0.7")
         for j in range(min(8, len(w))):
             ax.plot(w[j, :, 0], w[j, :, 1], lw=0.8)
+        lo, hi = codes.min(axis=0), codes.max(axis=0)
+        pad = 0.25 * (hi - lo)
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])  # escaped walks leave the frame
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
         ax.set_title(f"{kind} walks")
-        ax2 = fig.add_subplot(2, 2, 3 + i)
+        ax2 = fig.add_subplot(2, n, 1 + n + i)
         imgs = images[kind]
         grid = np.concatenate(
             [np.concatenate(list(imgs[r * 8 : r * 8 + 8]), axis=1) for r in range(2)]
@@ -117,21 +134,30 @@ def run_sampling(
     z0 = codes[rng.integers(len(codes), size=num_walks)]
     s_r = matched_step_size(model.embed, z0, s_e)
     walks, stats, images = {}, {}, {}
-    for kind, metric, step in tqdm(
-        (("riemannian", True, s_r), ("euclidean", False, s_e)),
+    for name, metric, kind, step in tqdm(
+        (
+            ("first_order", True, "first_order", s_r),
+            ("brownian", True, "brownian", s_r),
+            ("euclidean", False, "first_order", s_e),
+        ),
         desc="walks",
         disable=not settings.progress,
     ):
         gen = torch.Generator().manual_seed(seed)
-        w = random_walk(model.embed, z0, num_steps, step, metric=metric, generator=gen).detach()
+        t_walk = time.perf_counter()
+        w = random_walk(
+            model.embed, z0, num_steps, step, metric=metric, generator=gen, kind=kind
+        ).detach()
+        t_walk = time.perf_counter() - t_walk
         finite = bool(torch.isfinite(w).all())
         d_end = nearest_code_distance(w[:, -1], codes) / nn_scale
         d_all = nearest_code_distance(w.flatten(0, 1), codes) / nn_scale
-        walks[kind] = w.numpy()
+        walks[name] = w.numpy()
         with torch.no_grad():
-            images[kind] = model.decode(w[:16, -1])[0].reshape(16, *model.data_shape[-2:]).numpy()
-        stats[kind] = {
+            images[name] = model.decode(w[:16, -1])[0].reshape(16, *model.data_shape[-2:]).numpy()
+        stats[name] = {
             "step_size": step,
+            "seconds": t_walk,
             "finite": finite,
             "end_distance_median": float(d_end.median()),
             "end_distance_p90": float(d_end.quantile(0.9)),
@@ -140,11 +166,18 @@ def run_sampling(
             "end_far_fraction": float((d_end > 5).float().mean()),
             "_end": d_end.numpy(),
         }
-    p = float(
-        mannwhitneyu(
-            stats["riemannian"]["_end"], stats["euclidean"]["_end"], alternative="less"
-        ).pvalue
-    )
+    ends = {name: st["_end"] for name, st in stats.items()}
+    p_tests = {
+        "first_order_vs_euclidean": float(
+            mannwhitneyu(ends["first_order"], ends["euclidean"], alternative="less").pvalue
+        ),
+        "brownian_vs_euclidean": float(
+            mannwhitneyu(ends["brownian"], ends["euclidean"], alternative="less").pvalue
+        ),
+        "brownian_vs_first_order": float(
+            mannwhitneyu(ends["brownian"], ends["first_order"], alternative="two-sided").pvalue
+        ),
+    }
     for s in stats.values():
         s.pop("_end")
     t_eval = time.perf_counter() - t0
@@ -158,6 +191,7 @@ def run_sampling(
             f"{s['path_distance_max']:.3g}",
             f"{100 * s['end_far_fraction']:.0f} %",
             "yes" if s["finite"] else "NO",
+            f"{s['seconds']:.1f}",
         ]
         for kind, s in stats.items()
     ]
@@ -166,8 +200,13 @@ def run_sampling(
         "random training codes; Riemannian step size matched to the Euclidean one by median "
         "step length at the start codes. Distance to the nearest training code in units of the "
         f"median nearest-neighbour distance of the codes ({nn_scale:.4g}); 'far' = more than 5 "
-        f"units. One-sided Mann-Whitney p (Riemannian end distances smaller): {p:.2g}. Paper: "
-        "qualitative (the Riemannian walk stays in the data support, the Euclidean walk drifts)."
+        "units. first_order = the paper's walk (step covariance s^2 M^-1, no drift); brownian = "
+        "Euler-Maruyama of Riemannian Brownian motion (the same diffusion plus the drift s^2 b). "
+        "Mann-Whitney p of the end distances: first_order < euclidean "
+        f"{p_tests['first_order_vs_euclidean']:.2g}, brownian < euclidean "
+        f"{p_tests['brownian_vs_euclidean']:.2g}, brownian vs first_order (two-sided) "
+        f"{p_tests['brownian_vs_first_order']:.2g}. Paper: qualitative (the Riemannian walk "
+        "stays in the data support, the Euclidean walk drifts)."
     )
     report.add_table(
         "walks",
@@ -180,6 +219,7 @@ def run_sampling(
             "path dist max",
             "far (end)",
             "finite",
+            "time (s)",
         ],
         rows,
     )
@@ -188,11 +228,11 @@ def run_sampling(
     summary = {
         f"sampling/{k}/end_distance_median": s["end_distance_median"] for k, s in stats.items()
     }
-    summary["sampling/mannwhitney_p"] = p
+    summary.update({f"sampling/mannwhitney_p/{k}": v for k, v in p_tests.items()})
     return report.write(
         {
             "walks": stats,
-            "mannwhitney_p": p,
+            "mannwhitney_p": p_tests,
             "nn_scale": nn_scale,
             "run_dir": tm.run_dir,
             "timing": {"train_seconds": t_train, "eval_seconds": t_eval},

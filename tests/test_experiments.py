@@ -163,8 +163,8 @@ def test_importance_estimator_is_exact_with_the_true_posterior_and_close_with_a_
 
 def test_random_walks_stay_finite_with_large_steps(rbf):
     z0 = torch.zeros(8, 2, dtype=torch.float64)
-    for metric in (True, False):
-        w = random_walk(rbf, z0, 30, 2.0, metric=metric, generator=torch.Generator())
+    for metric, kind in ((True, "first_order"), (True, "brownian"), (False, "first_order")):
+        w = random_walk(rbf, z0, 30, 2.0, metric=metric, generator=torch.Generator(), kind=kind)
         assert w.shape == (8, 31, 2) and torch.isfinite(w).all()
 
 
@@ -262,7 +262,11 @@ def test_every_experiment_end_to_end_at_a_tiny_size(tmp_path, wandb_offline_env)
     assert all(0 < v <= 100 for v in scores["euclidean"] + scores["riemannian"])
     assert "| {0,1} |" in (tmp_path / "reports" / "table1" / "report.md").read_text()
     walks = json.loads((tmp_path / "reports" / "sampling" / "results.json").read_text())["walks"]
-    assert walks["riemannian"]["finite"] and walks["euclidean"]["finite"]
+    assert list(walks) == ["first_order", "brownian", "euclidean"]
+    assert all(walks[k]["finite"] for k in walks)
+    # the same noise and step size: the drift alone separates the two Riemannian walks
+    assert walks["first_order"]["step_size"] == walks["brownian"]["step_size"]
+    assert walks["first_order"]["path_distance_max"] != walks["brownian"]["path_distance_max"]
     var = json.loads((tmp_path / "reports" / "variance" / "results.json").read_text())["heads"]
     assert all(math.isfinite(var[h]["prior"]["mean"]) for h in ("mlp", "rbf"))
     # a second call reuses every trained model (no new run folders, all stages skipped)
