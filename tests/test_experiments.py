@@ -107,6 +107,40 @@ def test_paired_comparison_counts_the_smaller_geodesic_measures():
     assert r["median_ratio"] == pytest.approx(np.median([0.5, 2 / 3, 0.75, 2.0]))
 
 
+def test_interpolants_are_refined_geodesics_never_longer_than_the_line_or_the_graph_path():
+    from experiments.interpolation import geodesic_and_straight
+    from geometry import curve_length
+    from geometry.toy_models import ToyRBFDecoder
+
+    dec = ToyRBFDecoder(data_dim=24, num_centers=6, seed=3).double()
+    codes = dec.sample_data(150, spread=0.3, seed=0)
+    rng = np.random.default_rng(0)
+    src = rng.integers(150, size=12)
+    tgt = (src + 1 + rng.integers(149, size=12)) % 150
+    out = geodesic_and_straight(dec.embed, codes, src, tgt, graph_k=8, num_nodes=12)
+    geo, line = out["geodesic"], out["straight"]
+    assert geo.shape == line.shape == (12, 12, 2)
+    assert torch.equal(geo[:, 0], codes[src]) and torch.equal(geo[:, -1], codes[tgt])
+    assert bool((out["geodesic_length"] <= out["straight_length"]).all())
+    assert bool((out["geodesic_length"] <= out["graph_length"] * (1 + 2e-3)).all())
+    # the refinement shortens the graph paths (their chords cut across the metric's walls)
+    assert float((out["geodesic_length"] / out["graph_length"]).median()) < 0.99
+    shorter = out["geodesic_length"] < 0.999 * out["straight_length"]
+    assert float(shorter.float().mean()) >= 0.75 and not bool(out["line_kept"][shorter].any())
+    assert out["converged"].float().mean() >= 0.5
+    # the reported lengths are the returned curves' measured lengths
+    torch.testing.assert_close(
+        curve_length(dec.embed, geo, rtol=1e-4), out["geodesic_length"], rtol=3e-3, atol=0
+    )
+
+
+def test_interpolation_rejects_a_bad_node_count():
+    from experiments.interpolation import check_interpolation
+
+    with pytest.raises(UserError, match="num_nodes=1 must be an integer >= 2"):
+        check_interpolation(ReproduceSettings(wandb_mode="disabled"), (0, 1), 20, num_nodes=1)
+
+
 # ---------------------------------------------------------------------------- marginal likelihood
 
 
