@@ -10,6 +10,7 @@ import torch
 from scipy.stats import chisquare
 
 import geometry as G
+from geometry.sampling import WALK_KINDS
 from geometry.toy_models import LinearEmbed, SphereEmbed, ToyMLPDecoder, ToyRBFDecoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -37,11 +38,18 @@ def test_riemannian_step_covariance_is_inverse_metric() -> None:
     torch.testing.assert_close(eu.T.cov(), torch.eye(2, dtype=torch.float64), rtol=0.05, atol=0.02)
 
 
-def test_flat_directions_are_clamped() -> None:
+@pytest.mark.parametrize("kind", WALK_KINDS)
+def test_flat_directions_are_clamped(kind: str) -> None:
     emb = LinearEmbed(torch.tensor([[1.0, 0.0]], dtype=torch.float64))  # metric diag(1, 0)
     z0 = torch.zeros(4000, 2, dtype=torch.float64)
     w = G.random_walk(
-        emb, z0, 1, 0.01, eigenvalue_floor=1e-4, generator=torch.Generator().manual_seed(0)
+        emb,
+        z0,
+        1,
+        0.01,
+        eigenvalue_floor=1e-4,
+        generator=torch.Generator().manual_seed(0),
+        kind=kind,
     )
     step = (w[:, 1] - z0) / 0.01
     assert torch.isfinite(step).all()
@@ -132,6 +140,18 @@ def test_drift_matches_independent_computations_on_nonlinear_decoders(latent_dim
     M, dM = G.metric_and_derivatives(dec.embed, z)
     torch.testing.assert_close(M, G.metric_tensor(dec.embed, z), rtol=1e-12, atol=1e-14)
     assert dM.shape == (40, latent_dim, latent_dim, latent_dim)
+
+
+def test_drift_uses_the_floored_inverse_where_the_metric_is_nearly_singular() -> None:
+    # M = diag(1, sin^2 theta); with the clamped inverse M^{phi phi} = 1 / max(sin^2, floor):
+    # b^theta = (1/2) (1/2) tr(M^-1 d_theta M) = sin(theta) cos(theta) / (2 max(sin^2, floor))
+    theta = torch.tensor([1e-4, 2e-4, 0.5], dtype=torch.float64)
+    z = torch.stack([theta, torch.zeros(3, dtype=torch.float64)], dim=1)
+    b = G.brownian_drift(SphereEmbed(), z, eigenvalue_floor=1e-6)
+    sin2 = theta.sin() ** 2
+    expected = theta.sin() * theta.cos() / (2 * torch.clamp(sin2, min=1e-6))
+    torch.testing.assert_close(b[:, 0], expected, rtol=1e-9, atol=0)
+    assert b[0, 0] < 0.02 * theta[0].cos() / theta[0].sin() / 2  # far below the exact drift
 
 
 def test_linear_decoder_brownian_walk_has_no_drift_and_inverse_metric_covariance() -> None:
