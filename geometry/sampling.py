@@ -16,7 +16,9 @@ Three walks, all with ``eps ~ N(0, I_d)`` and step size ``s``:
   The diffusion is the first-order walk's; the drift (second derivatives of ``embed``, about
   ``d^2`` forward passes per step) pushes the walk towards larger volume ``sqrt(det M)``, so
   its stationary density on a compact manifold is proportional to ``sqrt(det M)``, i.e.
-  uniform on the manifold. Its error is first order in ``dt``.
+  uniform on the manifold. Its error is first order in ``dt``; there is no step control, so
+  where the metric is small and varies fast (off the data of an RBF-precision decoder, beyond
+  its variance walls) the drift step ``s^2 b`` can be far longer than the diffusion step.
 * ``metric=False``: the Euclidean walk ``z <- z + s * eps`` (Brownian motion of the flat metric,
   with ``dt = s^2``).
 
