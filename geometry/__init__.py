@@ -8,6 +8,7 @@ expected metric ``M = J_mu^T J_mu + J_sigma^T J_sigma``). Tensors are batch firs
 on the device and dtype of the inputs.
 """
 
+from geometry.adaptive_exp import GeodesicShots, shoot_geodesics
 from geometry.brownian import brownian_drift, metric_and_derivatives
 from geometry.curves import (
     CurveLengths,
@@ -50,7 +51,7 @@ from geometry.graph import (
 from geometry.land import LANDMixture
 from geometry.land_checks import ComponentCollapseError
 from geometry.land_normaliser import NormaliserEstimate
-from geometry.maps import exp_map, geodesic_acceleration, log_map
+from geometry.maps import exp_map, geodesic_acceleration, initial_velocities, log_map
 from geometry.metric import (
     embed_and_jacobian,
     embed_and_tangents,
@@ -98,7 +99,10 @@ __all__ = [
     "knn_graph",
     "node_indices",
     "log_magnification_factor",
+    "initial_velocities",
     "log_map",
+    "shoot_geodesics",
+    "GeodesicShots",
     "magnification_factor",
     "measure_curve_lengths",
     "metric_and_derivatives",

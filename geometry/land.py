@@ -10,7 +10,7 @@ Euclidean GMM on the codes; subtract ``log sqrt(det M(z))`` for the Riemannian v
 is estimated by Monte Carlo with the exact Jacobian of ``Exp`` (:mod:`geometry.land_normaliser`).
 
 Log maps come from :func:`geometry.log_map` (batched over all points and all means, graph starts
-on the training codes), refined by Newton shooting through :func:`geometry.exp_map`
+on the training codes), optionally refined by Newton shooting through adaptive shots of ``Exp``
 (:mod:`geometry.land_log_maps`); every pair's ``converged`` flag is kept (``converged_`` after
 ``fit``, ``last_converged`` after ``log_prob``); nothing is replaced by straight lines.
 
@@ -56,7 +56,7 @@ from geometry.land_normaliser import (
 
 __all__ = ["ComponentCollapseError", "LANDMixture"]
 
-_DEFAULT_GEODESIC_OPTIONS: dict[str, Any] = {"num_nodes": 12, "tolerance": 1e-4, "bent_starts": 0}
+_DEFAULT_GEODESIC_OPTIONS: dict[str, Any] = {"num_nodes": 24, "tolerance": 1e-6, "bent_starts": 0}
 
 
 class LANDMixture:
@@ -71,14 +71,20 @@ class LANDMixture:
         mean_step: step size of the mean update (1 = preconditioned Newton step).
         precision_step: step size of the precision-factor update.
         max_backtracks: halvings of both steps tried when an iteration raises the NLL.
-        exp_steps: RK4 steps of :func:`geometry.exp_map`.
+        exp_steps: with ``exp_rtol=None``, the RK4 steps of :func:`geometry.exp_map`; else the
+            first adaptive step is ``1 / exp_steps``.
+        exp_rtol: tolerance of the adaptive shots of ``Exp`` (:func:`geometry.shoot_geodesics`:
+            short steps across variance walls, failing rows isolated), or None for fixed-step
+            RK4.
         graph_size: at most this many training codes (a seeded subset) for graph starts.
         graph_k: neighbours per node of the start graph (0: straight-line starts).
-        newton_steps: Newton shooting steps refining each log map (``2 d + 1`` shots each).
-        shooting_rtol: a log map is converged when ``Exp_mu(v)`` lands within this times
-            ``||z - mu||`` of ``z``.
+        newton_steps: Newton shooting steps refining each log map (``2 d + 1`` shots each;
+            0: the boundary-value velocities, see :mod:`geometry.land_log_maps`).
+        shooting_rtol: with ``newton_steps > 0``, a log map is converged when ``Exp_mu(v)``
+            lands within this times ``||z - mu||`` of ``z``.
         geodesic_options: keyword arguments of :func:`geometry.connecting_geodesics` (defaults:
-            ``num_nodes=12, tolerance=1e-4, bent_starts=0``).
+            ``num_nodes=24, tolerance=1e-6, bent_starts=0``; the velocity's direction needs a
+            tightly converged curve).
         on_collapse: ``"raise"`` or ``"reset"`` (see module docstring).
         oversample: tangent samples per returned sample in :meth:`sample`.
         seed: seed of k-means, the Monte Carlo base samples and :meth:`sample`.
@@ -96,10 +102,11 @@ class LANDMixture:
         mean_step: float = 1.0,
         precision_step: float = 1.0,
         max_backtracks: int = 3,
-        exp_steps: int = 32,
+        exp_steps: int = 8,
+        exp_rtol: float | None = 1e-8,
         graph_size: int = 500,
         graph_k: int = 10,
-        newton_steps: int = 2,
+        newton_steps: int = 0,
         shooting_rtol: float = 1e-3,
         geodesic_options: dict[str, Any] | None = None,
         on_collapse: str = "raise",
@@ -128,6 +135,9 @@ class LANDMixture:
         self.mean_step, self.precision_step = float(mean_step), float(precision_step)
         self.max_backtracks = max_backtracks
         self.exp_steps = exp_steps
+        if exp_rtol is not None and not (isinstance(exp_rtol, (int, float)) and 0 < exp_rtol < 1):
+            raise ValueError(f"exp_rtol must be None or a number in (0, 1), got {exp_rtol!r}")
+        self.exp_rtol = None if exp_rtol is None else float(exp_rtol)
         self.graph_size = graph_size
         self.graph_k = check_positive_int(graph_k, "graph_k", minimum=0)
         self.newton_steps = check_positive_int(newton_steps, "newton_steps", minimum=0)
@@ -186,6 +196,7 @@ class LANDMixture:
         return mixture_log_maps(
             self.embed, z, means, graph_points=gp, graph_k=self.graph_k,
             geodesic_options=self.geodesic_options, exp_steps=self.exp_steps,
+            exp_rtol=self.exp_rtol,
             newton_steps=self.newton_steps, shooting_rtol=self.shooting_rtol,
         )  # fmt: skip
 
@@ -223,7 +234,7 @@ class LANDMixture:
             rows = (comp == k).nonzero().flatten()
             out[rows] = sample_component(
                 self.embed, mu[k], A[k], len(rows), oversample=self.oversample,
-                num_steps=self.exp_steps, generator=g,
+                num_steps=self.exp_steps, generator=g, rtol=self.exp_rtol,
             )  # fmt: skip
         return out, comp
 
@@ -241,6 +252,7 @@ class LANDMixture:
             "log_normaliser_std_errors": self.log_normaliser_std_errors,
             "graph_points": self.graph_points, "nll_history": list(self.nll_history),
             "num_mc_samples": self.num_mc_samples, "exp_steps": self.exp_steps,
+            "exp_rtol": self.exp_rtol,
             "geodesic_options": dict(self.geodesic_options), "seed": self.seed,
         }  # fmt: skip
 
@@ -255,6 +267,7 @@ class LANDMixture:
         self.graph_points = state["graph_points"]
         self.nll_history = list(state["nll_history"])
         self.num_mc_samples, self.exp_steps = state["num_mc_samples"], state["exp_steps"]
+        self.exp_rtol = state.get("exp_rtol")
         self.geodesic_options, self.seed = dict(state["geodesic_options"]), state["seed"]
 
     # ---------------------------------------------------------------- fitting
@@ -332,7 +345,7 @@ class LANDMixture:
         """NLL, log maps, their convergence, ``log Z``, its SE, tangent moments."""
         assert self._eps is not None
         ests = [
-            estimate_normaliser(self.embed, mu[k], A[k], self._eps, self.exp_steps)
+            estimate_normaliser(self.embed, mu[k], A[k], self._eps, self.exp_steps, self.exp_rtol)
             for k in range(mu.shape[0])
         ]
         log_z = torch.stack([e.log_value for e in ests])  # (K,)
@@ -361,7 +374,11 @@ class LANDMixture:
             mean_v, second = moments[k]
             direction = w @ V[:, k] - mean_v  # (d,)
             step = exp_map_or_nan(
-                self.embed, mu[k : k + 1], mean_step * direction[None], self.exp_steps
+                self.embed,
+                mu[k : k + 1],
+                mean_step * direction[None],
+                self.exp_steps,
+                self.exp_rtol,
             )[0]  # (d,); NaN where the shot crossed a singular metric: the mean stays
             new_mu[k] = torch.where(torch.isfinite(step).all(), step, mu[k])
             scatter = torch.einsum("n,ni,nj->ij", w, V[:, k], V[:, k])  # (d, d)

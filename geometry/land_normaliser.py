@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from geometry._checks import Embed
+from geometry.adaptive_exp import shoot_geodesics
 from geometry.maps import exp_map
 
 __all__ = [
@@ -87,13 +88,21 @@ def _fd_step(v: Tensor) -> Tensor:
     return torch.finfo(v.dtype).eps ** (1 / 3) * (1 + v.norm(dim=1, keepdim=True))
 
 
-def exp_map_or_nan(embed: Embed, z: Tensor, v: Tensor, num_steps: int) -> Tensor:
-    """:func:`geometry.exp_map` that isolates shots through a singular metric (NaN rows).
+def exp_map_or_nan(
+    embed: Embed, z: Tensor, v: Tensor, num_steps: int, rtol: float | None = None,
+    groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """``Exp_z(v) (B, d)`` with NaN rows where a shot failed.
 
-    ``exp_map`` refuses a whole batch when the metric is singular at one point on one path; the
-    batch is split in halves until the failing shots are found (``O(log B)`` extra batches per
-    failing shot).
+    ``rtol=None``: fixed-step RK4 (:func:`geometry.exp_map`, ``num_steps`` steps), which refuses
+    a whole batch when the metric is singular at one point on one path; the batch is split in
+    halves until the failing shots are found (``O(log B)`` extra batches per failing shot).
+    A float: adaptive Dormand-Prince to that tolerance (:func:`geometry.shoot_geodesics`, first
+    step ``1 / num_steps``, rows of one of ``groups`` share their steps), which isolates
+    failing rows itself.
     """
+    if rtol is not None:
+        return shoot_geodesics(embed, z, v, rtol=rtol, initial_steps=num_steps, groups=groups).ends
     try:
         return exp_map(embed, z, v, num_steps=num_steps)
     except ValueError as err:
@@ -110,14 +119,19 @@ def exp_map_or_nan(embed: Embed, z: Tensor, v: Tensor, num_steps: int) -> Tensor
         )
 
 
-def exp_and_jacobian(embed: Embed, mu: Tensor, v: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
+def exp_and_jacobian(
+    embed: Embed, mu: Tensor, v: Tensor, num_steps: int, rtol: float | None = None
+) -> tuple[Tensor, Tensor]:
     """``Exp_mu(v)`` and ``D Exp_mu(v)`` for ``v (B, d)`` (one batch of ``(2 d + 1) B`` shots).
 
     Args:
         embed: ``(n, d) -> (n, D')`` callable.
         mu: ``(d,)`` base point, or ``(B, d)`` one per row.
         v: ``(B, d)`` tangent vectors.
-        num_steps: RK4 steps of :func:`geometry.exp_map`.
+        num_steps: RK4 steps (``rtol=None``) or the first step ``1 / num_steps`` of the
+            adaptive shots (:func:`exp_map_or_nan`).
+        rtol: None or the adaptive tolerance; the ``2 d + 1`` shots of one row share their
+            steps, so the differences are those of one smooth discrete map.
 
     Returns:
         ``(B, d)`` end points and ``(B, d, d)`` Jacobians (central differences; non-finite
@@ -131,22 +145,27 @@ def exp_and_jacobian(embed: Embed, mu: Tensor, v: Tensor, num_steps: int) -> tup
     vs = torch.cat([v, plus.reshape(B * d, d), minus.reshape(B * d, d)])  # ((2d+1) B, d)
     base = mu.expand_as(v) if mu.ndim == 1 else mu  # (B, d)
     base = torch.cat([base, base.repeat_interleave(d, 0), base.repeat_interleave(d, 0)])
-    ends = exp_map_or_nan(embed, base.contiguous(), vs, num_steps)
+    row = torch.arange(B, device=v.device)
+    groups = torch.cat([row, row.repeat_interleave(d), row.repeat_interleave(d)])
+    ends = exp_map_or_nan(embed, base.contiguous(), vs, num_steps, rtol, groups)
     x = ends[:B]  # (B, d)
     xp, xm = ends[B : B + B * d].reshape(B, d, d), ends[B + B * d :].reshape(B, d, d)
     jac = ((xp - xm) / (2 * h[:, :, None])).transpose(1, 2)  # (B, d, d): column k = dExp/dv_k
     return x, jac
 
 
-def exp_with_jacobian(embed: Embed, mu: Tensor, v: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
+def exp_with_jacobian(
+    embed: Embed, mu: Tensor, v: Tensor, num_steps: int, rtol: float | None = None
+) -> tuple[Tensor, Tensor]:
     """``Exp_mu(v) (B, d)`` and ``|det D Exp_mu(v)| (B,)`` (see :func:`exp_and_jacobian`)."""
-    x, jac = exp_and_jacobian(embed, mu, v, num_steps)
+    x, jac = exp_and_jacobian(embed, mu, v, num_steps, rtol)
     return x, torch.linalg.det(jac).abs()
 
 
 def estimate_normaliser(
-    embed: Embed, mu: Tensor, factor: Tensor, eps: Tensor, num_steps: int
-) -> NormaliserEstimate:
+    embed: Embed, mu: Tensor, factor: Tensor, eps: Tensor, num_steps: int,
+    rtol: float | None = None,
+) -> NormaliserEstimate:  # fmt: skip
     """Monte Carlo ``log Z`` of the component ``(mu, Gamma = factor^T factor)`` (see module doc).
 
     Args:
@@ -154,7 +173,8 @@ def estimate_normaliser(
         mu: ``(d,)`` mean.
         factor: ``(d, d)`` precision factor ``A``.
         eps: ``(S, d)`` base samples from :func:`base_samples`.
-        num_steps: RK4 steps of :func:`geometry.exp_map`.
+        num_steps: RK4 steps of :func:`geometry.exp_map` (or the first adaptive step).
+        rtol: None (fixed-step RK4) or the adaptive shooting tolerance (:func:`exp_map_or_nan`).
 
     Returns:
         A :class:`NormaliserEstimate`.
@@ -164,7 +184,7 @@ def estimate_normaliser(
     """
     S, d = eps.shape
     v = torch.linalg.solve(factor, eps.T).T  # (S, d), covariance Gamma^-1
-    _, det = exp_with_jacobian(embed, mu, v, num_steps)  # (S,)
+    _, det = exp_with_jacobian(embed, mu, v, num_steps, rtol)  # (S,)
     ok = torch.isfinite(det)
     num_failed = int((~ok).sum())
     if num_failed > S // 2:
@@ -193,6 +213,7 @@ def sample_component(
     oversample: int,
     num_steps: int,
     generator: torch.Generator,
+    rtol: float | None = None,
 ) -> Tensor:
     """``(num, d)`` approximate samples of one component by importance resampling.
 
@@ -207,7 +228,7 @@ def sample_component(
     m = oversample * num
     eps = torch.randn(m, d, generator=generator, dtype=torch.float64).to(mu)
     v = torch.linalg.solve(factor, eps.T).T  # (m, d)
-    x, det = exp_with_jacobian(embed, mu, v, num_steps)
+    x, det = exp_with_jacobian(embed, mu, v, num_steps, rtol)
     w = torch.where(torch.isfinite(det) & torch.isfinite(x).all(dim=1), det, 0.0)
     if not bool(w.sum() > 0):
         raise FloatingPointError(f"every exponential-map shot from {mu.tolist()} failed")
@@ -217,7 +238,7 @@ def sample_component(
 
 def refine_log_maps(
     embed: Embed, mu: Tensor, z: Tensor, v: Tensor, *, num_steps: int, newton_steps: int,
-    rtol: float,
+    rtol: float, exp_rtol: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Newton shooting on ``Exp_mu(v) = z`` from the boundary-value velocities ``v``.
 
@@ -229,7 +250,8 @@ def refine_log_maps(
         mu: ``(B, d)`` base points.
         z: ``(B, d)`` targets.
         v: ``(B, d)`` initial velocities (e.g. from :func:`geometry.log_map`).
-        num_steps: RK4 steps of :func:`geometry.exp_map`.
+        num_steps: RK4 steps of :func:`geometry.exp_map` (or the first adaptive step).
+        exp_rtol: None (fixed-step RK4) or the adaptive shooting tolerance.
         newton_steps: Newton steps (``0``: only measure the residual).
         rtol: a row is ``accurate`` when ``||Exp_mu(v) - z|| <= rtol * (||z - mu|| + rtol)``.
 
@@ -242,9 +264,9 @@ def refine_log_maps(
     cur = v
     for step in range(newton_steps + 1):
         if step < newton_steps:
-            x, jac = exp_and_jacobian(embed, mu, cur, num_steps)
+            x, jac = exp_and_jacobian(embed, mu, cur, num_steps, exp_rtol)
         else:
-            x = exp_map_or_nan(embed, mu.contiguous(), cur, num_steps)
+            x = exp_map_or_nan(embed, mu.contiguous(), cur, num_steps, exp_rtol)
         res = (x - z).norm(dim=1)  # (B,)
         better = torch.isfinite(res) & (res < best_res)
         best[better], best_res[better] = cur[better], res[better]

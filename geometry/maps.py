@@ -12,9 +12,11 @@ forward-mode derivative of ``embed``; no Christoffel tensor is formed. Requires 
 * :func:`exp_map` integrates the ODE with classical RK4 (fixed step, ``num_steps`` steps on
   ``t in [0, 1]``); the error is ``O(num_steps^-4)`` for smooth decoders.
 * :func:`log_map` is approximate: it solves the boundary value problem with
-  :func:`connecting_geodesics` and returns the initial velocity of the discrete geodesic by a
-  second-order one-sided difference, so its error is ``O(N^-2)`` in the number of nodes plus the
-  solver tolerance.
+  :func:`connecting_geodesics`; the direction of the velocity is the one-sided second-order
+  difference of the first three nodes in their measured Riemannian arc length, and its norm
+  ``||v||_M`` is the measured length of the whole curve (so ``||log_{z0}(z1)||_{M(z0)}`` is the
+  reported geodesic distance). The nodes of a length-minimizing polyline sit off the geodesic
+  by ``O(N^-2)``, so the direction error is ``O(1/N)`` in the number of nodes ``N``.
 """
 
 from __future__ import annotations
@@ -27,21 +29,29 @@ from torch import Tensor
 from torch.func import jvp
 
 from geometry._checks import Embed, check_points, check_positive_int, embed_flat
+from geometry.curves import measure_curve_lengths
 from geometry.geodesics import GeodesicResult, connecting_geodesics
-from geometry.metric import embed_and_tangents
+from geometry.metric import embed_and_tangents, metric_tensor
 
-__all__ = ["geodesic_acceleration", "exp_map", "log_map"]
+__all__ = ["geodesic_acceleration", "exp_map", "initial_velocities", "log_map"]
 
 
-def geodesic_acceleration(embed: Embed, z: Tensor, v: Tensor) -> Tensor:
-    """``c'' = -M^{-1} J^T D^2h[v, v]`` at positions ``z (B, d)`` with velocities ``v (B, d)``."""
+def geodesic_acceleration(embed: Embed, z: Tensor, v: Tensor, singular: str = "raise") -> Tensor:
+    """``c'' = -M^{-1} J^T D^2h[v, v]`` at positions ``z (B, d)`` with velocities ``v (B, d)``.
+
+    ``singular="raise"``: a ``ValueError`` naming the rows where ``M`` is singular; ``"nan"``:
+    those rows of the result are NaN.
+    """
     flat = partial(embed_flat, embed)
     with torch.no_grad():
         _, T = embed_and_tangents(embed, z, mode="forward")  # (d, B, D'): T[k] = J e_k
         second = jvp(lambda x: jvp(flat, (x,), (v,))[1], (z,), (v,))[1]  # (B, D')
-        M = torch.einsum("kbD,lbD->bkl", T, T)  # (B, d, d)
-        rhs = torch.einsum("kbD,bD->bk", T, second)  # (B, d)
+        M = torch.einsum("kbD,lbD->bkl", T, T).double()  # (B, d, d), solved in float64
+        rhs = torch.einsum("kbD,bD->bk", T, second).double()  # (B, d)
         acc, info = torch.linalg.solve_ex(M, rhs)
+        acc = acc.to(z.dtype)
+    if singular == "nan":
+        return torch.where((info == 0)[:, None], -acc, torch.nan)
     if bool((info != 0).any()):
         bad = (info != 0).nonzero().flatten().tolist()
         raise ValueError(
@@ -53,7 +63,12 @@ def geodesic_acceleration(embed: Embed, z: Tensor, v: Tensor) -> Tensor:
 
 
 def exp_map(
-    embed: Embed, z: Tensor, v: Tensor, num_steps: int = 64, return_path: bool = False
+    embed: Embed,
+    z: Tensor,
+    v: Tensor,
+    num_steps: int = 64,
+    return_path: bool = False,
+    rtol: float | None = None,
 ) -> Tensor:
     """Shoot geodesics: ``exp_z(v)``, the end point at ``t = 1`` of the geodesic with ``c(0) = z``
     and ``c'(0) = v``.
@@ -63,7 +78,10 @@ def exp_map(
         z: ``(B, d)`` start points.
         v: ``(B, d)`` initial velocities.
         num_steps: RK4 steps on ``[0, 1]``.
-        return_path: return the whole ``(B, num_steps + 1, d)`` path instead of the end point.
+        return_path: return the whole ``(B, num_steps + 1, d)`` path instead of the end point
+            (fixed-step RK4 only).
+        rtol: None for fixed-step RK4; a float integrates with adaptive steps to that
+            tolerance (:func:`geometry.shoot_geodesics`, first step ``1 / num_steps``).
 
     Returns:
         ``(B, d)`` end points, or the ``(B, num_steps + 1, d)`` path.
@@ -75,6 +93,19 @@ def exp_map(
             f"z and v must have the same shape, got {tuple(z.shape)} and {tuple(v.shape)}"
         )
     check_positive_int(num_steps, "num_steps")
+    if rtol is not None:
+        if return_path:
+            raise ValueError("return_path=True needs the fixed-step integrator (rtol=None)")
+        from geometry.adaptive_exp import shoot_geodesics  # imports this module
+
+        shots = shoot_geodesics(embed, z, v, rtol=rtol, initial_steps=num_steps)
+        if bool(shots.failed.any()):
+            bad = shots.failed.nonzero().flatten().tolist()
+            raise ValueError(
+                f"{len(bad)} of {z.shape[0]} shots failed (first rows {bad[:5]}): the metric is "
+                "singular on their path or their step fell below 1e-10"
+            )
+        return shots.ends
     h = 1.0 / num_steps
     x, u = z.detach().clone(), v.detach().clone()
     path = [x]
@@ -110,9 +141,33 @@ def log_map(
     """
     geodesic_options.setdefault("tolerance", 1e-8)  # the velocity needs a well-converged curve
     res = connecting_geodesics(embed, z0, z1, **geodesic_options)
-    c = res.curves  # (B, N, d), constant speed in t in [0, 1]
-    N = c.shape[1]
+    return initial_velocities(embed, res.curves, res.lengths), res
+
+
+def initial_velocities(embed: Embed, curves: Tensor, lengths: Tensor) -> Tensor:
+    """Initial velocities ``(B, d)`` of discrete geodesics ``curves (B, N, d)`` on ``t in [0, 1]``.
+
+    The direction is the one-sided second-order difference of the first three nodes in their
+    Riemannian arc length (measured to ``1e-4``), the norm ``||v||_{M(c_0)}`` is ``lengths (B,)``;
+    ``v = 0`` where the length is 0.
+    """
+    c = curves.double()  # (B, N, d)
+    B, N, d = c.shape
     if N < 3:
-        return c[:, 1] - c[:, 0], res
-    v = (N - 1) * (-3 * c[:, 0] + 4 * c[:, 1] - c[:, 2]) / 2  # one-sided, O(1/N^2)
-    return v, res
+        u = c[:, 1] - c[:, 0]  # (B, d)
+    else:
+        seg = measure_curve_lengths(embed, curves[:, :3], rtol=1e-4).segment_lengths.double()
+        s1, s2 = seg[:, :1], seg[:, :1] + seg[:, 1:2]  # (B, 1) arc length at c_1, c_2
+        ok = (seg > 0).all(dim=1, keepdim=True)
+        s1, s2 = torch.where(ok, s1, 1.0), torch.where(ok, s2, 2.0)  # uniform where degenerate
+        u = (
+            c[:, 0] * (-(s1 + s2) / (s1 * s2))
+            + c[:, 1] * (s2 / (s1 * (s2 - s1)))
+            + c[:, 2] * (-s1 / (s2 * (s2 - s1)))
+        )  # (B, d), d c / d s at s = 0
+    with torch.enable_grad():
+        M = metric_tensor(embed, curves[:, 0]).detach().double()  # (B, d, d)
+    speed = torch.einsum("bi,bij,bj->b", u, M, u).clamp_min(0).sqrt()  # (B,)
+    L = lengths.double()
+    scale = torch.where((speed > 0) & (L > 0), L / speed.clamp_min(1e-300), 0.0)
+    return (scale[:, None] * u).to(curves.dtype)

@@ -274,6 +274,23 @@ def test_log_map_inverts_exp_map_on_the_sphere() -> None:
     torch.testing.assert_close(v_hat, v, rtol=0, atol=3e-3)
 
 
+def test_log_map_norm_is_the_measured_distance_and_its_direction_converges() -> None:
+    """``||v||_{M(z0)}`` is the reported length; the direction error falls as nodes are added."""
+    sphere = SphereEmbed()
+    z0 = torch.tensor([[1.0, 0.3], [2.0, -0.5], [1.4, 1.0]], dtype=torch.float64)
+    v = torch.tensor([[0.3, 0.5], [-0.4, 0.2], [0.5, -0.6]], dtype=torch.float64)
+    z1 = G.exp_map(sphere, z0, v, num_steps=256)
+    M = G.metric_tensor(sphere, z0)  # (3, 2, 2)
+    errors = []
+    for n in (12, 48):
+        v_hat, res = G.log_map(sphere, z0, z1, num_nodes=n, bent_starts=0)
+        assert res.converged.all()
+        norm = torch.einsum("bi,bij,bj->b", v_hat, M, v_hat).sqrt()
+        torch.testing.assert_close(norm, res.lengths, rtol=1e-12, atol=0)
+        errors.append(float(((v_hat - v).norm(dim=1) / v.norm(dim=1)).max()))
+    assert errors[1] < errors[0] / 4, errors
+
+
 def test_exp_map_on_a_singular_metric_names_the_cause() -> None:
     flat = LinearEmbed(torch.tensor([[1.0, 1.0]], dtype=torch.float64))  # rank 1 < d = 2
     with pytest.raises(ValueError, match="metric is singular at 3 of 3 points"):

@@ -21,7 +21,7 @@ from geometry.toy_models import LinearEmbed, SphereEmbed
 F64 = torch.float64
 A_LIN = torch.tensor([[2.0, 0.5], [0.0, 1.0], [1.0, 1.0]], dtype=F64)
 FAST = {
-    "geodesic_options": {"num_nodes": 4},
+    "geodesic_options": {"num_nodes": 4, "tolerance": 1e-4},
     "num_mc_samples": 16,
     "exp_steps": 8,
     "progress": False,
@@ -287,12 +287,17 @@ def test_euclidean_gmm_interface_matches_its_parameters(tmp_path) -> None:
 def test_sphere_log_maps_match_the_closed_form() -> None:
     """All points to all means in one batch, graph starts on the codes, against the sphere."""
     z = _sphere_data(seed=5)[:8]
-    land = LANDMixture(SphereEmbed(), 2, progress=False)
-    land.graph_points = z
     means = torch.tensor([[math.pi / 2, 0.0], [1.2, 0.4]], dtype=F64)
-    V, conv = land.log_maps(z, means)  # (8, 2, 2), (8, 2)
-    assert bool(conv.all())
-    for k in range(2):
-        exact = _sphere_log_map(means[k], z)  # (8, 2)
-        err = (V[:, k] - exact).norm(dim=1) / exact.norm(dim=1)
-        assert float(err.max()) < 1e-4, err
+    worst = {}
+    for newton_steps in (0, 2):  # boundary-value velocities; refined by Newton shooting
+        land = LANDMixture(SphereEmbed(), 2, progress=False, newton_steps=newton_steps)
+        land.graph_points = z
+        V, conv = land.log_maps(z, means)  # (8, 2, 2), (8, 2)
+        assert bool(conv.all())
+        errs = []
+        for k in range(2):
+            exact = _sphere_log_map(means[k], z)  # (8, 2)
+            errs.append(float(((V[:, k] - exact).norm(dim=1) / exact.norm(dim=1)).max()))
+        worst[newton_steps] = max(errs)
+    assert worst[0] < 5e-3, worst  # O(1/N) direction error at the default 24 nodes
+    assert worst[2] < 1e-5, worst
