@@ -145,10 +145,12 @@ def _lm(
 
     The length is not a sum of squares: its Gauss-Newton model drops the second derivatives of the
     decoder and LM on it converges linearly. From latent dimension ``_NEWTON_MIN_DIM``
-    on, the length phase takes truncated Newton steps on its exact Hessian instead (``d // 2``
-    Hessian-vector products at most per step, preconditioned by the Gauss-Newton solve); a
+    on, every length step also tries a truncated Newton step on its exact Hessian (``d // 2``
+    Hessian-vector products at most, preconditioned by the Gauss-Newton solve); a
     product costs about one reverse pass, the Gauss-Newton model ``d`` forward-mode tangents,
-    so below that dimension the products would cost more than the steps they save.
+    so below that dimension the products would cost more than the steps they save. With the
+    Newton steps, trial steps are judged by forward passes alone (the Jacobians only where a step
+    is taken); below that dimension a forward pass costs about as much as the terms.
 
     Returns:
         Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
@@ -172,11 +174,12 @@ def _lm(
 
     d = x.shape[2]
     newton = d >= _NEWTON_MIN_DIM and _has_hessian_products(embed, x, z0, z1, m, chunk_size)
+    # trial steps judged by forward passes alone where a pass is much cheaper than the terms
     x, _, its0, _ = levenberg_marquardt(
-        energy_terms, x, z0, z1, tolerance, max_iterations, bar, energy_values
+        energy_terms, x, z0, z1, tolerance, max_iterations, bar, energy_values if newton else None
     )
     x, stationary, iterations, tm = levenberg_marquardt(
-        terms, x, z0, z1, tolerance, max_iterations, bar, values,
+        terms, x, z0, z1, tolerance, max_iterations, bar, values if newton else None,
         hessian if newton else None, d // 2,
     )  # fmt: skip
     return x, stationary, iterations + its0, tm.L, tm.noise
