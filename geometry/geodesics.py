@@ -15,7 +15,9 @@ block-tridiagonal Gauss-Newton model, forward-mode Jacobians). Each run first mi
 segment energy ``(N - 1) sum_i lambda_i^2`` at the same sub-points (its minimizers are the
 length's with equal segments; its model is better conditioned, since the length does not care
 where the nodes sit along the curve, and on steep variance walls it reaches shorter minima),
-then the length from there.
+then the length from there; from latent dimension 4 on the length phase also tries truncated
+Newton steps (conjugate gradients on the exact Hessian, preconditioned by the Gauss-Newton solve),
+since the Gauss-Newton model of a length, which is not a sum of squares, converges only linearly.
 
 Resolution, level by level: a curve starts at the fewest sub-points ``m`` (``sub_steps`` times
 a power of two) at which the sub-point length of its start agrees with the start's measured
@@ -45,6 +47,7 @@ convergence test is stagnation of the best energy (then the same faithfulness te
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -62,13 +65,18 @@ from geometry.curves import (
     subdivide_curves,
 )
 from geometry.polyline_lm import LMTerms, levenberg_marquardt
-from geometry.sub_point_length import sub_point_length_terms
+from geometry.sub_point_length import (
+    sub_point_length_hvp,
+    sub_point_length_terms,
+    sub_point_values,
+)
 
 __all__ = ["GeodesicResult", "connecting_geodesics"]
 
 _COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through first
 _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
 _COARSE_MAX_ITERATIONS = 20  # step limit per phase of the coarse stage (it only seeds)
+_NEWTON_MIN_DIM = 4  # latent dimension from which the length phase takes Newton-CG steps
 
 
 @dataclass
@@ -135,6 +143,15 @@ def _lm(
     the nodes sit along the curve), then on the length ``sum_i lambda_i`` from there; each
     phase at most ``max_iterations`` steps.
 
+    The length is not a sum of squares: its Gauss-Newton model drops the second derivatives of the
+    decoder and LM on it converges linearly. From latent dimension ``_NEWTON_MIN_DIM``
+    on, every length step also tries a truncated Newton step on its exact Hessian (``d // 2``
+    Hessian-vector products at most, preconditioned by the Gauss-Newton solve); a
+    product costs about one reverse pass, the Gauss-Newton model ``d`` forward-mode tangents,
+    so below that dimension the products would cost more than the steps they save. With the
+    Newton steps, trial steps are judged by forward passes alone (the Jacobians only where a step
+    is taken); below that dimension a forward pass costs about as much as the terms.
+
     Returns:
         Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
         ``sum_i lambda_i`` ``(B,)`` at the final nodes and its roundoff level (float64).
@@ -146,11 +163,38 @@ def _lm(
     def energy_terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
         return sub_point_length_terms(embed, xs, a, b, m, chunk_size, energy=True)
 
-    x, _, its0, _ = levenberg_marquardt(energy_terms, x, z0, z1, tolerance, max_iterations, bar)
-    x, stationary, iterations, tm = levenberg_marquardt(
-        terms, x, z0, z1, tolerance, max_iterations, bar
+    def values(xs: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        return sub_point_values(embed, xs, a, b, m, chunk_size)
+
+    def energy_values(xs: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        return sub_point_values(embed, xs, a, b, m, chunk_size, energy=True)
+
+    def hessian(xs: Tensor, a: Tensor, b: Tensor) -> Callable[[Tensor], Tensor]:
+        return sub_point_length_hvp(embed, xs, a, b, m, chunk_size)
+
+    d = x.shape[2]
+    newton = d >= _NEWTON_MIN_DIM and _has_hessian_products(embed, x, z0, z1, m, chunk_size)
+    # trial steps judged by forward passes alone where a pass is much cheaper than the terms
+    x, _, its0, _ = levenberg_marquardt(
+        energy_terms, x, z0, z1, tolerance, max_iterations, bar, energy_values if newton else None
     )
+    x, stationary, iterations, tm = levenberg_marquardt(
+        terms, x, z0, z1, tolerance, max_iterations, bar, values if newton else None,
+        hessian if newton else None, d // 2,
+    )  # fmt: skip
     return x, stationary, iterations + its0, tm.L, tm.noise
+
+
+def _has_hessian_products(
+    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int
+) -> bool:
+    """Whether ``embed`` has second derivatives by autograd (double backward), tried on the
+    first curve of ``x (B, n, d)``; e.g. ``torch.cdist`` has none."""
+    try:
+        sub_point_length_hvp(embed, x[:1], z0[:1], z1[:1], m, chunk_size)(torch.zeros_like(x[:1]))
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 def _adam(

@@ -3,7 +3,9 @@
 The objectives (:mod:`geometry.sub_point_length`, :mod:`geometry.node_energy`) give, at
 interior nodes ``x (b, n, d)``, their value, half their gradient and half their Gauss-Newton
 matrix, which is block tridiagonal (a node interacts with its two neighbours only); each LM step
-solves it exactly per curve (:mod:`geometry.block_tridiagonal`, ``O(n d^3)``).
+solves it exactly per curve (:mod:`geometry.block_tridiagonal`, ``O(n d^3)``). Optionally the
+step is a truncated Newton step on the exact Hessian (Hessian-vector products), with that solve
+as the preconditioner of conjugate gradients.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from tqdm.auto import tqdm
 
 from geometry.block_tridiagonal import solve_spd_block_tridiagonal
 
-__all__ = ["LMTerms", "TERM_FIELDS", "TermsFn", "levenberg_marquardt", "terms_by_chunks"]
+__all__ = [
+    "HessianFn",
+    "LMTerms",
+    "ObjectiveFn",
+    "TERM_FIELDS",
+    "TermsFn",
+    "levenberg_marquardt",
+    "terms_by_chunks",
+]
 
 
 @dataclass
@@ -48,6 +58,8 @@ TERM_FIELDS = ("S", "L", "g", "diag", "off", "noise")
 
 
 TermsFn = Callable[[Tensor, Tensor, Tensor], "LMTerms"]
+ObjectiveFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+HessianFn = Callable[[Tensor, Tensor, Tensor], Callable[[Tensor], Tensor]]
 
 
 def terms_by_chunks(
@@ -77,12 +89,21 @@ def levenberg_marquardt(
     tolerance: float,
     max_iterations: int,
     bar: tqdm | None = None,
+    objective: ObjectiveFn | None = None,
+    hessian: HessianFn | None = None,
+    cg_iterations: int = 8,
 ) -> tuple[Tensor, Tensor, Tensor, LMTerms]:
     """Batched Levenberg-Marquardt on interior nodes ``x (B, n, d)`` between ``z0``, ``z1``.
 
     Every curve keeps its own damping, accepts a step only if the objective decreases, and is
     stationary when the Gauss-Newton model predicts a decrease below ``tolerance`` times the
     objective (or below its roundoff level).
+
+    With ``hessian`` (and ``objective``) every iteration also tries a truncated Newton step:
+    preconditioned conjugate gradients on the damped exact Hessian, ``cg_iterations`` products
+    at most, preconditioned by the damped Gauss-Newton solve (:func:`_newton_cg`). Of the two
+    trial steps the accepted one with the lower objective is taken (the Newton step's ratio of
+    actual to predicted decrease then drives the damping); the stationarity test stays the same.
 
     Args:
         terms: ``(x, z0, z1) -> LMTerms`` of the objective at interior nodes ``x (b, n, d)``.
@@ -91,6 +112,12 @@ def levenberg_marquardt(
         tolerance: relative predicted decrease at which a curve is stationary.
         max_iterations: step limit per curve.
         bar: optional progress bar, advanced once per iteration.
+        objective: ``(x, z0, z1) -> S (b,)`` float64, the objective of ``terms`` alone
+            (cheaper): trial steps are judged by it, and ``terms`` is evaluated only where a
+            step is taken.
+        hessian: ``(x, z0, z1) -> (v -> H v)``, half the exact Hessian of ``S`` at ``x``
+            (``v``, ``H v`` of shape ``(b, n, d)``, float64); used only with ``objective``.
+        cg_iterations: most Hessian-vector products per step (with ``hessian``).
 
     Returns:
         Final nodes (a copy), stationary mask ``(B,)``, iterations ``(B,)`` and the terms at
@@ -135,13 +162,34 @@ def levenberg_marquardt(
         g_a, S_a = ta.g[keep], ta.S[keep]
         pred = -(g_a * step).sum(dim=(1, 2)) + lam_a * scale * step.pow(2).sum(dim=(1, 2))
         x_trial = x[act] + step.to(x.dtype)  # (b, n, d)
-        tt = terms(x_trial, z0[act], z1[act])
-        rho = (S_a - tt.S) / pred.clamp_min(tiny)
-        accept = torch.isfinite(tt.S) & (S_a > tt.S) & (rho > 1e-4)
+        if objective is None:
+            tt = terms(x_trial, z0[act], z1[act])
+            S_t = tt.S
+        else:  # the objective alone; the terms only where the step is taken
+            S_t = objective(x_trial, z0[act], z1[act])
+        rho = (S_a - S_t) / pred.clamp_min(tiny)
+        accept = torch.isfinite(S_t) & (S_a > S_t) & (rho > 1e-4)
+        if hessian is not None and objective is not None and cg_iterations > 0:
+            # the Newton step, judged beside the LM step: the one that ends lower is taken
+            step_n, pred_n = _newton_cg(
+                hessian(x[act], z0[act], z1[act]), ta.take(keep.nonzero().flatten()),
+                lam_a * scale, step, pred, cg_iterations,
+            )  # fmt: skip
+            x_n = x[act] + step_n.to(x.dtype)
+            S_n = objective(x_n, z0[act], z1[act])
+            rho_n = (S_a - S_n) / pred_n.clamp_min(tiny)
+            accept_n = torch.isfinite(S_n) & (S_a > S_n) & (rho_n > 1e-4)
+            newton = accept_n & (~accept | (S_n <= S_t))
+            x_trial = torch.where(newton[:, None, None], x_n, x_trial)
+            rho = torch.where(newton, rho_n, rho)
+            accept = accept | accept_n
         iterations[act] += 1
         acc = act[accept]
         x[acc] = x_trial[accept]
-        tm.put(acc, tt.take(accept.nonzero().flatten()))
+        if objective is None:
+            tm.put(acc, tt.take(accept.nonzero().flatten()))
+        elif acc.numel():
+            tm.put(acc, terms(x[acc], z0[acc], z1[acc]))
         rho_c = rho.clamp(0, 1)
         lam[act] = torch.where(
             accept, lam_a * torch.clamp(1 - (2 * rho_c - 1) ** 3, min=1 / 3), lam_a * nu[act]
@@ -151,3 +199,66 @@ def levenberg_marquardt(
             bar.update(1)
             bar.set_postfix(active=int(act.numel()))
     return x, stationary, iterations, tm
+
+
+def _newton_cg(
+    hvp: Callable[[Tensor], Tensor],
+    ta: LMTerms,
+    mu: Tensor,
+    step: Tensor,
+    pred: Tensor,
+    iterations: int,
+    forcing: float = 0.1,
+) -> tuple[Tensor, Tensor]:
+    """Truncated preconditioned CG on the damped exact Newton system ``(H + mu I) s = -g``.
+
+    ``hvp`` gives ``H v`` (half the exact Hessian), the damped Gauss-Newton matrix of ``ta``
+    preconditions, so the first iterate is the LM ``step`` (rescaled by the exact curvature).
+    A curve stops at negative curvature (keeping its last iterate; the LM step if none), at a
+    preconditioned residual below ``forcing`` times the first, or after ``iterations`` products.
+
+    Returns:
+        Steps ``(b, n, d)`` and their predicted decrease of ``S`` under the exact model.
+    """
+    b, n, d = step.shape
+    eye = torch.eye(d, dtype=step.dtype, device=step.device)
+    pdiag = ta.diag + mu[:, None, None, None] * eye  # (b, n, d, d)
+
+    def precondition(r: Tensor) -> Tensor:
+        return solve_spd_block_tridiagonal(pdiag, ta.off, r)
+
+    def dot(a: Tensor, c: Tensor) -> Tensor:
+        return (a * c).sum(dim=(1, 2))  # (b,)
+
+    s = torch.zeros_like(step)
+    As = torch.zeros_like(step)  # (H + mu) s, accumulated
+    r = -ta.g
+    z = step  # M^-1 r: the LM step
+    p = z.clone()
+    rz = dot(r, z)
+    rz0 = rz.clone()
+    live = torch.ones(b, dtype=torch.bool, device=step.device)
+    used = torch.zeros_like(live)  # took at least one CG step
+    for _ in range(iterations):
+        Ap = hvp(p) + mu[:, None, None] * p
+        pAp = dot(p, Ap)
+        live &= pAp > 0
+        if not bool(live.any()):
+            break
+        alpha = torch.where(live, rz / torch.where(live, pAp, 1.0), 0.0)[:, None, None]
+        s = s + alpha * p
+        As = As + alpha * Ap
+        used |= live
+        r = r - alpha * Ap
+        z = precondition(r)
+        rz_new = dot(r, z)
+        live &= rz_new > forcing**2 * rz0
+        if not bool(live.any()):
+            break
+        p = z + (rz_new / rz.clamp_min(torch.finfo(rz.dtype).tiny))[:, None, None] * p
+        rz = rz_new
+    # exact-model decrease: -(2 g.s + s^T H s), with H s = (H + mu) s - mu s
+    pred_cg = -(2 * dot(ta.g, s) + dot(s, As - mu[:, None, None] * s))
+    out_step = torch.where(used[:, None, None], s, step)
+    out_pred = torch.where(used, pred_cg, pred)
+    return out_step, out_pred

@@ -11,19 +11,29 @@ only. The model of ``L`` is, per segment, the Gauss-Newton model of ``lambda_i^2
 Jacobians ``A_q`` projected orthogonally to ``r_q``, plus the rank-one term of
 ``grad lambda_i``) divided by ``2 lambda_i``: it has the exact gradient of ``L`` and is block
 tridiagonal with ``d x d`` blocks. Jacobians come from forward mode (``d`` tangents per
-sub-point, no backward pass).
+sub-point, no backward pass). The same objective alone (:func:`sub_point_values`, forward passes
+only) judges trial steps, and :func:`sub_point_length_hvp` gives its exact Hessian-vector
+products (double backward) for truncated Newton steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from geometry._checks import Embed
+from geometry._checks import Embed, embed_flat
 from geometry.chord_contractions import chord_contractions
 from geometry.polyline_lm import LMTerms, terms_by_chunks
 
-__all__ = ["sub_point_length_terms", "sub_points"]
+__all__ = [
+    "sub_point_length_hvp",
+    "sub_point_length_terms",
+    "sub_point_objective",
+    "sub_point_values",
+    "sub_points",
+]
 
 
 def sub_points(nodes: Tensor, m: int) -> Tensor:
@@ -132,3 +142,71 @@ def sub_point_length_terms(
         lambda nodes: _terms_chunk(embed, nodes, m, energy), x, z0, z1,
         ((n + 1) * m + 1) * d, chunk_size,
     )  # fmt: skip
+
+
+def sub_point_values(
+    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int, energy: bool = False
+) -> Tensor:
+    """The objective ``S (b,)`` of :func:`sub_point_length_terms` alone (float64; forward passes
+    only, ``chunk_size`` embedded points at a time), computed as the terms compute it."""
+    b, n, d = x.shape
+    N = n + 2
+    nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
+    per = max(1, chunk_size // ((N - 1) * m + 1))  # curves per pass
+    out = []
+    for s in range(0, b, per):
+        pts = sub_points(nodes[s : s + per], m)  # (c, K, d)
+        c, K, _ = pts.shape
+        h = embed_flat(embed, pts.reshape(c * K, d))  # (c K, D')
+        r = h[1:] - h[:-1]
+        ell = torch.cat([r.norm(dim=1), r.new_zeros(1)]).double().reshape(c, K)[:, :-1]
+        lam = ell.reshape(c, N - 1, m).sum(dim=2)  # (c, N-1)
+        out.append((N - 1) * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1))
+    return torch.cat(out)
+
+
+def sub_point_objective(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> Tensor:
+    """The objective of :func:`sub_point_length_terms` at ``nodes (c, N, d)`` (end points
+    included), differentiable by autograd: ``sum_i lambda_i`` or, with ``energy``,
+    ``(N - 1) sum_i lambda_i^2``; ``(c,)`` in the model's dtype."""
+    c, N, d = nodes.shape
+    pts = sub_points(nodes, m)  # (c, K, d)
+    h = embed_flat(embed, pts.reshape(-1, pts.shape[-1]))  # (c K, D')
+    h = h.reshape(c, pts.shape[1], -1)  # (c, K, D')
+    lam = (h[:, 1:] - h[:, :-1]).norm(dim=2).reshape(c, N - 1, m).sum(dim=2)  # (c, N-1)
+    return (N - 1) * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1)
+
+
+def sub_point_length_hvp(
+    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int, energy: bool = False
+) -> Callable[[Tensor], Tensor]:
+    """Exact Hessian-vector products of the objective of :func:`sub_point_length_terms` at
+    interior nodes ``x (b, n, d)`` between ``z0``, ``z1`` ``(b, d)``.
+
+    One forward and backward pass (with graph, ``chunk_size`` embedded points at a time) builds
+    the gradient; every product is then one more backward pass through it.
+
+    Returns:
+        ``v (b, n, d) -> (H v) / 2`` in float64 (half, the convention of :class:`LMTerms`).
+    """
+    b, n, d = x.shape
+    per = max(1, chunk_size // ((n + 1) * m + 1))  # curves per graph
+    parts: list[tuple[Tensor, Tensor]] = []
+    with torch.enable_grad():
+        for s in range(0, b, per):
+            xs = x[s : s + per].detach().requires_grad_(True)
+            nodes = torch.cat([z0[s : s + per, None], xs, z1[s : s + per, None]], dim=1)
+            S = sub_point_objective(embed, nodes, m, energy).sum()
+            (g,) = torch.autograd.grad(S, xs, create_graph=True)
+            parts.append((xs, g))
+
+    def hvp(v: Tensor) -> Tensor:
+        out = []
+        with torch.enable_grad():
+            for (xs, g), s in zip(parts, range(0, b, per)):
+                vs = v[s : s + per].to(xs.dtype)
+                (hv,) = torch.autograd.grad(g, xs, vs, retain_graph=True)
+                out.append(hv)
+        return 0.5 * torch.cat(out).double()
+
+    return hvp

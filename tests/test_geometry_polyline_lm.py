@@ -6,9 +6,15 @@ import pytest
 import torch
 
 import geometry as G
+from geometry.geodesics import _has_hessian_products
 from geometry.node_energy import minimize_node_energy, node_energy_terms
-from geometry.sub_point_length import sub_point_length_terms
-from geometry.toy_models import LinearEmbed, ToyRBFDecoder
+from geometry.polyline_lm import levenberg_marquardt
+from geometry.sub_point_length import (
+    sub_point_length_hvp,
+    sub_point_length_terms,
+    sub_point_values,
+)
+from geometry.toy_models import LinearEmbed, ToyMLPDecoder, ToyRBFDecoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,6 +43,104 @@ def test_sub_point_terms_have_the_exact_gradient(rbf: ToyRBFDecoder, m: int, ene
     t = sub_point_length_terms(rbf.embed, c[:, 1:-1], c[:, 0], c[:, -1], m, 64, energy=energy)
     torch.testing.assert_close(t.S, S.detach(), rtol=1e-12, atol=0)
     torch.testing.assert_close(2 * t.g, grad, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("energy", [False, True])
+def test_sub_point_hessian_vector_products(rbf: ToyRBFDecoder, m: int, energy: bool) -> None:
+    """Half the exact Hessian times v against central differences of the terms' half gradient
+    (forward-mode contractions, an independent code path), on curves split into two graphs."""
+    c = _bent_curves(rbf)
+    x, a, b = c[:, 1:-1], c[:, 0], c[:, -1]
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    hv = sub_point_length_hvp(rbf.embed, x, a, b, m, 2 * (x.shape[1] + 1) * m + 2, energy)(v)
+    eps = 1e-5
+
+    def half_grad(y: torch.Tensor) -> torch.Tensor:
+        return sub_point_length_terms(rbf.embed, y, a, b, m, 64, energy=energy).g
+
+    with torch.no_grad():
+        fd = (half_grad(x + eps * v) - half_grad(x - eps * v)) / (2 * eps)
+    assert hv.shape == x.shape and hv.dtype == torch.float64
+    torch.testing.assert_close(hv, fd, rtol=1e-6, atol=1e-7 * float(fd.abs().max()))
+    # symmetric: u^T H v = v^T H u
+    u = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    hu = sub_point_length_hvp(rbf.embed, x, a, b, m, 64, energy)(u)
+    torch.testing.assert_close((u * hv).sum(), (v * hu).sum(), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("energy", [False, True])
+def test_sub_point_values_are_the_terms_objective(rbf: ToyRBFDecoder, energy: bool) -> None:
+    """The forward-only objective that judges LM trial steps equals the terms' S exactly."""
+    c = _bent_curves(rbf)
+    x, a, b = c[:, 1:-1], c[:, 0], c[:, -1]
+    with torch.no_grad():
+        t = sub_point_length_terms(rbf.embed, x, a, b, 3, 64, energy=energy)
+        v = sub_point_values(rbf.embed, x, a, b, 3, 2 * (x.shape[1] + 1) * 3 + 2, energy)
+    torch.testing.assert_close(v, t.S, rtol=1e-14, atol=0)
+
+
+def test_newton_cg_steps_converge_where_gauss_newton_crawls() -> None:
+    """LM on the sub-point length of a d = 6 tanh decoder from its energy minimizer (as the
+    solver runs it), with and without exact Hessian products: Newton is stationary at a tight
+    tolerance within the step limit and ends shorter; Gauss-Newton alone is still crawling."""
+    dec = ToyMLPDecoder(latent_dim=6, data_dim=40, hidden_dims=(32,), seed=1).double()
+    g = torch.Generator().manual_seed(4)
+    a, b = (2 * torch.randn(4, 6, generator=g, dtype=torch.float64)[:2] for _ in range(2))
+    x = G.straight_lines(a, b, 10)[:, 1:-1]
+    m = 2
+
+    def terms(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, energy: bool = False):  # noqa: ANN202
+        return sub_point_length_terms(dec.embed, xs, za, zb, m, 4096, energy)
+
+    def values(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, energy: bool = False):  # noqa: ANN202
+        return sub_point_values(dec.embed, xs, za, zb, m, 4096, energy)
+
+    def hessian(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return sub_point_length_hvp(dec.embed, xs, za, zb, m, 4096)
+
+    def energy_terms(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return terms(xs, za, zb, True)
+
+    def energy_values(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return values(xs, za, zb, True)
+
+    with torch.no_grad():
+        x, st_e, _, _ = levenberg_marquardt(energy_terms, x, a, b, 1e-6, 100, None, energy_values)
+        _, st_gn, _, t_gn = levenberg_marquardt(terms, x, a, b, 1e-8, 120, None, values)
+        _, st_nt, its_nt, t_nt = levenberg_marquardt(
+            terms, x, a, b, 1e-8, 120, None, values, hessian, 3
+        )
+    assert bool(st_e.all())
+    assert bool(st_nt.all()) and not bool(st_gn.any())
+    assert bool((t_nt.S <= t_gn.S).all())
+    assert bool((values(x, a, b) > t_nt.S).all())  # the energy minimizer was not stationary
+
+
+class _OnceDifferentiableTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        out = torch.tanh(z)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        (out,) = ctx.saved_tensors
+        return grad * (1 - out**2)
+
+
+def test_hessian_products_are_probed_before_use() -> None:
+    """An embed without second derivatives by autograd is detected (the solver then keeps the
+    Gauss-Newton steps); a plain torch decoder has them."""
+    w = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    a, b = x[:, 0] + 1, x[:, -1] - 1
+    assert _has_hessian_products(lambda z: torch.tanh(z @ w.T), x, a, b, 2, 100)
+    assert not _has_hessian_products(
+        lambda z: _OnceDifferentiableTanh.apply(z @ w.T), x, a, b, 2, 100
+    )
 
 
 def test_node_energy_terms_and_minimizer(rbf: ToyRBFDecoder) -> None:
