@@ -38,6 +38,7 @@ then computed from a responsibility mass of at least 1 point). A k-means cluster
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -160,6 +161,9 @@ class LANDMixture:
         self.responsibilities_: Tensor | None = None  # (n, K) of the training codes after fit
         self.last_converged: Tensor | None = None  # (n, K) bool, of the last log_prob call
         self.stop_reason = ""
+        #: seconds of the last ``fit`` in the log maps, the normalisers and the M-steps (mean
+        #: steps through ``Exp``), and the number of parameter evaluations (backtracks included)
+        self.timings: dict[str, float] = {}
         self._eps: Tensor | None = None
         self._reset_rows: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -285,6 +289,7 @@ class LANDMixture:
         if n < K:
             raise ValueError(f"num_components={K} exceeds the number of points n={n}")
         self._eps = base_samples(self.num_mc_samples, d, self.seed, z.dtype)
+        self.timings = dict.fromkeys(("log_maps", "normaliser", "m_step", "evaluations"), 0.0)
         g = torch.Generator().manual_seed(self.seed)
         keep = torch.randperm(n, generator=g)[: self.graph_size]
         self.graph_points = z[keep]
@@ -300,7 +305,9 @@ class LANDMixture:
             nll, V, conv, log_z, se, moments = state
             r = torch.softmax(self._component_log_prob(V, A, log_z) + pi.log(), dim=1)
             for _ in range(self.max_backtracks + 1):
+                start = time.perf_counter()
                 cand = self._m_step(z, V, r, mu, A, moments, steps[0], steps[1])
+                self.timings["m_step"] += time.perf_counter() - start
                 new = self._evaluate(z, *cand)
                 if new[0] <= nll + 1e-12 * abs(nll) or self._reset_rows:
                     break
@@ -344,14 +351,19 @@ class LANDMixture:
     def _evaluate(self, z: Tensor, mu: Tensor, A: Tensor, pi: Tensor) -> tuple[Any, ...]:
         """NLL, log maps, their convergence, ``log Z``, its SE, tangent moments."""
         assert self._eps is not None
+        start = time.perf_counter()
         ests = [
             estimate_normaliser(self.embed, mu[k], A[k], self._eps, self.exp_steps, self.exp_rtol)
             for k in range(mu.shape[0])
         ]
+        self.timings["normaliser"] += time.perf_counter() - start
         log_z = torch.stack([e.log_value for e in ests])  # (K,)
         se = torch.stack([e.std_error for e in ests])
         moments = [(e.mean_v, e.second_moment) for e in ests]
+        start = time.perf_counter()
         V, conv = self.log_maps(z, mu)  # (n, K, d), (n, K)
+        self.timings["log_maps"] += time.perf_counter() - start
+        self.timings["evaluations"] += 1
         lp = self._component_log_prob(V, A, log_z) + pi.log()
         nll = float(-torch.logsumexp(lp, dim=1).sum())
         return nll, V, conv, log_z, se, moments
