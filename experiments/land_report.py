@@ -13,8 +13,9 @@ times, seconds per EM iteration, EM iterations, stop reasons, unconverged log ma
 failed fits (a collapsed component, or a normaliser whose every ``Exp`` shot crossed a
 singular metric: the error is kept in ``results.json``); the targets of issue #14 (on digits
 0/1, in the mean over seeds: the LAND's F-measure above the GMM's, its samples closer to the
-codes than the GMM's) are marked met or not met for every set. Figures per set and seed: decoded samples of both mixtures and, for a
-2-d latent space, density maps of both with the codes.
+codes than the GMM's) are marked met or not met for every set. Figures per set and seed:
+decoded samples of both mixtures and, for a 2-d latent space, density maps of both with the
+codes.
 """
 
 from __future__ import annotations
