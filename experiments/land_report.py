@@ -146,21 +146,20 @@ def _fmt(ms: tuple[float, float], digits: int = 3) -> str:
 def _aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over seeds of every measure, counts of failures and stop reasons.
 
-    Both mixtures' means are over the seeds where neither fit failed (paired).
+    Each mixture's means are over its fits that did not fail (``fits`` of ``seeds``).
     """
-    ok = [r for r in runs.values() if "error" not in r["land"] and "error" not in r["gmm"]]
-    agg: dict[str, Any] = {"seeds": len(runs), "land_fits": len(ok)}
+    agg: dict[str, Any] = {"seeds": len(runs)}
     for mixture in ("land", "gmm"):
+        ok = [r for r in runs.values() if "error" not in r[mixture]]
         keys = ["test_log_likelihood", "f_measure", "sample_nearest_code_distance", "fit_s"]
         if mixture == "land":
             keys += ["s_per_em_iteration", "em_iterations"]
-        agg[mixture] = {}
+        agg[mixture] = {"fits": len(ok), "failed_fits": len(runs) - len(ok)}
         for key in keys:
             mean, std = _stat(ok, mixture, key)
             agg[mixture][key] = {"mean": mean, "std": std}
         agg[mixture]["nan_fits"] = sum(bool(r[mixture]["nan_fit"]) for r in runs.values())
-    for mixture in ("land", "gmm"):
-        agg[mixture]["failed_fits"] = sum("error" in r[mixture] for r in runs.values())
+    ok = [r for r in runs.values() if "error" not in r["land"]]
     agg["land"]["stop_reasons"] = dict(Counter(r["land"]["stop_reason"] for r in ok))
     for part, num in (("train", "num_train"), ("test", "num_test")):
         agg["land"][f"unconverged_log_maps_{part}"] = sum(
@@ -294,7 +293,8 @@ def _write_report(
         "are mean held-out log p(z), both in latent Lebesgue units (density with respect to "
         "the Lebesgue measure of the latent coordinates; the LAND's with its Monte Carlo "
         "normaliser). F = clustering F-measure of the hard training responsibilities against "
-        "the labels (in [0, 1]). Sample distance = mean Euclidean latent distance of the "
+        "the labels (in [0, 1]). A mixture's means are over its fits that did not fail. "
+        "Sample distance = mean Euclidean latent distance of the "
         "samples to the nearest training code. LAND options: "
         f"{ {k: v for k, v in opts.items() if k != 'progress'} }. {PAPER_FINDING}"
     )

@@ -176,3 +176,53 @@ def test_check_land_names_the_bad_value_before_any_work(tmp_path) -> None:
             check_land(settings, **options)
     check_land(settings, land_options={"max_iterations": 2, "geodesic_options": {"num_nodes": 6}})
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.slow
+def test_land_experiment_end_to_end_at_a_tiny_size(tmp_path, wandb_offline_env) -> None:
+    from experiments.cli import main
+
+    argv = [
+        *("--experiment", "land", "--out", str(tmp_path / "reports")),
+        *("--runs-root", str(tmp_path / "runs"), "--seeds", "0", "1"),
+        *("--stage1-epochs", "3", "--stage2-epochs", "1", "--wandb-mode", "offline"),
+        "--no-progress",
+    ]
+    options = [
+        "digit_sets=[[0,1]]",
+        "codes_per_class=8",
+        "samples_per_component=3",
+        "density_grid=3",
+        "max_per_class=60",
+        'land_options={"max_iterations": 1, "num_mc_samples": 8, "newton_steps": 0, '
+        '"exp_steps": 8, "geodesic_options": {"num_nodes": 5}}',
+    ]
+    for opt in options:
+        argv += ["--option", f"land.{opt}"]
+    assert main(argv) == 0
+    folder = tmp_path / "reports" / "land"
+    res = json.loads((folder / "results.json").read_text())
+    report = (folder / "report.md").read_text()
+    assert report.startswith("# land") and "latent Lebesgue units" in report
+    assert "| {0,1} |" in report and "Targets of issue #14" in report
+    assert res["wandb"]["mode"] == "offline"
+    assert res["figures"] and all((folder / f).is_file() for f in res["figures"].values())
+    entry = res["digit_sets"]["01"]
+    assert sorted(entry["seeds"]) == ["0", "1"]
+    for seed in ("0", "1"):
+        run = entry["seeds"][seed]
+        assert run["codes_per_class"] == {"0": 8, "1": 8}
+        assert run["num_train"] + run["num_test"] == 16
+        if "error" not in run["land"]:
+            assert f"d01_s{seed}_density_maps.png" in res["figures"].values()
+            assert run["land"]["em_iterations"] == 1
+            assert run["land"]["unconverged_log_maps_train"] <= run["num_train"] * 2
+        assert f"d01_s{seed}_gmm_samples.png" in res["figures"].values()
+    agg = entry["summary"]
+    assert agg["seeds"] == 2 and agg["land"]["failed_fits"] + agg["land"]["fits"] == 2
+    assert agg["gmm"]["fits"] == 2 and agg["gmm"]["nan_fits"] == 0
+    assert set(agg["targets"]) == {"land_f_measure_above_gmm", "land_samples_closer_than_gmm"}
+    gmm_f = [entry["seeds"][s]["gmm"]["f_measure"] for s in ("0", "1")]
+    assert agg["gmm"]["f_measure"]["mean"] == pytest.approx(np.mean(gmm_f))
+    assert agg["gmm"]["f_measure"]["std"] == pytest.approx(np.std(gmm_f, ddof=1))
+    assert res["summary"]["land/d01/gmm/f_measure"] == agg["gmm"]["f_measure"]["mean"]
