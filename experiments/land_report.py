@@ -169,7 +169,9 @@ def _aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     maps = [r["density_maps"] for r in runs.values() if "density_maps" in r]
     if maps:
         agg["density_map_seconds"] = {
-            m: mean_std([x[m]["seconds"] for x in maps if m in x])[0] for m in ("land", "gmm")
+            m: mean_std([x[m]["seconds"] for x in maps if m in x])[0]
+            for m in ("land", "gmm")
+            if any(m in x for x in maps)
         }
         fractions = [x["land"]["unconverged_fraction"] for x in maps if "land" in x]
         agg["density_map_land_unconverged_fraction"] = (
@@ -178,9 +180,10 @@ def _aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     f_l, f_g = agg["land"]["f_measure"]["mean"], agg["gmm"]["f_measure"]["mean"]
     d_l = agg["land"]["sample_nearest_code_distance"]["mean"]
     d_g = agg["gmm"]["sample_nearest_code_distance"]["mean"]
+    measured = all(np.isfinite([f_l, f_g, d_l, d_g]))  # None: a mixture has no fit
     agg["targets"] = {
-        "land_f_measure_above_gmm": bool(f_l > f_g),
-        "land_samples_closer_than_gmm": bool(d_l < d_g),
+        "land_f_measure_above_gmm": bool(f_l > f_g) if measured else None,
+        "land_samples_closer_than_gmm": bool(d_l < d_g) if measured else None,
     }
     return agg
 
@@ -335,10 +338,10 @@ def _write_report(
             [
                 name,
                 f"{L['f_measure']['mean']:.3f} vs {a['gmm']['f_measure']['mean']:.3f}",
-                "met" if t["land_f_measure_above_gmm"] else "not met",
+                _verdict(t["land_f_measure_above_gmm"]),
                 f"{L['sample_nearest_code_distance']['mean']:.3f} vs "
                 f"{a['gmm']['sample_nearest_code_distance']['mean']:.3f}",
-                "met" if t["land_samples_closer_than_gmm"] else "not met",
+                _verdict(t["land_samples_closer_than_gmm"]),
             ]
         )
     report.add_table(
@@ -390,4 +393,10 @@ def _density_cell(agg: dict[str, Any]) -> str:
     s = agg["density_map_seconds"]
     frac = agg["density_map_land_unconverged_fraction"]
     frac_text = "-" if frac is None else f"{100 * frac:.0f} %"
-    return f"{s['land']:.0f} / {s['gmm']:.2f} ({frac_text})"
+    land = f"{s['land']:.0f}" if "land" in s else "-"
+    gmm = f"{s['gmm']:.2f}" if "gmm" in s else "-"
+    return f"{land} / {gmm} ({frac_text})"
+
+
+def _verdict(met: bool | None) -> str:
+    return "no fit" if met is None else "met" if met else "not met"

@@ -221,8 +221,45 @@ def test_land_experiment_end_to_end_at_a_tiny_size(tmp_path, wandb_offline_env) 
     agg = entry["summary"]
     assert agg["seeds"] == 2 and agg["land"]["failed_fits"] + agg["land"]["fits"] == 2
     assert agg["gmm"]["fits"] == 2 and agg["gmm"]["nan_fits"] == 0
-    assert set(agg["targets"]) == {"land_f_measure_above_gmm", "land_samples_closer_than_gmm"}
+    targets = agg["targets"]
+    assert set(targets) == {"land_f_measure_above_gmm", "land_samples_closer_than_gmm"}
+    assert all((v is None) == (agg["land"]["fits"] == 0) for v in targets.values())
     gmm_f = [entry["seeds"][s]["gmm"]["f_measure"] for s in ("0", "1")]
     assert agg["gmm"]["f_measure"]["mean"] == pytest.approx(np.mean(gmm_f))
     assert agg["gmm"]["f_measure"]["std"] == pytest.approx(np.std(gmm_f, ddof=1))
     assert res["summary"]["land/d01/gmm/f_measure"] == agg["gmm"]["f_measure"]["mean"]
+
+
+def _seed_result(f_land: float, f_gmm: float, d_land: float, d_gmm: float) -> dict:
+    common = {"test_log_likelihood": -1.0, "fit_s": 2.0, "nan_fit": False}
+    land = {**common, "f_measure": f_land, "sample_nearest_code_distance": d_land}
+    land |= {"s_per_em_iteration": 1.0, "em_iterations": 2, "stop_reason": "max_iterations"}
+    land |= {"unconverged_log_maps_train": 3, "unconverged_log_maps_test": 1}
+    gmm = {**common, "f_measure": f_gmm, "sample_nearest_code_distance": d_gmm}
+    return {"num_train": 10, "num_test": 4, "K": 2, "land": land, "gmm": gmm}
+
+
+def test_aggregate_over_seeds_counts_failures_and_marks_the_targets() -> None:
+    from experiments.land_report import _aggregate
+
+    failed = _seed_result(0, 0.7, 0, 0.5)
+    failed["land"] = {"error": "FloatingPointError: ...", "nan_fit": False}
+    runs = {0: _seed_result(0.9, 0.8, 0.2, 0.4), 1: _seed_result(0.7, 0.8, 0.3, 0.2), 2: failed}
+    agg = _aggregate(runs)
+    assert agg["seeds"] == 3 and agg["land"]["fits"] == 2 and agg["land"]["failed_fits"] == 1
+    assert agg["land"]["f_measure"]["mean"] == pytest.approx(0.8)
+    assert agg["land"]["f_measure"]["std"] == pytest.approx(np.std([0.9, 0.7], ddof=1))
+    assert agg["gmm"]["fits"] == 3 and agg["gmm"]["f_measure"]["mean"] == pytest.approx(
+        0.77, abs=4e-3
+    )
+    assert agg["land"]["unconverged_log_maps_train"] == 6 and agg["land"]["log_maps_train"] == 40
+    assert agg["land"]["stop_reasons"] == {"max_iterations": 2}
+    # F: 0.8 vs 0.7667 (met); distance: 0.25 vs 0.3667 (met)
+    assert agg["targets"] == {
+        "land_f_measure_above_gmm": True,
+        "land_samples_closer_than_gmm": True,
+    }
+    runs[0]["land"]["f_measure"] = 0.5  # LAND mean F 0.6 < GMM's
+    assert _aggregate(runs)["targets"]["land_f_measure_above_gmm"] is False
+    only_failed = _aggregate({0: failed})
+    assert only_failed["targets"]["land_f_measure_above_gmm"] is None
