@@ -254,9 +254,10 @@ def run_land(
     for entry in per_set.values():
         entry["summary"] = _aggregate(entry["seeds"])
     _write_report(report, per_set, settings, codes_per_class, test_fraction, opts)
-    if density_grid and latent_dims != {2}:
+    other_dims = sorted(latent_dims - {2})
+    if density_grid and other_dims:
         report.add_text(
-            f"Density maps: skipped (latent dimension {sorted(latent_dims)}; maps need d = 2)."
+            f"Density maps: skipped for latent dimension {other_dims} (maps need d = 2)."
         )
     report.add_text(
         f"Time: training (or reuse) {t_train:.0f} s, fits and evaluation {t_eval:.0f} s "
