@@ -62,6 +62,7 @@ def _save_grid(model: Any, z: Tensor, path: Path, title: str) -> bool:
         ax.axis("off")
         if i < n:
             ax.imshow(images[i].float().numpy(), cmap="gray")
+    fig.subplots_adjust(top=1 - 0.4 / (rows + 0.4))  # the title's strip, not a fixed share
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
@@ -73,7 +74,7 @@ def _all_finite(*values: Any) -> bool:
 
 
 #: fits that fail with a clear error (recorded as failed fits, not NaN): a collapsed component,
-#: a normaliser whose every exponential-map shot crossed a singular metric
+#: a normaliser where more than half of the exponential-map shots crossed a singular metric
 _FIT_FAILURES = (ComponentCollapseError, FloatingPointError)
 
 
@@ -171,8 +172,9 @@ def run_land_experiment(
         ``unconverged_log_maps_train`` / ``_test`` (of ``num_train * K`` / ``num_test * K``),
         ``nll_history``. A fit that fails with a clear error
         (:class:`geometry.ComponentCollapseError`, or ``FloatingPointError`` from a normaliser
-        whose every ``Exp`` shot crossed a singular metric) gives ``{"error": "<type>:
-        <message>", "nan_fit": False}`` for that mixture. With density maps: ``density_maps``
+        where more than half of the ``Exp`` shots crossed a singular metric) gives ``{"error":
+        "<type>: <message>", "nan_fit": False, "seconds_to_failure": ...}`` for that mixture.
+        With density maps: ``density_maps``
         (per mixture: seconds and the unconverged fraction of the grid's log maps).
     """
     labels_np = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
@@ -196,13 +198,16 @@ def run_land_experiment(
     results: dict[str, Any] = {"num_train": len(train_idx), "num_test": n_test, "K": K}
     figures: dict[str, str] = {}
     for name in _MIXTURES:
+        start = time.perf_counter()
         try:
             mix, results[name], grid_name = _fit_and_evaluate(
                 name, model, K, seed, land_options, z_train, y_train, z_test,
                 samples_per_component, out / f"{prefix}{name}_samples.png",
             )  # fmt: skip
         except _FIT_FAILURES as err:
+            elapsed = time.perf_counter() - start  # until the failure
             results[name] = {"error": f"{type(err).__name__}: {err}", "nan_fit": False}
+            results[name]["seconds_to_failure"] = elapsed
             continue
         mixtures[name] = mix
         if grid_name:

@@ -217,6 +217,9 @@ def test_land_experiment_end_to_end_at_a_tiny_size(tmp_path, wandb_offline_env) 
             assert f"d01_s{seed}_density_maps.png" in res["figures"].values()
             assert run["land"]["em_iterations"] == 1
             assert run["land"]["unconverged_log_maps_train"] <= run["num_train"] * 2
+        else:  # a clear error, listed in the report
+            assert run["land"]["seconds_to_failure"] > 0 and not run["land"]["nan_fit"]
+            assert f"seed {seed} LAND: {run['land']['error']}" in report
         assert f"d01_s{seed}_gmm_samples.png" in res["figures"].values()
     agg = entry["summary"]
     assert agg["seeds"] == 2 and agg["land"]["failed_fits"] + agg["land"]["fits"] == 2
