@@ -121,7 +121,7 @@ def _fit_and_evaluate(
             unconverged_log_maps_test=int((~mix.last_converged).sum()),
             nll_history=mix.nll_history,
         )
-        params = (mix.means, mix.factors, mix.weights, log_z, mix.nll_history)
+        params: tuple[Any, ...] = (mix.means, mix.factors, mix.weights, log_z, mix.nll_history)
     else:
         params = (mix.means, mix.covariances, mix.weights)
     res["nan_fit"] = not _all_finite(*params, test_lp, samples)
