@@ -340,10 +340,10 @@ def _write_report(
         target_rows.append(
             [
                 name,
-                f"{L['f_measure']['mean']:.3f} vs {a['gmm']['f_measure']['mean']:.3f}",
+                f"{_mean(L['f_measure'])} vs {_mean(a['gmm']['f_measure'])}",
                 _verdict(t["land_f_measure_above_gmm"]),
-                f"{L['sample_nearest_code_distance']['mean']:.3f} vs "
-                f"{a['gmm']['sample_nearest_code_distance']['mean']:.3f}",
+                f"{_mean(L['sample_nearest_code_distance'])} vs "
+                f"{_mean(a['gmm']['sample_nearest_code_distance'])}",
                 _verdict(t["land_samples_closer_than_gmm"]),
             ]
         )
@@ -408,6 +408,10 @@ def _density_cell(agg: dict[str, Any]) -> str:
     land = f"{s['land']:.0f}" if "land" in s else "-"
     gmm = f"{s['gmm']:.2f}" if "gmm" in s else "-"
     return f"{land} / {gmm} ({frac_text})"
+
+
+def _mean(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:.3f}" if np.isfinite(stat["mean"]) else "-"
 
 
 def _verdict(met: bool | None) -> str:
