@@ -8,16 +8,18 @@
 
 Built-in: ``table1`` (:mod:`experiments.clustering`), ``interpolation``
 (:mod:`experiments.interpolation`), ``sampling`` (:mod:`experiments.sampling`), ``variance``
-(:mod:`experiments.variance`). Add more with :func:`register_experiment`.
-:func:`run_land_experiment` (:mod:`experiments.land`, LAND mixture vs GMM) is a function of a
-trained model and its codes; it is not registered yet (one EM iteration takes minutes, see the
-README).
+(:mod:`experiments.variance`), ``land`` (:mod:`experiments.land_report`: LAND mixture vs GMM,
+the slowest: see the README). Add more with :func:`register_experiment`.
+:func:`run_land_experiment` (:mod:`experiments.land`) is the LAND-vs-GMM comparison on one
+trained model and its codes.
 """
 
 from experiments.clustering import check_table1, f_measure, k_medoids, run_table1
 from experiments.common import ReproduceSettings, TrainedModel, train_model
 from experiments.interpolation import check_interpolation, path_smoothness, run_interpolation
 from experiments.land import clustering_f_measure, run_land_experiment
+from experiments.land_density import latent_density_maps
+from experiments.land_report import check_land, run_land
 from experiments.registry import EXPERIMENTS, Experiment, get_experiment, register_experiment
 from experiments.sampling import check_sampling, run_sampling
 from experiments.variance import (
@@ -39,6 +41,9 @@ register_experiment(
 register_experiment(
     "sampling", run_sampling, check_sampling, "Riemannian vs Euclidean random walks"
 )
+register_experiment(
+    "land", run_land, check_land, "LAND mixture vs Euclidean GMM (Sec. 5; slow: EM with geodesics)"
+)
 
 __all__ = [
     "EXPERIMENTS",
@@ -46,6 +51,7 @@ __all__ = [
     "ReproduceSettings",
     "TrainedModel",
     "check_interpolation",
+    "check_land",
     "check_sampling",
     "check_table1",
     "check_variance",
@@ -56,8 +62,10 @@ __all__ = [
     "prior_log_marginal",
     "get_experiment",
     "k_medoids",
+    "latent_density_maps",
     "register_experiment",
     "run_interpolation",
+    "run_land",
     "run_land_experiment",
     "run_sampling",
     "run_table1",
