@@ -120,6 +120,8 @@ def _fit_and_evaluate(
             unconverged_log_maps_train=int((~mix.converged_).sum()),
             unconverged_log_maps_test=int((~mix.last_converged).sum()),
             nll_history=mix.nll_history,
+            timings=dict(mix.timings),
+            failed_steps=len(mix.failed_steps),
         )
         params: tuple[Any, ...] = (mix.means, mix.factors, mix.weights, log_z, mix.nll_history)
     else:
@@ -170,7 +172,9 @@ def run_land_experiment(
         ``fit_s``, ``eval_s``, ``nan_fit``; the LAND also ``em_iterations``,
         ``s_per_em_iteration``, ``stop_reason``, ``log_normaliser`` (and its standard error),
         ``unconverged_log_maps_train`` / ``_test`` (of ``num_train * K`` / ``num_test * K``),
-        ``nll_history``. A fit that fails with a clear error
+        ``nll_history``, ``timings`` (seconds in log maps, normalisers, M-steps; evaluations)
+        and ``failed_steps`` (candidate steps undone because their normaliser failed). A fit that
+        fails with a clear error
         (:class:`geometry.ComponentCollapseError`, or ``FloatingPointError`` from a normaliser
         where more than half of the ``Exp`` shots crossed a singular metric) gives ``{"error":
         "<type>: <message>", "nan_fit": False, "seconds_to_failure": ...}`` for that mixture.

@@ -23,10 +23,11 @@ first order in ``step`` this is ``A - step / 2 * A (S - E_q[v v^T]) Gamma``, the
 NLL in ``A`` times ``Gamma``; the inverse square root is the Newton step for a constant metric,
 and its eigenvalues are clipped to ``[1/2, 2]`` so ``A`` stays invertible). For a constant
 metric one iteration with steps 1 gives the weighted mean and covariance. An iteration whose
-NLL (common random numbers) is higher than the last one is undone and retried with halved steps
-(``max_backtracks`` times; the halved steps are kept for later iterations); an iteration that
-resets a component is always accepted. Stops when the NLL changes by less than ``tol`` per
-point. Initialised by k-means on the codes.
+NLL (common random numbers) is higher than the last one, or whose normaliser fails (more than
+half of its Monte Carlo shots cross a singular metric; listed in ``failed_steps``), is undone and
+retried with halved steps (``max_backtracks`` times; the halved steps are kept for later
+iterations); an iteration that resets a component is always accepted. Stops when the NLL
+changes by less than ``tol`` per point. Initialised by k-means on the codes.
 
 Collapse: a component whose responsibility mass falls below ``d + 1`` points, or whose
 covariance's smallest eigenvalue falls below ``1e-10`` times the data variance, raises
@@ -164,6 +165,8 @@ class LANDMixture:
         #: seconds of the last ``fit`` in the log maps, the normalisers and the M-steps (mean
         #: steps through ``Exp``), and the number of parameter evaluations (backtracks included)
         self.timings: dict[str, float] = {}
+        #: errors of candidate steps whose normaliser failed (each undone, steps halved)
+        self.failed_steps: list[str] = []
         self._eps: Tensor | None = None
         self._reset_rows: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -298,6 +301,7 @@ class LANDMixture:
         mu, A, pi = self._kmeans_init(z)
         state = self._evaluate(z, mu, A, pi)
         self.nll_history = [state[0]]
+        self.failed_steps = []
         steps = (self.mean_step, self.precision_step)
         bar = tqdm(range(self.max_iterations), desc="LAND EM", disable=not self.progress)
         self.stop_reason = "max_iterations"
@@ -308,9 +312,13 @@ class LANDMixture:
                 start = time.perf_counter()
                 cand = self._m_step(z, V, r, mu, A, moments, steps[0], steps[1])
                 self.timings["m_step"] += time.perf_counter() - start
-                new = self._evaluate(z, *cand)
-                if new[0] <= nll + 1e-12 * abs(nll) or self._reset_rows:
-                    break
+                try:
+                    new = self._evaluate(z, *cand)
+                except FloatingPointError as err:  # the candidate's normaliser failed
+                    self.failed_steps.append(str(err))
+                else:
+                    if new[0] <= nll + 1e-12 * abs(nll) or self._reset_rows:
+                        break
                 steps = (steps[0] / 2, steps[1] / 2)
             else:
                 self.stop_reason = "no decrease within max_backtracks"
