@@ -104,7 +104,7 @@ class LANDMixture:
         mean_step: float = 1.0,
         precision_step: float = 1.0,
         max_backtracks: int = 3,
-        exp_steps: int = 8,
+        exp_steps: int = 32,
         exp_rtol: float | None = 1e-8,
         graph_size: int = 500,
         graph_k: int = 10,
