@@ -8,6 +8,9 @@ next step is ``0.9 err^(-1/5)`` times the last (between 0.2 and 5 times). Steep 
 metric (variance walls) get short steps, flat ones long steps, so the end point is accurate to
 about ``rtol`` where a fixed step either wastes work or is unstable.
 
+A tolerance below ``8 eps`` of the dtype (float32: ``9.5e-7``) is raised to it: below that the
+error estimate is roundoff, and the controller would shrink a row's steps until it fails.
+
 A row fails (NaN end point, ``failed = True``) when its metric is singular at a stage point and
 halving the step does not avoid it, when its step falls below ``1e-10``, or when it has not
 reached ``t = 1`` after ``max_steps`` attempted steps; the other rows are unaffected.
@@ -74,7 +77,8 @@ def shoot_geodesics(
         embed: ``(n, d) -> (n, D')`` callable (forward-mode differentiable twice).
         z: ``(B, d)`` start points.
         v: ``(B, d)`` initial velocities.
-        rtol: local error tolerance relative to each row's scale.
+        rtol: local error tolerance relative to each row's scale (at least ``8 eps`` of the
+            dtype, see the module docstring).
         initial_steps: the first step of every row is ``1 / initial_steps``.
         max_steps: attempted steps (accepted or rejected) per row before it fails.
         groups: ``(B,)`` int64 group of each row, or None. Rows of one group take the same
@@ -96,6 +100,7 @@ def shoot_geodesics(
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     check_positive_int(initial_steps, "initial_steps")
     check_positive_int(max_steps, "max_steps")
+    rtol = max(float(rtol), 8 * torch.finfo(z.dtype).eps)
     B, d = z.shape
     if groups is not None and (groups.shape != (B,) or groups.dtype != torch.int64):
         raise ValueError(f"groups must be a ({B},) int64 tensor, got {tuple(groups.shape)}")

@@ -5,9 +5,13 @@ factor) and the density
 
     ``p_k(z) = exp(-1/2 Log_{mu_k}(z)^T Gamma_k Log_{mu_k}(z)) / Z_k``
 
-**with respect to the Lebesgue measure of the latent coordinates** (the same units as a
-Euclidean GMM on the codes; subtract ``log sqrt(det M(z))`` for the Riemannian volume). ``Z_k``
-is estimated by Monte Carlo with the exact Jacobian of ``Exp`` (:mod:`geometry.land_normaliser`).
+with respect to a base measure (``base_measure``): by default the **Riemannian volume**
+``sqrt(det M(z)) dz`` (the LAND papers' convention; proper on metrics that decay away from the
+data), or the latent coordinates' Lebesgue measure. ``Z_k`` is estimated by Monte Carlo with
+the exact Jacobian of ``Exp`` (:mod:`geometry.land_normaliser`, which explains both).
+``log_prob`` reports either unit (``measure=``; by default Lebesgue, the units of a Euclidean
+GMM on the same codes): the two differ by ``log sqrt(det M(z))``. The EM objective (``nll_history``)
+is in the base measure.
 
 Log maps come from :func:`geometry.log_map` (batched over all points and all means, graph starts
 on the training codes), optionally refined by Newton shooting through adaptive shots of ``Exp``
@@ -27,7 +31,8 @@ NLL (common random numbers) is higher than the last one, or whose normaliser fai
 half of its Monte Carlo shots cross a singular metric; listed in ``failed_steps``), is undone and
 retried with halved steps (``max_backtracks`` times; the halved steps are kept for later
 iterations); an iteration that resets a component is always accepted. Stops when the NLL
-changes by less than ``tol`` per point. Initialised by k-means on the codes.
+changes by less than ``tol`` per point. Initialised by k-means on the codes: the means are the
+clusters' latent means, the covariances the second moments of their log maps at those means.
 
 Collapse: a component whose responsibility mass falls below ``d + 1`` points, or whose
 covariance's smallest eigenvalue falls below ``1e-10`` times the data variance, raises
@@ -50,11 +55,13 @@ from geometry._checks import Embed, check_points, check_positive_int
 from geometry.land_checks import ComponentCollapseError, collapsed_components, warn_unconverged
 from geometry.land_log_maps import mixture_log_maps
 from geometry.land_normaliser import (
+    BASE_MEASURES,
     base_samples,
     estimate_normaliser,
     exp_map_or_nan,
     sample_component,
 )
+from geometry.metric import log_magnification_factor
 
 __all__ = ["ComponentCollapseError", "LANDMixture"]
 
@@ -88,6 +95,8 @@ class LANDMixture:
             ``num_nodes=24, tolerance=1e-6, bent_starts=0``; the velocity's direction needs a
             tightly converged curve).
         on_collapse: ``"raise"`` or ``"reset"`` (see module docstring).
+        base_measure: ``"riemannian"`` (densities with respect to ``sqrt(det M(z)) dz``) or
+            ``"lebesgue"`` (``dz``); see :mod:`geometry.land_normaliser`.
         oversample: tangent samples per returned sample in :meth:`sample`.
         seed: seed of k-means, the Monte Carlo base samples and :meth:`sample`.
         progress: show a tqdm bar over EM iterations.
@@ -105,13 +114,14 @@ class LANDMixture:
         precision_step: float = 1.0,
         max_backtracks: int = 3,
         exp_steps: int = 32,
-        exp_rtol: float | None = 1e-8,
+        exp_rtol: float | None = 1e-6,
         graph_size: int = 500,
         graph_k: int = 10,
         newton_steps: int = 0,
         shooting_rtol: float = 1e-3,
         geodesic_options: dict[str, Any] | None = None,
         on_collapse: str = "raise",
+        base_measure: str = "riemannian",
         oversample: int = 10,
         seed: int = 0,
         progress: bool = True,
@@ -129,6 +139,9 @@ class LANDMixture:
             raise ValueError(f"tol must be a number >= 0, got {tol!r}")
         if on_collapse not in ("raise", "reset"):
             raise ValueError(f"on_collapse must be 'raise' or 'reset', got {on_collapse!r}")
+        if base_measure not in BASE_MEASURES:
+            raise ValueError(f"base_measure must be one of {BASE_MEASURES}, got {base_measure!r}")
+        self.base_measure = base_measure
         self.embed = embed
         self.num_components = num_components
         self.num_mc_samples = num_mc_samples
@@ -211,23 +224,33 @@ class LANDMixture:
         w = torch.einsum("kij,nkj->nki", factors, V)  # (n, K, d)
         return -0.5 * w.pow(2).sum(dim=2) - log_z  # (n, K)
 
-    def component_log_prob(self, z: Tensor) -> Tensor:
-        """``(n, K)`` ``log p_k(z_n)`` (latent Lebesgue measure); sets ``last_converged``."""
+    def component_log_prob(self, z: Tensor, measure: str = "lebesgue") -> Tensor:
+        """``(n, K)`` ``log p_k(z_n)`` with respect to ``measure`` (``"lebesgue"``: latent ``dz``;
+        ``"riemannian"``: ``sqrt(det M(z)) dz``); sets ``last_converged``."""
+        if measure not in BASE_MEASURES:
+            raise ValueError(f"measure must be one of {BASE_MEASURES}, got {measure!r}")
         _, A, _ = self._fitted()
-        V, conv = self.log_maps(self._check_z(z))
+        z = self._check_z(z)
+        V, conv = self.log_maps(z)
         self.last_converged = conv
         warn_unconverged(conv)
         assert self.log_normalisers is not None
-        return self._component_log_prob(V, A, self.log_normalisers)
+        lp = self._component_log_prob(V, A, self.log_normalisers)  # (n, K), base measure
+        if measure != self.base_measure:
+            lmf = log_magnification_factor(self.embed, z)  # (n,) log sqrt(det M(z))
+            sign = 1.0 if measure == "lebesgue" else -1.0
+            lp = lp + sign * lmf[:, None]
+        return lp
 
-    def log_prob(self, z: Tensor) -> Tensor:
-        """``(n,)`` log density of the mixture at ``z (n, d)`` (latent Lebesgue measure)."""
-        lp = self.component_log_prob(z) + self._fitted()[2].log()  # (n, K)
+    def log_prob(self, z: Tensor, measure: str = "lebesgue") -> Tensor:
+        """``(n,)`` log density of the mixture at ``z (n, d)`` with respect to ``measure``
+        (``"lebesgue"``, the default, or ``"riemannian"``; see :meth:`component_log_prob`)."""
+        lp = self.component_log_prob(z, measure) + self._fitted()[2].log()  # (n, K)
         return torch.logsumexp(lp, dim=1)
 
     def responsibilities(self, z: Tensor) -> Tensor:
         """``(n, K)`` posterior component probabilities."""
-        lp = self.component_log_prob(z) + self._fitted()[2].log()
+        lp = self.component_log_prob(z, self.base_measure) + self._fitted()[2].log()
         return torch.softmax(lp, dim=1)
 
     def sample(self, num: int, seed: int | None = None) -> tuple[Tensor, Tensor]:
@@ -242,6 +265,7 @@ class LANDMixture:
             out[rows] = sample_component(
                 self.embed, mu[k], A[k], len(rows), oversample=self.oversample,
                 num_steps=self.exp_steps, generator=g, rtol=self.exp_rtol,
+                base_measure=self.base_measure,
             )  # fmt: skip
         return out, comp
 
@@ -259,7 +283,7 @@ class LANDMixture:
             "log_normaliser_std_errors": self.log_normaliser_std_errors,
             "graph_points": self.graph_points, "nll_history": list(self.nll_history),
             "num_mc_samples": self.num_mc_samples, "exp_steps": self.exp_steps,
-            "exp_rtol": self.exp_rtol,
+            "exp_rtol": self.exp_rtol, "base_measure": self.base_measure,
             "geodesic_options": dict(self.geodesic_options), "seed": self.seed,
         }  # fmt: skip
 
@@ -275,6 +299,7 @@ class LANDMixture:
         self.nll_history = list(state["nll_history"])
         self.num_mc_samples, self.exp_steps = state["num_mc_samples"], state["exp_steps"]
         self.exp_rtol = state.get("exp_rtol")
+        self.base_measure = state.get("base_measure", "lebesgue")  # states saved before it
         self.geodesic_options, self.seed = dict(state["geodesic_options"]), state["seed"]
 
     # ---------------------------------------------------------------- fitting
@@ -298,8 +323,11 @@ class LANDMixture:
         self.graph_points = z[keep]
         self._data_var = float(z.var(dim=0).mean())
         self._data_cov = torch.cov(z.T).reshape(d, d)
-        mu, A, pi = self._kmeans_init(z)
-        state = self._evaluate(z, mu, A, pi)
+        mu, r0 = self._kmeans_init(z)
+        V0, conv0 = self._timed_log_maps(z, mu)  # (n, K, d), (n, K)
+        A = self._tangent_factors(V0, r0)
+        pi = r0.mean(dim=0)
+        state = self._evaluate(z, mu, A, pi, log_maps=(V0, conv0))
         self.nll_history = [state[0]]
         self.failed_steps = []
         steps = (self.mean_step, self.precision_step)
@@ -338,17 +366,30 @@ class LANDMixture:
         warn_unconverged(self.converged_)
         return self
 
-    def _kmeans_init(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _kmeans_init(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """k-means means ``(K, d)`` and one-hot assignments ``(n, K)``."""
         from sklearn.cluster import KMeans
 
-        K, d = self.num_components, z.shape[1]
+        K = self.num_components
         labels = KMeans(K, n_init=10, random_state=self.seed).fit_predict(z.cpu().double().numpy())
         lab = torch.as_tensor(labels, dtype=torch.int64, device=z.device)
         r = torch.nn.functional.one_hot(lab, K).to(z)  # (n, K)
         self._check_collapse(z, r, None, 0)
         mu = torch.stack([z[lab == k].mean(dim=0) for k in range(K)])  # (K, d)
-        A = torch.stack([self._factor_of(torch.cov(z[lab == k].T).reshape(d, d)) for k in range(K)])
-        return mu, A, r.mean(dim=0)
+        return mu, r
+
+    def _tangent_factors(self, V: Tensor, r: Tensor) -> Tensor:
+        """``(K, d, d)`` precision factors of the tangent scatters ``sum_n r_nk v v^T / R_k``.
+
+        The initial covariance is the second moment of the cluster's log maps at its k-means
+        mean, not the latent covariance: with a metric that shrinks away from the data, a
+        latent-covariance Gaussian in the tangent space reaches far past the cluster (its shots
+        of ``Exp`` cross the variance walls), while the log maps' scatter reaches the cluster's
+        own points.
+        """
+        w = r / r.sum(dim=0)  # (n, K)
+        scatter = torch.einsum("nk,nki,nkj->kij", w, V, V)  # (K, d, d)
+        return torch.stack([self._factor_of(s) for s in scatter])
 
     def _factor_of(self, cov: Tensor) -> Tensor:
         """Precision factor ``A`` with ``A^T A = cov^-1`` (a small ridge for stability)."""
@@ -356,21 +397,37 @@ class LANDMixture:
         ridge = 1e-9 * self._data_var * torch.eye(d, dtype=cov.dtype, device=cov.device)
         return torch.linalg.inv(torch.linalg.cholesky(cov + ridge))
 
-    def _evaluate(self, z: Tensor, mu: Tensor, A: Tensor, pi: Tensor) -> tuple[Any, ...]:
-        """NLL, log maps, their convergence, ``log Z``, its SE, tangent moments."""
+    def _timed_log_maps(self, z: Tensor, mu: Tensor) -> tuple[Tensor, Tensor]:
+        start = time.perf_counter()
+        out = self.log_maps(z, mu)  # (n, K, d), (n, K)
+        self.timings["log_maps"] += time.perf_counter() - start
+        return out
+
+    def _evaluate(
+        self, z: Tensor, mu: Tensor, A: Tensor, pi: Tensor,
+        log_maps: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Any, ...]:  # fmt: skip
+        """NLL, log maps (computed unless given), their convergence, ``log Z``, its SE, tangent
+        moments."""
         assert self._eps is not None
         start = time.perf_counter()
         ests = [
-            estimate_normaliser(self.embed, mu[k], A[k], self._eps, self.exp_steps, self.exp_rtol)
+            estimate_normaliser(
+                self.embed,
+                mu[k],
+                A[k],
+                self._eps,
+                self.exp_steps,
+                self.exp_rtol,
+                self.base_measure,
+            )  # fmt: skip
             for k in range(mu.shape[0])
         ]
         self.timings["normaliser"] += time.perf_counter() - start
         log_z = torch.stack([e.log_value for e in ests])  # (K,)
         se = torch.stack([e.std_error for e in ests])
         moments = [(e.mean_v, e.second_moment) for e in ests]
-        start = time.perf_counter()
-        V, conv = self.log_maps(z, mu)  # (n, K, d), (n, K)
-        self.timings["log_maps"] += time.perf_counter() - start
+        V, conv = self._timed_log_maps(z, mu) if log_maps is None else log_maps
         self.timings["evaluations"] += 1
         lp = self._component_log_prob(V, A, log_z) + pi.log()
         nll = float(-torch.logsumexp(lp, dim=1).sum())

@@ -1,27 +1,38 @@
 """Monte Carlo normaliser and sampler of a LAND component (pure torch).
 
 A LAND component with mean ``mu`` and precision ``Gamma = A^T A`` has the unnormalised density
-``q(z) = exp(-1/2 Log_mu(z)^T Gamma Log_mu(z))``. Densities here are taken **with respect to the
-Lebesgue measure dz of the latent coordinates** (the units of a Euclidean GMM on the same codes);
-the density with respect to the Riemannian volume ``sqrt(det M(z)) dz`` is the same minus
-``log sqrt(det M(z))``. Changing variables ``z = Exp_mu(v)``,
+``q(z) = exp(-1/2 Log_mu(z)^T Gamma Log_mu(z))`` with respect to a base measure:
 
-    ``Z = int q(z) dz = int exp(-1/2 v^T Gamma v) |det D Exp_mu(v)| dv
-        = (2 pi)^(d/2) |det A|^(-1) E_{v ~ N(0, Gamma^-1)}[ |det D Exp_mu(v)| ]``,
+* ``"riemannian"`` (default of :class:`geometry.LANDMixture`; the LAND papers' convention): the
+  Riemannian volume ``dV = sqrt(det M(z)) dz``. Changing variables ``z = Exp_mu(v)``,
 
-exact where ``Exp_mu`` is injective on the mass of the tangent Gaussian (inside the cut locus).
-The authors (Arvanitidis et al., NeurIPS 2016) weight by ``sqrt(det M(Exp_mu(v))) / sqrt(det
-M(mu))`` instead, which omits the Jacobian of ``Exp``; this module keeps the exact Jacobian
-(central finite differences of :func:`geometry.exp_map`, ``2 d`` extra shots per sample).
+      ``Z = int q dV = (2 pi)^(d/2) |det A|^(-1) E_{v ~ N(0, Gamma^-1)}[ rho(v) ]``,
+      ``rho(v) = sqrt(det M(Exp_mu(v))) |det D Exp_mu(v)|``,
+
+  the volume of the tangent Gaussian's image. The authors (Arvanitidis et al., NeurIPS 2016)
+  use ``sqrt(det M(Exp_mu(v))) / sqrt(det M(mu))``, which omits ``|det D Exp|`` and divides by
+  the volume at the mean; here the Jacobian is exact and ``Z`` is absolute (the same base
+  measure for every component of a mixture). Where the metric decays away from the data (an
+  RBF precision, a saturating mean) far regions have little volume, so the model is proper.
+* ``"lebesgue"``: the latent coordinates' ``dz``; ``rho(v) = |det D Exp_mu(v)|``. Improper when
+  the metric decays so fast that infinity is at a finite distance (then ``q`` does not vanish
+  at infinity and ``int q dz`` diverges): the estimate is then dominated by shots with huge
+  Jacobians. Kept for comparison.
+
+A density in one measure is the other's times ``sqrt(det M(z))^(+-1)``. Both are exact where
+``Exp_mu`` is injective on the mass of the tangent Gaussian (inside the cut locus). A shot
+whose geodesic leaves every bounded region before ``t = 1`` (its metric becomes singular;
+:func:`geometry.shoot_geodesics` fails it) reaches no latent point and contributes 0.
 
 Monte Carlo: ``v_s = A^{-1} eps_s`` from fixed base samples ``eps`` (common random numbers over
 EM iterations), antithetic (``eps`` and ``-eps``) and moment-matched (their sample mean is 0 and
 their sample second moment exactly ``I``). So for a constant metric the estimates are exact,
 and in general the standard error is that of the antithetic pair means (an approximation: the
-moment matching couples the pairs weakly).
+moment matching couples the pairs weakly). ``D Exp`` comes from central finite differences of
+:func:`geometry.exp_map` (``2 d`` extra shots per sample).
 
 Sampling (:func:`sample_component`) is sampling-importance-resampling: fresh tangent Gaussian
-samples are shot through ``Exp_mu`` and resampled with weights ``|det D Exp_mu(v)|``; exact as
+samples are shot through ``Exp_mu`` and resampled with weights ``rho(v)``; exact as
 ``oversample -> inf`` (a documented approximation for finite ``oversample``).
 """
 
@@ -36,8 +47,10 @@ from torch import Tensor
 from geometry._checks import Embed
 from geometry.adaptive_exp import shoot_geodesics
 from geometry.maps import exp_map
+from geometry.metric import log_magnification_factor
 
 __all__ = [
+    "BASE_MEASURES",
     "NormaliserEstimate",
     "base_samples",
     "estimate_normaliser",
@@ -46,7 +59,10 @@ __all__ = [
     "exp_with_jacobian",
     "refine_log_maps",
     "sample_component",
+    "volume_weights",
 ]
+
+BASE_MEASURES = ("riemannian", "lebesgue")
 
 
 @dataclass
@@ -56,9 +72,9 @@ class NormaliserEstimate:
     Attributes:
         log_value: ``()`` estimate of ``log Z``.
         std_error: ``()`` its standard error (delta method on the antithetic pair means).
-        mean_v: ``(d,)`` ``E_q[v]`` under the tangent density ``exp(-v^T Gamma v / 2) |det DExp|``.
+        mean_v: ``(d,)`` ``E_q[v]`` under the tangent density ``exp(-v^T Gamma v / 2) rho(v)``.
         second_moment: ``(d, d)`` ``E_q[v v^T]`` under the same density.
-        num_failed: shots whose end point or Jacobian was not finite (left out of the estimate).
+        num_failed: shots whose end point or Jacobian was not finite (weight 0, see module doc).
     """
 
     log_value: Tensor
@@ -162,9 +178,45 @@ def exp_with_jacobian(
     return x, torch.linalg.det(jac).abs()
 
 
+def volume_weights(
+    embed: Embed, mu: Tensor, v: Tensor, num_steps: int, rtol: float | None = None,
+    base_measure: str = "riemannian",
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Shots ``Exp_mu(v)`` and their volume weights ``rho(v)`` relative to the volume at ``mu``.
+
+    Args:
+        embed: ``(n, d) -> (n, D')`` callable.
+        mu: ``(d,)`` base point.
+        v: ``(B, d)`` tangent vectors.
+        num_steps: RK4 steps or the first adaptive step (:func:`exp_map_or_nan`).
+        rtol: None or the adaptive shooting tolerance.
+        base_measure: ``"riemannian"`` or ``"lebesgue"`` (module docstring).
+
+    Returns:
+        ``(B, d)`` end points (NaN rows where a shot failed), ``(B,)`` weights
+        ``rho(v) / sqrt(det M(mu))`` (``"riemannian"``) or ``rho(v)`` (``"lebesgue"``), 0 where a
+        shot failed, and ``()`` the log of the divisor (``log sqrt(det M(mu))`` or 0).
+    """
+    if base_measure not in BASE_MEASURES:
+        raise ValueError(f"base_measure must be one of {BASE_MEASURES}, got {base_measure!r}")
+    x, det = exp_with_jacobian(embed, mu, v, num_steps, rtol)  # (B, d), (B,)
+    ok = torch.isfinite(det) & torch.isfinite(x).all(dim=1)
+    w = torch.where(ok, det, torch.zeros_like(det))  # (B,)
+    log_ref = torch.zeros((), dtype=v.dtype, device=v.device)
+    if base_measure == "riemannian":
+        log_ref = log_magnification_factor(embed, mu[None])[0]
+        if not bool(torch.isfinite(log_ref)):
+            raise FloatingPointError(f"the metric is singular at the mean {mu.tolist()}")
+        log_vol = torch.full_like(det, -math.inf)
+        if bool(ok.any()):
+            log_vol[ok] = log_magnification_factor(embed, x[ok])
+        w = torch.where(ok, w * torch.exp(log_vol - log_ref), torch.zeros_like(w))
+    return x, w, log_ref
+
+
 def estimate_normaliser(
     embed: Embed, mu: Tensor, factor: Tensor, eps: Tensor, num_steps: int,
-    rtol: float | None = None,
+    rtol: float | None = None, base_measure: str = "riemannian",
 ) -> NormaliserEstimate:  # fmt: skip
     """Monte Carlo ``log Z`` of the component ``(mu, Gamma = factor^T factor)`` (see module doc).
 
@@ -175,29 +227,29 @@ def estimate_normaliser(
         eps: ``(S, d)`` base samples from :func:`base_samples`.
         num_steps: RK4 steps of :func:`geometry.exp_map` (or the first adaptive step).
         rtol: None (fixed-step RK4) or the adaptive shooting tolerance (:func:`exp_map_or_nan`).
+        base_measure: ``"riemannian"`` (``Z = int q dV``) or ``"lebesgue"`` (``int q dz``).
 
     Returns:
         A :class:`NormaliserEstimate`.
 
     Raises:
-        FloatingPointError: when fewer than half of the shots give a finite Jacobian.
+        FloatingPointError: when more than half of the shots fail (the estimate would rest on
+            fewer than half of its samples).
     """
     S, d = eps.shape
     v = torch.linalg.solve(factor, eps.T).T  # (S, d), covariance Gamma^-1
-    _, det = exp_with_jacobian(embed, mu, v, num_steps, rtol)  # (S,)
-    ok = torch.isfinite(det)
-    num_failed = int((~ok).sum())
+    x, w, log_ref = volume_weights(embed, mu, v, num_steps, rtol, base_measure)  # (S,)
+    num_failed = int((~torch.isfinite(x).all(dim=1)).sum())
     if num_failed > S // 2:
         raise FloatingPointError(
             f"the exponential map failed for {num_failed} of {S} Monte Carlo shots from the "
             f"mean {mu.tolist()}: the component's covariance reaches where the metric is singular"
         )
-    w = torch.where(ok, det, torch.zeros_like(det))  # (S,)
-    mean_j = w.sum() / ok.sum()
+    mean_j = w.mean()
     pairs = (w[: S // 2] + w[S // 2 :]) / 2  # (S/2,) antithetic pair means
     se_j = pairs.std() / math.sqrt(S // 2) if S >= 4 else torch.zeros_like(mean_j)
     log_det_a = torch.linalg.slogdet(factor)[1]
-    log_value = 0.5 * d * math.log(2 * math.pi) - log_det_a + mean_j.log()
+    log_value = 0.5 * d * math.log(2 * math.pi) - log_det_a + mean_j.log() + log_ref
     p = w / w.sum()  # (S,) importance weights of the tangent density
     mean_v = p @ v  # (d,)
     second = torch.einsum("s,si,sj->ij", p, v, v)  # (d, d)
@@ -214,12 +266,13 @@ def sample_component(
     num_steps: int,
     generator: torch.Generator,
     rtol: float | None = None,
+    base_measure: str = "riemannian",
 ) -> Tensor:
     """``(num, d)`` approximate samples of one component by importance resampling.
 
     Draws ``oversample * num`` tangent vectors ``v ~ N(0, Gamma^-1)``, maps them to
     ``Exp_mu(v)`` and resamples ``num`` of them with replacement with probabilities
-    ``proportional to |det D Exp_mu(v)|`` (the ratio of the target density to the density of the
+    proportional to ``rho(v)`` (the ratio of the target density to the density of the
     pushed-forward Gaussian, both in latent coordinates).
     """
     d = mu.shape[0]
@@ -228,8 +281,7 @@ def sample_component(
     m = oversample * num
     eps = torch.randn(m, d, generator=generator, dtype=torch.float64).to(mu)
     v = torch.linalg.solve(factor, eps.T).T  # (m, d)
-    x, det = exp_with_jacobian(embed, mu, v, num_steps, rtol)
-    w = torch.where(torch.isfinite(det) & torch.isfinite(x).all(dim=1), det, 0.0)
+    x, w, _ = volume_weights(embed, mu, v, num_steps, rtol, base_measure)
     if not bool(w.sum() > 0):
         raise FloatingPointError(f"every exponential-map shot from {mu.tolist()} failed")
     idx = torch.multinomial(w.double().cpu(), num, replacement=True, generator=generator)

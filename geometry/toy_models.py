@@ -71,6 +71,18 @@ class SphereEmbed(nn.Module):
         return self.radius * torch.arccos((p * q).sum(dim=1).clamp(-1, 1))
 
 
+class TanhStripEmbed(nn.Module):
+    """``h(z) = (tanh z_1, z_2)``: a flat strip, isometric to ``(-1, 1) x R`` by ``u = h(z)``.
+
+    Metric ``diag(sech^4 z_1, 1)``; ``Log_mu(z) = ((tanh z_1 - tanh mu_1) / sech^2 mu_1,
+    z_2 - mu_2)``; the Riemannian volume is ``du``. Geodesics are incomplete: one whose ``u_1``
+    reaches +-1 before ``t = 1`` runs off to infinite ``z_1`` (the metric decays to 0 there).
+    """
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.stack([torch.tanh(z[:, 0]), z[:, 1]], dim=1)  # (B, 2)
+
+
 class ToyRBFDecoder(nn.Module):
     """A random decoder shaped like the paper's: tanh MLP mean, RBF-precision standard deviation.
 

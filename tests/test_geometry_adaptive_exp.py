@@ -65,6 +65,21 @@ def test_walled_decoder_shots_converge_and_agree_with_rk4() -> None:
     assert (fine.steps >= coarse.steps).all()
 
 
+def test_float32_tolerance_is_floored_at_the_dtype_resolution() -> None:
+    """Below 8 eps the error estimate is roundoff: the tolerance is raised, shots do not fail."""
+    dec = ToyRBFDecoder(num_centers=16, seed=0)  # float32
+    g = torch.Generator().manual_seed(2)
+    z = dec.centers[:6].detach().clone()
+    v = 1.5 * torch.randn(6, 2, generator=g)
+    floor = G.shoot_geodesics(dec.embed, z, v, rtol=8 * torch.finfo(torch.float32).eps)
+    tight = G.shoot_geodesics(dec.embed, z, v, rtol=1e-10)
+    assert not (floor.failed | tight.failed).any()
+    assert tight.steps.tolist() == floor.steps.tolist()
+    torch.testing.assert_close(tight.ends, floor.ends, atol=0, rtol=0)
+    loose = G.shoot_geodesics(dec.embed, z, v, rtol=1e-4)
+    assert int(loose.steps.sum()) < int(floor.steps.sum())  # above the floor rtol still acts
+
+
 def test_groups_share_their_steps() -> None:
     dec = ToyRBFDecoder(num_centers=16, seed=0).double()
     z = dec.centers[:3].detach().clone().repeat(2, 1)  # (6, 2)

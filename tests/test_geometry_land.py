@@ -16,7 +16,7 @@ from scipy.stats import chi2_contingency
 
 from geometry import ComponentCollapseError, EuclideanGMM, LANDMixture, exp_map
 from geometry.land_normaliser import estimate_normaliser
-from geometry.toy_models import LinearEmbed, SphereEmbed
+from geometry.toy_models import LinearEmbed, SphereEmbed, TanhStripEmbed
 
 F64 = torch.float64
 A_LIN = torch.tensor([[2.0, 0.5], [0.0, 1.0], [1.0, 1.0]], dtype=F64)
@@ -43,10 +43,11 @@ def _closed_form_log_prob(z: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor
     return image.log_prob(z @ R.T) + torch.linalg.slogdet(R)[1]
 
 
-def test_linear_one_component_is_the_closed_form_gaussian() -> None:
+@pytest.mark.parametrize("base_measure", ["riemannian", "lebesgue"])
+def test_linear_one_component_is_the_closed_form_gaussian(base_measure: str) -> None:
     true_mean, true_chol = [0.5, -1.0], [[0.6, 0.0], [0.3, 0.4]]
     z = _gaussian(150, true_mean, true_chol, seed=1)
-    land = LANDMixture(LinearEmbed(A_LIN), 1, **LINE).fit(z)
+    land = LANDMixture(LinearEmbed(A_LIN), 1, base_measure=base_measure, **LINE).fit(z)
     assert bool(land.converged_.all())
     sample_mean = z.mean(dim=0)
     sample_cov = (z - sample_mean).T @ (z - sample_mean) / z.shape[0]  # ML (biased)
@@ -58,14 +59,19 @@ def test_linear_one_component_is_the_closed_form_gaussian() -> None:
     assert bool(((land.means[0] - torch.tensor(true_mean, dtype=F64)).abs() < 4 * se_mean).all())
     se_var = cov.diagonal() * math.sqrt(2 / z.shape[0])
     assert bool(((land.covariances[0].diagonal() - cov.diagonal()).abs() < 4 * se_var).all())
-    # normaliser: (2 pi)^(d/2) det(Sigma)^(1/2), exactly (moment-matched base samples)
+    # normaliser: (2 pi)^(d/2) det(Sigma)^(1/2) (times the constant volume sqrt(det A^T A)
+    # for the Riemannian measure), exactly (moment-matched base samples)
     log_z, se = land.log_normaliser
+    log_volume = 0.5 * torch.logdet(A_LIN.T @ A_LIN)
     expected = 0.5 * torch.logdet(2 * math.pi * land.covariances[0])
+    expected = expected + (log_volume if base_measure == "riemannian" else 0.0)
     torch.testing.assert_close(log_z[0], expected, atol=1e-9, rtol=0)
     assert float(se[0]) < 1e-9
     held_out = _gaussian(20, true_mean, true_chol, seed=2)
     reference = _closed_form_log_prob(held_out, land.means[0], land.covariances[0])
     torch.testing.assert_close(land.log_prob(held_out), reference, atol=1e-7, rtol=0)
+    riemannian = land.log_prob(held_out, measure="riemannian")
+    torch.testing.assert_close(riemannian, reference - log_volume, atol=1e-7, rtol=0)
 
 
 def test_linear_two_components_agree_with_the_gmm_em() -> None:
@@ -129,20 +135,75 @@ def _sphere_unnormalised(z: torch.Tensor) -> torch.Tensor:
     return torch.exp(-0.5 * (v * torch.linalg.solve(SPHERE_COV, v.T).T).sum(dim=1))
 
 
-def test_sphere_normaliser_matches_quadrature_within_its_standard_error() -> None:
+@pytest.mark.parametrize("base_measure", ["riemannian", "lebesgue"])
+def test_sphere_normaliser_matches_quadrature_within_its_standard_error(base_measure: str) -> None:
     factor = torch.linalg.inv(torch.linalg.cholesky(SPHERE_COV))
     from geometry.land_normaliser import base_samples
 
     eps = base_samples(2048, 2, seed=0, dtype=F64)
-    est = estimate_normaliser(SphereEmbed(), SPHERE_MU, factor, eps, num_steps=32)
+    est = estimate_normaliser(
+        SphereEmbed(), SPHERE_MU, factor, eps, num_steps=32, base_measure=base_measure
+    )
     th = torch.linspace(1e-3, math.pi - 1e-3, 600, dtype=F64)
     ph = torch.linspace(-math.pi, math.pi, 800, dtype=F64)
     grid = torch.cartesian_prod(th, ph)  # (th x ph, 2), latent Lebesgue measure
     cell = float((th[1] - th[0]) * (ph[1] - ph[0]))
-    quad = math.log(float(_sphere_unnormalised(grid).sum()) * cell)
+    volume = grid[:, 0].sin() if base_measure == "riemannian" else torch.ones_like(grid[:, 0])
+    quad = math.log(float((_sphere_unnormalised(grid) * volume).sum()) * cell)
     assert est.num_failed == 0
     assert float(est.std_error) < 0.01
     assert abs(float(est.log_value) - quad) < 4 * float(est.std_error) + 2e-3
+
+
+STRIP_MU = torch.tensor([0.5, 0.0], dtype=F64)
+STRIP_COV = torch.tensor([[0.6**2, 0.1], [0.1, 0.5**2]], dtype=F64)
+
+
+def _strip_normaliser(mu: torch.Tensor, cov: torch.Tensor) -> float:
+    """``log int q dV`` on the strip: a Gaussian in ``u = (tanh z_1, z_2)``, cut at ``|u_1| = 1``."""
+    s = 1 - math.tanh(float(mu[0])) ** 2  # sech^2 mu_1 = du_1 / dz_1 at the mean
+    scale = torch.diag(torch.tensor([s, 1.0], dtype=F64))
+    cov_u = scale @ cov @ scale  # covariance of u - u(mu)
+    marginal = torch.distributions.Normal(math.tanh(float(mu[0])), float(cov_u[0, 0].sqrt()))
+    inside = float(marginal.cdf(torch.tensor(1.0)) - marginal.cdf(torch.tensor(-1.0)))
+    return 0.5 * float(torch.logdet(2 * math.pi * cov_u)) + math.log(inside)
+
+
+def test_strip_normaliser_counts_escaping_shots_as_zero_volume() -> None:
+    """Shots past ``u_1 = 1`` leave the manifold; the Riemannian normaliser is the cut Gaussian."""
+    from geometry.land_normaliser import base_samples
+
+    factor = torch.linalg.inv(torch.linalg.cholesky(STRIP_COV))
+    eps = base_samples(2048, 2, seed=0, dtype=F64)
+    est = estimate_normaliser(TanhStripEmbed(), STRIP_MU, factor, eps, num_steps=16, rtol=1e-9)
+    assert 0.08 * 2048 < est.num_failed < 0.2 * 2048  # about 13 % of the mass is past the edge
+    closed = _strip_normaliser(STRIP_MU, STRIP_COV)
+    assert abs(float(est.log_value) - closed) < 4 * float(est.std_error) + 1e-3, (est, closed)
+
+
+def test_strip_log_prob_is_the_cut_gaussian_in_both_units() -> None:
+    """Fitted near the strip's edge: ``log_prob`` is the closed form at held-out points."""
+    g = torch.Generator().manual_seed(3)
+    u1 = 0.2 + 0.75 * torch.rand(48, generator=g, dtype=F64)  # codes up to u_1 = 0.95
+    z = torch.stack([torch.atanh(u1), 0.4 * torch.randn(48, generator=g, dtype=F64)], dim=1)
+    opts = {**FAST, "graph_k": 0, "newton_steps": 2, "num_mc_samples": 512}
+    land = LANDMixture(TanhStripEmbed(), 1, max_iterations=0, **opts).fit(z[:40])
+    mu, cov = land.means[0], land.covariances[0]
+    s = 1 - math.tanh(float(mu[0])) ** 2
+    scale = torch.diag(torch.tensor([s, 1.0], dtype=F64))
+    u = torch.stack([torch.tanh(z[40:, 0]), z[40:, 1]], dim=1)
+    u_mu = torch.stack([mu[0].tanh(), mu[1]])
+    gauss = torch.distributions.MultivariateNormal(u_mu, scale @ cov @ scale)
+    log_cut = _strip_normaliser(mu, cov) - 0.5 * float(
+        torch.logdet(2 * math.pi * scale @ cov @ scale)
+    )
+    riemannian = gauss.log_prob(u) - log_cut  # density in du = dV
+    lebesgue = riemannian + torch.log(1 - torch.tanh(z[40:, 0]) ** 2)  # du = sech^2 z_1 dz
+    tol = 4 * float(land.log_normaliser[1][0]) + 1e-3
+    torch.testing.assert_close(
+        land.log_prob(z[40:], measure="riemannian"), riemannian, atol=tol, rtol=0
+    )
+    torch.testing.assert_close(land.log_prob(z[40:]), lebesgue, atol=tol, rtol=0)
 
 
 def _reference_sphere_samples(num: int, seed: int) -> torch.Tensor:
