@@ -28,7 +28,7 @@ NLL in ``A`` times ``Gamma``; the inverse square root is the Newton step for a c
 and its eigenvalues are clipped to ``[1/2, 2]`` so ``A`` stays invertible). For a constant
 metric one iteration with steps 1 gives the weighted mean and covariance. An iteration whose
 NLL (common random numbers) is higher than the last one, or whose normaliser fails (more than
-half of its Monte Carlo shots cross a singular metric; listed in ``failed_steps``), is undone and
+``max_failed_fraction`` of its Monte Carlo shots fail; listed in ``failed_steps``), is undone and
 retried with halved steps (``max_backtracks`` times; the halved steps are kept for later
 iterations); an iteration that resets a component is always accepted. Stops when the NLL
 changes by less than ``tol`` per point. Initialised by k-means on the codes: the means are the
@@ -97,6 +97,8 @@ class LANDMixture:
         on_collapse: ``"raise"`` or ``"reset"`` (see module docstring).
         base_measure: ``"riemannian"`` (densities with respect to ``sqrt(det M(z)) dz``) or
             ``"lebesgue"`` (``dz``); see :mod:`geometry.land_normaliser`.
+        max_failed_fraction: a normaliser estimate with more failed ``Exp`` shots than this
+            fraction fails (at the start: an error; for a candidate step: the step is undone).
         oversample: tangent samples per returned sample in :meth:`sample`.
         seed: seed of k-means, the Monte Carlo base samples and :meth:`sample`.
         progress: show a tqdm bar over EM iterations.
@@ -122,6 +124,7 @@ class LANDMixture:
         geodesic_options: dict[str, Any] | None = None,
         on_collapse: str = "raise",
         base_measure: str = "riemannian",
+        max_failed_fraction: float = 0.5,
         oversample: int = 10,
         seed: int = 0,
         progress: bool = True,
@@ -142,6 +145,11 @@ class LANDMixture:
         if base_measure not in BASE_MEASURES:
             raise ValueError(f"base_measure must be one of {BASE_MEASURES}, got {base_measure!r}")
         self.base_measure = base_measure
+        if not (isinstance(max_failed_fraction, (int, float)) and 0 <= max_failed_fraction < 1):
+            raise ValueError(
+                f"max_failed_fraction must be a number in [0, 1), got {max_failed_fraction!r}"
+            )
+        self.max_failed_fraction = float(max_failed_fraction)
         self.embed = embed
         self.num_components = num_components
         self.num_mc_samples = num_mc_samples
@@ -420,6 +428,7 @@ class LANDMixture:
                 self.exp_steps,
                 self.exp_rtol,
                 self.base_measure,
+                self.max_failed_fraction,
             )  # fmt: skip
             for k in range(mu.shape[0])
         ]

@@ -217,6 +217,7 @@ def volume_weights(
 def estimate_normaliser(
     embed: Embed, mu: Tensor, factor: Tensor, eps: Tensor, num_steps: int,
     rtol: float | None = None, base_measure: str = "riemannian",
+    max_failed_fraction: float = 0.5,
 ) -> NormaliserEstimate:  # fmt: skip
     """Monte Carlo ``log Z`` of the component ``(mu, Gamma = factor^T factor)`` (see module doc).
 
@@ -228,19 +229,20 @@ def estimate_normaliser(
         num_steps: RK4 steps of :func:`geometry.exp_map` (or the first adaptive step).
         rtol: None (fixed-step RK4) or the adaptive shooting tolerance (:func:`exp_map_or_nan`).
         base_measure: ``"riemannian"`` (``Z = int q dV``) or ``"lebesgue"`` (``int q dz``).
+        max_failed_fraction: the largest fraction of failed shots accepted.
 
     Returns:
         A :class:`NormaliserEstimate`.
 
     Raises:
-        FloatingPointError: when more than half of the shots fail (the estimate would rest on
-            fewer than half of its samples).
+        FloatingPointError: when more than ``max_failed_fraction`` of the shots fail (by
+            default: the estimate would rest on fewer than half of its samples).
     """
     S, d = eps.shape
     v = torch.linalg.solve(factor, eps.T).T  # (S, d), covariance Gamma^-1
     x, w, log_ref = volume_weights(embed, mu, v, num_steps, rtol, base_measure)  # (S,)
     num_failed = int((~torch.isfinite(x).all(dim=1)).sum())
-    if num_failed > S // 2:
+    if num_failed > max_failed_fraction * S:
         raise FloatingPointError(
             f"the exponential map failed for {num_failed} of {S} Monte Carlo shots from the "
             f"mean {mu.tolist()}: the component's covariance reaches where the metric is singular"

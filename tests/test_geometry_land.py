@@ -160,7 +160,7 @@ STRIP_COV = torch.tensor([[0.6**2, 0.1], [0.1, 0.5**2]], dtype=F64)
 
 
 def _strip_normaliser(mu: torch.Tensor, cov: torch.Tensor) -> float:
-    """``log int q dV`` on the strip: a Gaussian in ``u = (tanh z_1, z_2)``, cut at ``|u_1| = 1``."""
+    """``log int q dV`` on the strip, a Gaussian in ``u = (tanh z_1, z_2)`` cut at ``|u_1| = 1``."""
     s = 1 - math.tanh(float(mu[0])) ** 2  # sech^2 mu_1 = du_1 / dz_1 at the mean
     scale = torch.diag(torch.tensor([s, 1.0], dtype=F64))
     cov_u = scale @ cov @ scale  # covariance of u - u(mu)
@@ -296,6 +296,39 @@ def test_collapsing_component_is_reset_without_nan() -> None:
     assert bool(torch.isfinite(land.factors).all() and torch.isfinite(land.means).all())
     assert np.isfinite(land.nll_history).all()
     assert bool(torch.isfinite(land.log_prob(torch.zeros(3, 2, dtype=F64))).all())
+
+
+class _BoxEmbed(torch.nn.Module):
+    """``clamp(z, -R, R)``: Euclidean inside the box, a singular metric outside."""
+
+    def __init__(self, half_width: float) -> None:
+        super().__init__()
+        self.half_width = half_width
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.clamp(-self.half_width, self.half_width)
+
+
+def test_candidate_steps_whose_normaliser_fails_are_undone() -> None:
+    """Shots leaving the box fail; with ``max_failed_fraction=0`` one failed shot fails a step."""
+    g = torch.Generator().manual_seed(2)
+    centres = torch.tensor([[-0.6, 0.0], [0.6, 0.0]], dtype=F64)
+    z = torch.cat([0.5 * torch.randn(30, 2, generator=g, dtype=F64) + c for c in centres])
+    z = z[(z.abs() < 1.35).all(dim=1)]
+    opts = {**FAST, "graph_k": 0, "exp_steps": 2, "max_iterations": 5, "tol": 0}
+    strict = LANDMixture(_BoxEmbed(1.4), 2, max_failed_fraction=0.0, **opts).fit(z)
+    assert strict.failed_steps and all("failed for" in m for m in strict.failed_steps)
+    nll = np.array(strict.nll_history)
+    assert len(nll) >= 2 and (np.diff(nll) <= 1e-9 * abs(nll[0])).all(), nll
+    assert bool(torch.isfinite(strict.factors).all() and torch.isfinite(strict.means).all())
+    assert bool(torch.isfinite(strict.log_normalisers).all())
+    # the accepted state's normalisers (the fit's base samples) had no failed shot
+    from geometry.land_normaliser import base_samples
+
+    eps = base_samples(FAST["num_mc_samples"], 2, seed=0, dtype=F64)
+    box = _BoxEmbed(1.4)
+    final = [estimate_normaliser(box, strict.means[k], strict.factors[k], eps, 2) for k in range(2)]
+    assert [e.num_failed for e in final] == [0, 0]
 
 
 def test_bad_input_names_the_value() -> None:
