@@ -2,7 +2,8 @@
 
 :func:`run_land_experiment` fits both mixtures to a seeded training split of the codes and
 reports, side by side: held-out mean log-likelihood (both with respect to the Lebesgue measure
-of the latent coordinates, the LAND with its Monte Carlo normaliser), the clustering F-measure
+of the latent coordinates; the LAND, defined by default with respect to the Riemannian volume, with
+its Monte Carlo normaliser and converted by ``log sqrt(det M(z))``), the clustering F-measure
 of the hard responsibilities against the labels, the mean latent distance of samples to the
 nearest training code (latent Euclidean units), fit times, the LAND's time per EM iteration,
 stop reason and log-map convergence, and whether a fit ended in NaN. Decoded sample grids and,
@@ -74,7 +75,7 @@ def _all_finite(*values: Any) -> bool:
 
 
 #: fits that fail with a clear error (recorded as failed fits, not NaN): a collapsed component,
-#: a normaliser where more than half of the exponential-map shots crossed a singular metric
+#: a normaliser where more than half of the exponential-map shots failed
 _FIT_FAILURES = (ComponentCollapseError, FloatingPointError)
 
 

@@ -6,12 +6,13 @@ name and data, so the models are shared), its training images are encoded, a see
 subset of ``codes_per_class`` codes per digit is drawn, and :func:`run_land_experiment` fits a
 K-component LAND mixture and a GMM (K = the number of digits) to a seeded training split of it
 and evaluates both on the held-out rest. Reported per digit set, mean and std over seeds: the
-held-out mean log-likelihood (both in latent Lebesgue units: the LAND's density is with respect
-to the Lebesgue measure of the latent coordinates, like the GMM's), the F-measure of the hard
+held-out mean log-likelihood (both in latent Lebesgue units: the LAND, by default a density with
+respect to the Riemannian volume, is reported with respect to the Lebesgue measure of the latent
+coordinates, like the GMM's), the F-measure of the hard
 responsibilities, the mean Euclidean distance of samples to the nearest training code, fit
 times, seconds per EM iteration, EM iterations, stop reasons, unconverged log maps, NaN fits and
 failed fits (a collapsed component, or a normaliser where more than half of the ``Exp`` shots
-crossed a singular metric: the error is listed in the report); the targets of issue #14 (on digits
+failed: the error is listed in the report); the targets of issue #14 (on digits
 0/1, in the mean over seeds: the LAND's F-measure above the GMM's, its samples closer to the
 codes than the GMM's) are marked met or not met for every set. Figures per set and seed:
 decoded samples of both mixtures and, for a 2-d latent space, density maps of both with the
@@ -297,8 +298,10 @@ def _write_report(
         f"codes per digit (stratified, seeded), {100 * test_fraction:.0f} % held out; a "
         "K-component LAND mixture and a GMM (K = digits) fitted to the rest. Log-likelihoods "
         "are mean held-out log p(z), both in latent Lebesgue units (density with respect to "
-        "the Lebesgue measure of the latent coordinates; the LAND's with its Monte Carlo "
-        "normaliser). F = clustering F-measure of the hard training responsibilities against "
+        "the Lebesgue measure of the latent coordinates; the LAND's, defined with respect to "
+        "the Riemannian volume unless land_options say otherwise, converted with "
+        "log sqrt(det M(z)), with its Monte Carlo normaliser). F = clustering F-measure of "
+        "the hard training responsibilities against "
         "the labels (in [0, 1]). A mixture's means are over its fits that did not fail. "
         "Sample distance = mean Euclidean latent distance of the "
         "samples to the nearest training code. LAND options: "
