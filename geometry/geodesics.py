@@ -77,6 +77,7 @@ _COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through f
 _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
 _COARSE_MAX_ITERATIONS = 20  # step limit per phase of the coarse stage (it only seeds)
 _NEWTON_MIN_DIM = 4  # latent dimension from which the length phase takes Newton-CG steps
+_PASS_ELEMENTS = 1 << 22  # most embedded values (rows x D') per forward-mode pass or Hessian graph
 
 
 @dataclass
@@ -157,11 +158,13 @@ def _lm(
         ``sum_i lambda_i`` ``(B,)`` at the final nodes and its roundoff level (float64).
     """
 
+    rows = _pass_rows(embed, z0, chunk_size)
+
     def terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
-        return sub_point_length_terms(embed, xs, a, b, m, chunk_size)
+        return sub_point_length_terms(embed, xs, a, b, m, rows)
 
     def energy_terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
-        return sub_point_length_terms(embed, xs, a, b, m, chunk_size, energy=True)
+        return sub_point_length_terms(embed, xs, a, b, m, rows, energy=True)
 
     def values(xs: Tensor, a: Tensor, b: Tensor) -> Tensor:
         return sub_point_values(embed, xs, a, b, m, chunk_size)
@@ -170,7 +173,7 @@ def _lm(
         return sub_point_values(embed, xs, a, b, m, chunk_size, energy=True)
 
     def hessian(xs: Tensor, a: Tensor, b: Tensor) -> Callable[[Tensor], Tensor]:
-        return sub_point_length_hvp(embed, xs, a, b, m, chunk_size)
+        return sub_point_length_hvp(embed, xs, a, b, m, rows)
 
     d = x.shape[2]
     newton = d >= _NEWTON_MIN_DIM and _has_hessian_products(embed, x, z0, z1, m, chunk_size)
@@ -183,6 +186,15 @@ def _lm(
         hessian if newton else None, d // 2,
     )  # fmt: skip
     return x, stationary, iterations + its0, tm.L, tm.noise
+
+
+def _pass_rows(embed: Embed, z: Tensor, chunk_size: int) -> int:
+    """Rows per forward-mode pass (and points per Hessian graph) of the LM terms: at most
+    ``chunk_size`` and at most ``_PASS_ELEMENTS`` embedded values (``D'`` per row, read off
+    ``embed`` at the first point of ``z (B, d)``), so that a pass's tangents stay cache-sized
+    on wide decoders; at least one row."""
+    width = int(embed_flat(embed, z[:1]).shape[1])
+    return max(1, min(chunk_size, _PASS_ELEMENTS // max(1, width)))
 
 
 def _has_hessian_products(
@@ -489,7 +501,9 @@ def connecting_geodesics(
         revert_rtol: an optimized curve measured longer than its start is replaced by the
             start; ``converged`` is cleared unless it was longer by at most this relative amount.
         chunk_size: at most this many rows per ``embed`` call (forward mode uses ``d`` rows per
-            point).
+            point); the optimizer's forward-mode passes and Hessian graphs also hold at most
+            ``2**22`` embedded values (rows times ``D'``), so that they stay cache-sized on wide
+            decoders.
         progress: show a tqdm progress bar (optimizer steps).
 
     Returns:

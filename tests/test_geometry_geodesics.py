@@ -10,7 +10,13 @@ import torch
 import geometry as G
 import geometry.geodesics as geodesics_module
 from geometry import block_tridiagonal
-from geometry.toy_models import LinearEmbed, SphereEmbed, ToyConvDecoder, ToyRBFDecoder
+from geometry.toy_models import (
+    LinearEmbed,
+    SphereEmbed,
+    ToyConvDecoder,
+    ToyMLPDecoder,
+    ToyRBFDecoder,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -82,6 +88,26 @@ def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
     assert (fine <= line * 1.002).all()
     assert (fine < 0.98 * line).float().mean() > 0.5
     assert (res.iterations > 0).any()
+
+
+def test_passes_on_a_wide_decoder_are_bounded_and_change_nothing(monkeypatch) -> None:
+    """On a decoder with D' = 2^14 the LM terms' forward-mode passes and Hessian graphs hold at
+    most 2^22 embedded values (256 rows here: one curve of 144 rows per pass) instead of
+    chunk_size rows; a narrow decoder keeps chunk_size. The curves, iterations and flags are
+    those of the unbounded passes (d = 4, so the Newton steps run too)."""
+    wide = ToyMLPDecoder(latent_dim=4, data_dim=1 << 14, hidden_dims=(16,), seed=3).double()
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert geodesics_module._pass_rows(wide.embed, z, 8192) == 256
+    assert geodesics_module._pass_rows(wide.embed, z, 64) == 64
+    narrow = ToyMLPDecoder(latent_dim=4, data_dim=200, seed=3).double()
+    assert geodesics_module._pass_rows(narrow.embed, z, 8192) == 8192
+    opts = {"num_nodes": 8, "bent_starts": 0}
+    bounded = G.connecting_geodesics(wide.embed, z[:3], z[3:], **opts)
+    monkeypatch.setattr(geodesics_module, "_PASS_ELEMENTS", 1 << 40)
+    unbounded = G.connecting_geodesics(wide.embed, z[:3], z[3:], **opts)
+    torch.testing.assert_close(bounded.curves, unbounded.curves, rtol=1e-9, atol=1e-12)
+    assert torch.equal(bounded.iterations, unbounded.iterations)
+    assert torch.equal(bounded.converged, unbounded.converged) and bool(bounded.converged.all())
 
 
 def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> None:
