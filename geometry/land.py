@@ -55,8 +55,8 @@ from geometry._checks import Embed, check_points, check_positive_int
 from geometry.land_checks import ComponentCollapseError, collapsed_components, warn_unconverged
 from geometry.land_log_maps import mixture_log_maps
 from geometry.land_normaliser import (
-    BASE_MEASURES,
     base_samples,
+    check_base_measure,
     estimate_normaliser,
     exp_map_or_nan,
     sample_component,
@@ -142,9 +142,7 @@ class LANDMixture:
             raise ValueError(f"tol must be a number >= 0, got {tol!r}")
         if on_collapse not in ("raise", "reset"):
             raise ValueError(f"on_collapse must be 'raise' or 'reset', got {on_collapse!r}")
-        if base_measure not in BASE_MEASURES:
-            raise ValueError(f"base_measure must be one of {BASE_MEASURES}, got {base_measure!r}")
-        self.base_measure = base_measure
+        self.base_measure = check_base_measure(base_measure)
         if not (isinstance(max_failed_fraction, (int, float)) and 0 <= max_failed_fraction < 1):
             raise ValueError(
                 f"max_failed_fraction must be a number in [0, 1), got {max_failed_fraction!r}"
@@ -235,8 +233,7 @@ class LANDMixture:
     def component_log_prob(self, z: Tensor, measure: str = "lebesgue") -> Tensor:
         """``(n, K)`` ``log p_k(z_n)`` with respect to ``measure`` (``"lebesgue"``: latent ``dz``;
         ``"riemannian"``: ``sqrt(det M(z)) dz``); sets ``last_converged``."""
-        if measure not in BASE_MEASURES:
-            raise ValueError(f"measure must be one of {BASE_MEASURES}, got {measure!r}")
+        check_base_measure(measure, "measure")
         _, A, _ = self._fitted()
         z = self._check_z(z)
         V, conv = self.log_maps(z)
@@ -419,17 +416,9 @@ class LANDMixture:
         moments."""
         assert self._eps is not None
         start = time.perf_counter()
+        options = (self.exp_steps, self.exp_rtol, self.base_measure, self.max_failed_fraction)
         ests = [
-            estimate_normaliser(
-                self.embed,
-                mu[k],
-                A[k],
-                self._eps,
-                self.exp_steps,
-                self.exp_rtol,
-                self.base_measure,
-                self.max_failed_fraction,
-            )  # fmt: skip
+            estimate_normaliser(self.embed, mu[k], A[k], self._eps, *options)
             for k in range(mu.shape[0])
         ]
         self.timings["normaliser"] += time.perf_counter() - start

@@ -53,6 +53,7 @@ __all__ = [
     "BASE_MEASURES",
     "NormaliserEstimate",
     "base_samples",
+    "check_base_measure",
     "estimate_normaliser",
     "exp_and_jacobian",
     "exp_map_or_nan",
@@ -63,6 +64,13 @@ __all__ = [
 ]
 
 BASE_MEASURES = ("riemannian", "lebesgue")
+
+
+def check_base_measure(value: object, name: str = "base_measure") -> str:
+    """``value`` if it is one of :data:`BASE_MEASURES`, else a ``ValueError`` naming it."""
+    if value not in BASE_MEASURES:
+        raise ValueError(f"{name} must be one of {BASE_MEASURES}, got {value!r}")
+    return str(value)
 
 
 @dataclass
@@ -181,7 +189,7 @@ def exp_with_jacobian(
 def volume_weights(
     embed: Embed, mu: Tensor, v: Tensor, num_steps: int, rtol: float | None = None,
     base_measure: str = "riemannian",
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Shots ``Exp_mu(v)`` and their volume weights ``rho(v)`` relative to the volume at ``mu``.
 
     Args:
@@ -195,10 +203,10 @@ def volume_weights(
     Returns:
         ``(B, d)`` end points (NaN rows where a shot failed), ``(B,)`` weights
         ``rho(v) / sqrt(det M(mu))`` (``"riemannian"``) or ``rho(v)`` (``"lebesgue"``), 0 where a
-        shot failed, and ``()`` the log of the divisor (``log sqrt(det M(mu))`` or 0).
+        shot failed, ``(B,)`` bool ``ok`` (the shot and its Jacobian are finite) and ``()`` the
+        log of the divisor (``log sqrt(det M(mu))`` or 0).
     """
-    if base_measure not in BASE_MEASURES:
-        raise ValueError(f"base_measure must be one of {BASE_MEASURES}, got {base_measure!r}")
+    check_base_measure(base_measure)
     x, det = exp_with_jacobian(embed, mu, v, num_steps, rtol)  # (B, d), (B,)
     ok = torch.isfinite(det) & torch.isfinite(x).all(dim=1)
     w = torch.where(ok, det, torch.zeros_like(det))  # (B,)
@@ -211,7 +219,7 @@ def volume_weights(
         if bool(ok.any()):
             log_vol[ok] = log_magnification_factor(embed, x[ok])
         w = torch.where(ok, w * torch.exp(log_vol - log_ref), torch.zeros_like(w))
-    return x, w, log_ref
+    return x, w, ok, log_ref
 
 
 def estimate_normaliser(
@@ -240,8 +248,8 @@ def estimate_normaliser(
     """
     S, d = eps.shape
     v = torch.linalg.solve(factor, eps.T).T  # (S, d), covariance Gamma^-1
-    x, w, log_ref = volume_weights(embed, mu, v, num_steps, rtol, base_measure)  # (S,)
-    num_failed = int((~torch.isfinite(x).all(dim=1)).sum())
+    _, w, ok, log_ref = volume_weights(embed, mu, v, num_steps, rtol, base_measure)  # (S,)
+    num_failed = int((~ok).sum())
     if num_failed > max_failed_fraction * S:
         raise FloatingPointError(
             f"the exponential map failed for {num_failed} of {S} Monte Carlo shots from the "
@@ -283,7 +291,7 @@ def sample_component(
     m = oversample * num
     eps = torch.randn(m, d, generator=generator, dtype=torch.float64).to(mu)
     v = torch.linalg.solve(factor, eps.T).T  # (m, d)
-    x, w, _ = volume_weights(embed, mu, v, num_steps, rtol, base_measure)
+    x, w, _, _ = volume_weights(embed, mu, v, num_steps, rtol, base_measure)
     if not bool(w.sum() > 0):
         raise FloatingPointError(f"every exponential-map shot from {mu.tolist()} failed")
     idx = torch.multinomial(w.double().cpu(), num, replacement=True, generator=generator)

@@ -346,11 +346,17 @@ def test_bad_input_names_the_value() -> None:
         LANDMixture(lin, 2, on_collapse="drop")
     with pytest.raises(ValueError, match="mean_step must be a number in \\(0, 1\\], got 2"):
         LANDMixture(lin, 2, mean_step=2)
+    with pytest.raises(ValueError, match="base_measure must be one of .*, got 'volume'"):
+        LANDMixture(lin, 2, base_measure="volume")
+    with pytest.raises(ValueError, match="max_failed_fraction must be a number in \\[0, 1\\)"):
+        LANDMixture(lin, 2, max_failed_fraction=1.0)
     with pytest.raises(RuntimeError, match="not fitted"):
         LANDMixture(lin, 2).log_prob(z)
     land = LANDMixture(lin, 1, max_iterations=0, **FAST).fit(z)
     with pytest.raises(ValueError, match="latent dimension 3, expected 2"):
         land.log_prob(torch.zeros(2, 3, dtype=F64))
+    with pytest.raises(ValueError, match="measure must be one of .*, got 'dz'"):
+        land.log_prob(z, measure="dz")
     with pytest.raises(ValueError, match="num_components=11 exceeds"):
         EuclideanGMM(11).fit(z)
 
