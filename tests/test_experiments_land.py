@@ -195,7 +195,7 @@ def test_land_experiment_end_to_end_at_a_tiny_size(tmp_path, wandb_offline_env) 
         "density_grid=3",
         "max_per_class=60",
         'land_options={"max_iterations": 1, "num_mc_samples": 8, "newton_steps": 0, '
-        '"exp_steps": 8, "geodesic_options": {"num_nodes": 5}}',
+        '"exp_steps": 8, "exp_rtol": null, "geodesic_options": {"num_nodes": 5}}',
     ]
     for opt in options:
         argv += ["--option", f"land.{opt}"]
