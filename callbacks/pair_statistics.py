@@ -105,10 +105,12 @@ class PairStatistics:
 
 
 #: solver settings of the epoch-end callbacks, under any ``geodesic_options``: one start (the
-#: straight line; no bent lines) and at most 8 sub-points per segment keep a 64-pair batch to
-#: seconds. Lengths are still the measured lengths of the returned polylines (to the solver's
-#: ``rtol``), and a curve whose objective was too coarse is reported not converged.
-EPOCH_END_SOLVER: dict[str, Any] = {"bent_starts": 0, "max_sub_steps": 8}
+#: straight line; no bent lines, no auxiliary graph start at d = 2) and at most 8 sub-points
+#: per segment keep a 64-pair batch to seconds, and a pair's result independent of how the
+#: pairs are sharded over DDP ranks. Lengths are still the measured lengths of the returned
+#: polylines (to the solver's ``rtol``), and a curve whose objective was too coarse is reported
+#: not converged.
+EPOCH_END_SOLVER: dict[str, Any] = {"bent_starts": 0, "max_sub_steps": 8, "auxiliary_points": 0}
 
 
 def solver_keywords(

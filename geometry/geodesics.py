@@ -78,6 +78,10 @@ _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
 _COARSE_MAX_ITERATIONS = 20  # step limit per phase of the coarse stage (it only seeds)
 _NEWTON_MIN_DIM = 4  # latent dimension from which the length phase takes Newton-CG steps
 _PASS_ELEMENTS = 1 << 22  # most embedded values (rows x D') per forward-mode pass or Hessian graph
+_AUX_POINTS = 256  # default auxiliary points of the global graph start for d = 2
+_AUX_K = 12  # neighbours per node of the auxiliary graph
+_AUX_SEED = 0  # the auxiliary points are seeded: results are reproducible
+_START_GRAPH_RTOL = 1e-2  # edge tolerance of start graphs (the paths are only starts)
 
 
 @dataclass
@@ -103,6 +107,8 @@ class GeodesicResult:
             ``N`` nodes; the best start's when several were tried).
         reverted: ``(B,)`` bool; the initial curve was returned because the optimized one was
             longer.
+        node_gains: ``(B,)`` relative decrease of the measured length at the curve's last node
+            doubling (``max_num_nodes``); NaN where the node count was not refined.
     """
 
     curves: Tensor
@@ -118,6 +124,7 @@ class GeodesicResult:
     iterations: Tensor
     initial_lengths: Tensor
     reverted: Tensor
+    node_gains: Tensor
 
     def __len__(self) -> int:
         return int(self.curves.shape[0])
@@ -435,6 +442,9 @@ class _Options:
     max_sub_steps: int
     revert_rtol: float
     chunk_size: int
+    start_slack: float = 1.0
+    max_num_nodes: int = 0  # 0: no node refinement
+    node_rtol: float = 1e-2
 
 
 def connecting_geodesics(
@@ -448,6 +458,10 @@ def connecting_geodesics(
     graph_points: Tensor | None = None,
     graph_k: int = 40,
     bent_starts: int = 2,
+    auxiliary_points: int | None = None,
+    start_slack: float = 1.0,
+    max_num_nodes: int | None = None,
+    node_rtol: float = 1e-2,
     optimizer: str = "lm",
     tolerance: float | None = None,
     max_iterations: int | None = None,
@@ -483,6 +497,30 @@ def connecting_geodesics(
             (half sines of height +-0.2, +-0.4, ... times ``||z1 - z0||``) and keep the
             shortest converged result per pair: a start's basin decides which local minimum
             the solver reaches.
+        auxiliary_points: with ``init="line"`` and no ``graph_points``, also start from the
+            shortest path on a kNN graph (12 neighbours) over all end points of the batch plus
+            this many seeded uniform points in their bounding box (enlarged by 10 % per side):
+            a global start that finds routes around variance walls which no line start
+            reaches (the other pairs' end points, often data codes, are way points). Default
+            256 for ``d = 2``, 0 (off) above, where uniform points are too sparse to help. A
+            pair's result then depends on the other pairs of its batch (as with
+            ``graph_points``); pass 0 for results that do not.
+        start_slack: the starts after the first (bent lines excluded: they share the coarse
+            stage) are optimized only for pairs where their measured length is below
+            ``1 + start_slack`` times the best result so far: a start much longer than an
+            optimized curve is in a worse route.
+        max_num_nodes: refine the node count up to this many nodes (default ``num_nodes``: no
+            refinement). A polyline of few nodes cannot follow a geodesic that bends around
+            variance walls: its best length can be whole percents above the geodesic distance.
+            With refinement, every solved curve gets a node inserted in the middle of each
+            segment (the same polyline, ``2 N - 1`` nodes) and is optimized again; curves whose
+            length drops by more than ``node_rtol`` go on doubling while
+            ``2 N - 1 <= max_num_nodes``. ``curves`` then has the finest node count the settings
+            allow, ``(num_nodes - 1) * 2^k + 1 <= max_num_nodes``, for every pair (curves that
+            stopped earlier carry collinear nodes: the same polylines), ``node_gains`` says what
+            the last doubling gained, and ``converged`` also needs that gain to be at most
+            ``node_rtol`` (the length converged in the node count).
+        node_rtol: relative length decrease below which the node count counts as converged.
         optimizer: ``"lm"`` (batched Levenberg-Marquardt, default) or ``"adam"``.
         tolerance: ``"lm"``: a curve is stationary when the Gauss-Newton model predicts a
             relative decrease of the objective below this (default 1e-4; looser values stop
@@ -529,6 +567,16 @@ def connecting_geodesics(
     check_positive_int(max_iterations, "max_iterations", minimum=0)
     check_positive_int(chunk_size, "chunk_size")
     check_positive_int(bent_starts, "bent_starts", minimum=0)
+    if max_num_nodes is None:
+        max_num_nodes = num_nodes
+    check_positive_int(max_num_nodes, "max_num_nodes", minimum=num_nodes)
+    if not (isinstance(node_rtol, (int, float)) and 0 < node_rtol < 1):
+        raise ValueError(f"node_rtol must be a number in (0, 1), got {node_rtol!r}")
+    if auxiliary_points is None:
+        auxiliary_points = _AUX_POINTS if z0.shape[1] == 2 else 0
+    check_positive_int(auxiliary_points, "auxiliary_points", minimum=0)
+    if not (isinstance(start_slack, (int, float)) and 0 <= start_slack < math.inf):
+        raise ValueError(f"start_slack must be a finite number >= 0, got {start_slack!r}")
     if sub_steps is None:
         sub_steps = max(1, -(-32 // (num_nodes - 1)))
     check_positive_int(sub_steps, "sub_steps")
@@ -543,9 +591,11 @@ def connecting_geodesics(
         raise ValueError("init='graph' needs graph_points (P, d), e.g. the data codes")
     opts = _Options(
         tolerance, max_iterations, lr, float(rtol), sub_steps, max_sub_steps, revert_rtol,
-        chunk_size,
+        chunk_size, float(start_slack), max_num_nodes, float(node_rtol),
     )  # fmt: skip
     z0, z1 = z0.detach(), z1.detach()
+    if init == "line" and graph_points is None and auxiliary_points > 0 and len(z0):
+        graph_points, graph_k = _auxiliary_graph_points(z0, z1, auxiliary_points), _AUX_K
     with torch.no_grad():
         starts = _starts(embed, z0, z1, init, init_curves, graph_points, graph_k, bent_starts)
         n_line = 1 + bent_starts if init == "line" else 0
@@ -663,7 +713,7 @@ def _solve(
     """
     same = (z0 == z1).all(dim=1)  # (B,) zero-length pairs: constant curves
     live = (~same).nonzero().flatten()
-    out = _empty_result(z0, z1, num_nodes, opts.rtol)
+    out = _empty_result(z0, z1, _final_num_nodes(num_nodes, opts.max_num_nodes), opts.rtol)
     if live.numel() == 0:
         return out
     a, b = z0[live], z1[live]
@@ -702,15 +752,61 @@ def _solve(
             seed, coarse_iterations = coarse.curves, coarse.iterations
         fine_starts.insert(0, place(seed, num_nodes) if n_coarse < num_nodes else seed)
     for s in fine_starts:
-        res = _optimise_one_start(embed, s, optimizer, opts, bar)
-        best = res if best is None else _better(best, res)
+        if best is None:
+            best = _optimise_one_start(embed, s, optimizer, opts, bar)
+            continue
+        # later starts only where they are not much longer than the best result so far
+        start_lengths = _measure(embed, s, opts).lengths.double()
+        shorter = start_lengths < (1 + opts.start_slack) * best.lengths.double()
+        todo = shorter.nonzero().flatten()
+        if todo.numel() == 0:
+            continue
+        res = _optimise_one_start(embed, s[todo], optimizer, opts, bar)
+        best = _better_at(best, res, todo)
     bar.close()
     assert best is not None
     best.iterations += coarse_iterations
     _never_longer_than(embed, best, primary, opts)
+    best = _refine_nodes(embed, best, optimizer, opts, bar)
     for name, value in best.__dict__.items():
         getattr(out, name)[live] = value.to(getattr(out, name).dtype)
     return out
+
+
+def _final_num_nodes(num_nodes: int, max_num_nodes: int) -> int:
+    """Nodes of the returned curves: ``(num_nodes - 1) * 2^k + 1``, the largest such count
+    ``<= max_num_nodes`` (``num_nodes`` itself without refinement)."""
+    n = num_nodes
+    while n > 1 and 2 * n - 1 <= max_num_nodes:
+        n = 2 * n - 1
+    return n
+
+
+def _refine_nodes(
+    embed: Embed, best: GeodesicResult, optimizer: str, opts: _Options, bar: tqdm
+) -> GeodesicResult:
+    """Double the nodes of every curve (same polyline, a node in the middle of each segment)
+    and optimize again, while the measured length drops by more than ``opts.node_rtol`` and
+    the node count stays within ``opts.max_num_nodes``; every curve is returned at the final
+    count. ``converged`` also needs the last doubling's gain to be at most ``opts.node_rtol``."""
+    N = best.curves.shape[1]
+    final = _final_num_nodes(N, opts.max_num_nodes)
+    todo = torch.arange(len(best), device=best.curves.device)
+    while final > N:
+        best.curves = subdivide_curves(best.curves, 2)  # (B, 2 N - 1, d), the same polylines
+        N = best.curves.shape[1]
+        if todo.numel() == 0:
+            continue
+        before = best.lengths[todo].double()
+        res = _optimise_one_start(embed, best.curves[todo], optimizer, opts, bar)
+        res.initial_lengths = best.initial_lengths[todo]  # the pair's start, not this level's
+        res.reverted |= best.reverted[todo]
+        best = _better_at(best, res, todo)
+        gain = 1 - best.lengths[todo].double() / before.clamp_min(torch.finfo(before.dtype).tiny)
+        best.node_gains[todo] = gain.to(best.node_gains.dtype)
+        best.converged[todo] &= gain <= opts.node_rtol
+        todo = todo[gain > opts.node_rtol]
+    return best
 
 
 def _never_longer_than(embed: Embed, res: GeodesicResult, primary: Tensor, opts: _Options) -> None:
@@ -774,6 +870,7 @@ def _optimise_one_start(
         iterations=solved.iterations,
         initial_lengths=initial.lengths,
         reverted=longer,
+        node_gains=torch.full((B,), math.nan, dtype=start.dtype, device=start.device),
     )
 
 
@@ -786,11 +883,17 @@ def _take_measured(meas: CurveLengths, mask: Tensor) -> CurveLengths:
 
 
 def _better(old: GeodesicResult, new: GeodesicResult, by_length: bool = False) -> GeodesicResult:
-    """Per pair, the converged result with the smaller length (a converged one beats any
-    unconverged one; with ``by_length`` only the length counts); iterations add up."""
+    """Per pair, the result with the smaller measured length; lengths within both results'
+    tolerances (``length_rtol``) of each other count as a tie, which a converged result wins
+    over an unconverged one (with ``by_length`` only the length counts). A converged curve is
+    never kept over a measurably shorter one: the shorter curve is the better distance, and its
+    own ``converged`` flag says whether it is stationary. Iterations add up."""
     take = new.lengths < old.lengths
     if not by_length:
-        take = (new.converged & ~old.converged) | ((new.converged == old.converged) & take)
+        slack = (old.length_rtol * old.lengths).abs() + (new.length_rtol * new.lengths).abs()
+        tie = (new.lengths - old.lengths).abs() <= slack
+        prefer = (new.converged & ~old.converged) | ((new.converged == old.converged) & take)
+        take = torch.where(tie, prefer, take)
     fields = {}
     for name, o in old.__dict__.items():
         n = getattr(new, name)
@@ -798,6 +901,25 @@ def _better(old: GeodesicResult, new: GeodesicResult, by_length: bool = False) -
         fields[name] = torch.where(mask, n, o)
     fields["iterations"] = old.iterations + new.iterations
     return GeodesicResult(**fields)
+
+
+def _better_at(old: GeodesicResult, new: GeodesicResult, idx: Tensor) -> GeodesicResult:
+    """:func:`_better` of ``old`` and ``new`` on the pairs ``idx (b,)`` of ``old`` that ``new``
+    holds (in that order); the other pairs keep ``old``."""
+    sub = GeodesicResult(**{name: value[idx] for name, value in old.__dict__.items()})
+    merged = _better(sub, new)
+    for name, value in merged.__dict__.items():
+        getattr(old, name)[idx] = value
+    return old
+
+
+def _auxiliary_graph_points(z0: Tensor, z1: Tensor, num_points: int) -> Tensor:
+    """``num_points`` seeded uniform points ``(P, d)`` in the bounding box of all end points,
+    enlarged by 10 % per side (the nodes of the global graph start, with the end points)."""
+    from geometry.distances import auxiliary_points
+
+    gen = torch.Generator().manual_seed(_AUX_SEED)
+    return auxiliary_points(torch.cat([z0, z1]), num_points, margin=0.1, generator=gen)
 
 
 def _empty_result(z0: Tensor, z1: Tensor, num_nodes: int, rtol: float) -> GeodesicResult:
@@ -819,6 +941,7 @@ def _empty_result(z0: Tensor, z1: Tensor, num_nodes: int, rtol: float) -> Geodes
         iterations=torch.zeros(B, dtype=torch.long, device=z0.device),
         initial_lengths=zeros.clone(),
         reverted=~true,
+        node_gains=torch.full_like(zeros, math.nan),
     )
 
 
@@ -852,7 +975,7 @@ def _graph_init(
     B = z0.shape[0]
     nodes = torch.cat([graph_points.to(z0), z0, z1])  # (P + 2B, d)
     P = graph_points.shape[0]
-    graph = knn_graph(embed, nodes, k=min(k, nodes.shape[0] - 1))
+    graph = knn_graph(embed, nodes, k=min(k, nodes.shape[0] - 1), rtol=_START_GRAPH_RTOL)
     src = torch.arange(P, P + B)
     tgt = torch.arange(P + B, P + 2 * B)
     curves, _ = shortest_path_curves(graph, src, tgt, on_disconnected=on_disconnected)

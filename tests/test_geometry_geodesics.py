@@ -74,6 +74,44 @@ def test_sphere_geodesics_match_great_circles() -> None:
     assert ((straight - gc) / gc > 0.01).sum() >= 5  # the test is not trivially passed
 
 
+def test_node_refinement_converges_sphere_lengths_to_great_circles() -> None:
+    """A polyline of few latent nodes is longer than the great circle by O(N^-2); refining the
+    node count until the length changes by less than node_rtol brings it within about that."""
+    g = torch.Generator().manual_seed(2)
+    theta = 0.6 + (math.pi - 1.2) * torch.rand(2, 16, generator=g, dtype=torch.float64)
+    phi = -1.5 + 3.0 * torch.rand(2, 16, generator=g, dtype=torch.float64)
+    z0, z1 = torch.stack([theta[0], phi[0]], 1), torch.stack([theta[1], phi[1]], 1)
+    sphere = SphereEmbed()
+    gc = sphere.great_circle(z0, z1)
+    coarse = G.connecting_geodesics(sphere, z0, z1, num_nodes=4)
+    fine = G.connecting_geodesics(sphere, z0, z1, num_nodes=4, max_num_nodes=60, node_rtol=1e-3)
+    assert coarse.curves.shape == (16, 4, 2) and fine.curves.shape == (16, 49, 2)
+    assert coarse.node_gains.isnan().all()
+    gap_coarse, gap_fine = (coarse.lengths - gc) / gc, (fine.lengths - gc) / gc
+    assert (gap_fine > -1e-9).all() and (gap_fine <= gap_coarse + 1e-9).all()
+    assert (gap_coarse > 1e-3).sum() >= 4  # the coarse polylines are measurably too long
+    c = fine.converged
+    assert c.float().mean() >= 0.75
+    assert (fine.node_gains[c] <= 1e-3).all() and (gap_fine[c] < 1e-3).all()
+    assert (fine.node_gains[~c].isnan() | (fine.node_gains[~c] > 1e-3)).all()
+    # the returned curves are the measured polylines, with their end points
+    remeasured = G.measure_curve_lengths(sphere, fine.curves, rtol=1e-6).lengths
+    torch.testing.assert_close(remeasured, fine.lengths, rtol=2e-3, atol=0)
+    assert torch.equal(fine.curves[:, 0], z0) and torch.equal(fine.curves[:, -1], z1)
+
+
+def test_node_refinement_keeps_linear_geodesics_and_zero_length_pairs() -> None:
+    A = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    z0 = torch.randn(4, 3, dtype=torch.float64)
+    z1 = torch.cat([torch.randn(3, 3, dtype=torch.float64), z0[3:]])  # last pair: z0 == z1
+    res = G.connecting_geodesics(LinearEmbed(A), z0, z1, num_nodes=6, max_num_nodes=21)
+    assert res.curves.shape == (4, 21, 3)
+    true = ((z1 - z0) @ A.T).norm(dim=1)
+    torch.testing.assert_close(res.lengths, true, rtol=1e-6, atol=1e-12)
+    assert res.converged.all() and (res.node_gains[:3].abs() < 1e-6).all()
+    assert (res.curves[3] == z0[3]).all()
+
+
 def test_geodesics_are_never_longer_and_often_shorter_than_straight_lines(
     rbf: ToyRBFDecoder,
 ) -> None:
@@ -111,12 +149,27 @@ def test_passes_on_a_wide_decoder_are_bounded_and_change_nothing(monkeypatch) ->
 
 
 def test_batch_of_one_equals_same_pair_in_large_batch(rbf: ToyRBFDecoder) -> None:
+    """Without the batch-wide auxiliary graph start a pair's result ignores its batch."""
     z = _codes(rbf, 80, seed=5)
-    big = G.connecting_geodesics(rbf.embed, z[:40], z[40:], num_nodes=12)
+    opts = {"num_nodes": 12, "auxiliary_points": 0}
+    big = G.connecting_geodesics(rbf.embed, z[:40], z[40:], **opts)
     for i in (0, 17, 39):
-        one = G.connecting_geodesics(rbf.embed, z[i : i + 1], z[40 + i : 41 + i], num_nodes=12)
+        one = G.connecting_geodesics(rbf.embed, z[i : i + 1], z[40 + i : 41 + i], **opts)
         torch.testing.assert_close(one.curves[0], big.curves[i], rtol=1e-7, atol=1e-9)
         assert one.iterations[0] == big.iterations[i]
+
+
+def test_auxiliary_graph_start_is_seeded_and_only_shortens(rbf: ToyRBFDecoder) -> None:
+    """The default d = 2 global start (a kNN graph over the batch's end points and seeded
+    uniform points) gives the same curves on every call, and no pair comes out longer than
+    without it beyond the measurement tolerance (the shorter result is kept per pair)."""
+    z = _codes(rbf, 48, seed=6)
+    a = G.connecting_geodesics(rbf.embed, z[:24], z[24:], num_nodes=12)
+    b = G.connecting_geodesics(rbf.embed, z[:24], z[24:], num_nodes=12)
+    assert torch.equal(a.curves, b.curves) and torch.equal(a.iterations, b.iterations)
+    off = G.connecting_geodesics(rbf.embed, z[:24], z[24:], num_nodes=12, auxiliary_points=0)
+    slack = 2 * a.length_rtol * off.lengths
+    assert (a.lengths <= off.lengths + slack).all()
 
 
 def test_no_curve_is_returned_longer_than_its_initial_curve(
@@ -261,6 +314,10 @@ def test_geodesics_leave_no_parameter_gradients(rbf: ToyRBFDecoder) -> None:
         (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), tolerance=-1.0), "tolerance"),
         (dict(z0=torch.zeros(2), z1=torch.ones(2)), r"shape \(B, d\)"),
         (dict(z0=torch.zeros(2, 2), z1=torch.full((2, 2), float("inf"))), "non-finite"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), max_num_nodes=10), "max_num_nodes"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), node_rtol=0.0), "node_rtol"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), auxiliary_points=-1), "auxiliary_points"),
+        (dict(z0=torch.zeros(2, 2), z1=torch.ones(2, 2), start_slack=-0.5), "start_slack"),
     ],
 )
 def test_bad_input_is_named(kwargs: dict, match: str) -> None:
