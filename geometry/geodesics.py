@@ -81,7 +81,7 @@ _PASS_ELEMENTS = 1 << 22  # most embedded values (rows x D') per forward-mode pa
 _AUX_POINTS = 256  # default auxiliary points of the global graph start for d = 2
 _AUX_K = 12  # neighbours per node of the auxiliary graph
 _AUX_SEED = 0  # the auxiliary points are seeded: results are reproducible
-_START_GRAPH_RTOL = 1e-2  # edge tolerance of start graphs (the paths are only starts)
+_START_RTOL = 1e-2  # tolerance of start graphs' edges and of the later-start filter (only starts)
 
 
 @dataclass
@@ -756,7 +756,9 @@ def _solve(
             best = _optimise_one_start(embed, s, optimizer, opts, bar)
             continue
         # later starts only where they are not much longer than the best result so far
-        start_lengths = _measure(embed, s, opts).lengths.double()
+        start_lengths = measure_curve_lengths(
+            embed, s, rtol=_START_RTOL, chunk_size=opts.chunk_size
+        ).lengths.double()
         shorter = start_lengths < (1 + opts.start_slack) * best.lengths.double()
         todo = shorter.nonzero().flatten()
         if todo.numel() == 0:
@@ -975,7 +977,7 @@ def _graph_init(
     B = z0.shape[0]
     nodes = torch.cat([graph_points.to(z0), z0, z1])  # (P + 2B, d)
     P = graph_points.shape[0]
-    graph = knn_graph(embed, nodes, k=min(k, nodes.shape[0] - 1), rtol=_START_GRAPH_RTOL)
+    graph = knn_graph(embed, nodes, k=min(k, nodes.shape[0] - 1), rtol=_START_RTOL)
     src = torch.arange(P, P + B)
     tgt = torch.arange(P + B, P + 2 * B)
     curves, _ = shortest_path_curves(graph, src, tgt, on_disconnected=on_disconnected)
