@@ -33,7 +33,13 @@ stage on ``N`` nodes.
 
 Starts: the straight line, or given curves, or a kNN-graph shortest path (``init="graph"``);
 with ``graph_points`` and ``init="line"`` both the line and the graph path are optimized and the
-shorter result is kept (``starts="line+graph"``).
+shorter result is kept (``starts="line+graph"``). At ``d = 2`` without ``graph_points`` the graph
+is built over the batch's end points and seeded uniform points (``auxiliary_points``): a global
+start for routes around variance walls. Later starts run only where they measure below
+``1 + start_slack`` times the best curve so far; the measurably shorter result is kept.
+
+Node count: with ``max_num_nodes`` every solved curve is doubled in nodes (same polyline) and
+optimized again while its measured length drops by more than ``node_rtol``.
 
 Outputs: ``lengths`` are the measured lengths of the returned polylines (``length_errors`` their
 error estimates, at relative tolerance ``length_rtol``). No returned curve is longer than its
