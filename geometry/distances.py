@@ -28,6 +28,7 @@ from geometry.curves import curve_length
 from geometry.geodesics import GeodesicResult, connecting_geodesics
 from geometry.graph import (
     LatentGraph,
+    auxiliary_points,
     check_pairs_connected,
     graph_distances,
     knn_graph,
@@ -36,27 +37,6 @@ from geometry.graph import (
 )
 
 __all__ = ["geodesic_distance_matrix", "refined_pair_distances", "auxiliary_points", "build_graph"]
-
-
-def auxiliary_points(
-    z: Tensor, num_points: int, margin: float = 0.05, generator: torch.Generator | None = None
-) -> Tensor:
-    """Uniform random points in the bounding box of ``z`` (enlarged by ``margin`` per side).
-
-    Args:
-        z: ``(n, d)`` codes.
-        num_points: number of points.
-        margin: relative enlargement of the box on each side.
-        generator: CPU ``torch.Generator`` for reproducibility.
-
-    Returns:
-        ``(num_points, d)`` on ``z``'s device and dtype.
-    """
-    check_points(z)
-    lo, hi = z.min(dim=0).values, z.max(dim=0).values  # (d,)
-    pad = margin * (hi - lo)
-    u = torch.rand(num_points, z.shape[1], generator=generator, dtype=z.dtype).to(z.device)
-    return lo - pad + u * (hi - lo + 2 * pad)
 
 
 def build_graph(

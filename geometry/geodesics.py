@@ -60,15 +60,29 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from geometry._checks import Embed, check_curves, check_points, check_positive_int, embed_flat
+from geometry._checks import Embed, check_points, check_positive_int, embed_flat
 from geometry.curves import (
     CurveLengths,
     constant_speed_curves,
     curve_energy,
     measure_curve_lengths,
     resample_curves,
-    straight_lines,
     subdivide_curves,
+)
+from geometry.geodesic_result import (
+    GeodesicResult,
+    better,
+    better_at,
+    empty_result,
+    put_measured,
+    take_measured,
+)
+from geometry.geodesic_starts import (
+    AUX_K,
+    AUX_POINTS,
+    START_RTOL,
+    auxiliary_graph_points,
+    start_curves,
 )
 from geometry.polyline_lm import LMTerms, levenberg_marquardt
 from geometry.sub_point_length import (
@@ -84,56 +98,6 @@ _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
 _COARSE_MAX_ITERATIONS = 20  # step limit per phase of the coarse stage (it only seeds)
 _NEWTON_MIN_DIM = 4  # latent dimension from which the length phase takes Newton-CG steps
 _PASS_ELEMENTS = 1 << 22  # most embedded values (rows x D') per forward-mode pass or Hessian graph
-_AUX_POINTS = 256  # default auxiliary points of the global graph start for d = 2
-_AUX_K = 12  # neighbours per node of the auxiliary graph
-_AUX_SEED = 0  # the auxiliary points are seeded: results are reproducible
-_START_RTOL = 1e-2  # tolerance of start graphs' edges and of the later-start filter (only starts)
-
-
-@dataclass
-class GeodesicResult:
-    """Output of :func:`connecting_geodesics` (batch-first; every field is a tensor).
-
-    Attributes:
-        curves: ``(B, N, d)`` node positions; ``curves[:, 0] == z0`` and ``curves[:, -1] == z1``.
-        lengths: ``(B,)`` Riemannian lengths of the returned polylines, measured to
-            ``length_rtol`` (:func:`geometry.curves.measure_curve_lengths`).
-        length_errors: ``(B,)`` estimated absolute errors of ``lengths``.
-        length_rtol: ``(B,)`` relative tolerance the lengths were measured at.
-        energies: ``(B,)`` ``(N - 1) * sum_i l_i^2`` with the measured segment lengths ``l_i``
-            (``>= lengths**2``; equal for equal segments).
-        chord_lengths: ``(B,)`` chord sums on the ``N`` nodes (a lower bound; for reference).
-        converged: ``(B,)`` bool; stationary and faithful and measured and not reverted.
-        stationary: ``(B,)`` bool; the first-order test passed on the optimized objective.
-        faithful: ``(B,)`` bool; the objective's length agreed with the measured length to
-            ``length_rtol`` (the sub-point resolution was fine enough).
-        sub_steps: ``(B,)`` int64, sub-points per segment of the final objective.
-        iterations: ``(B,)`` int64, optimizer steps taken by each curve (all starts).
-        initial_lengths: ``(B,)`` measured lengths of the initial curves (after resampling to
-            ``N`` nodes; the best start's when several were tried).
-        reverted: ``(B,)`` bool; the initial curve was returned because the optimized one was
-            longer.
-        node_gains: ``(B,)`` relative decrease of the measured length at the curve's last node
-            doubling (``max_num_nodes``); NaN where the node count was not refined.
-    """
-
-    curves: Tensor
-    lengths: Tensor
-    length_errors: Tensor
-    length_rtol: Tensor
-    energies: Tensor
-    chord_lengths: Tensor
-    converged: Tensor
-    stationary: Tensor
-    faithful: Tensor
-    sub_steps: Tensor
-    iterations: Tensor
-    initial_lengths: Tensor
-    reverted: Tensor
-    node_gains: Tensor
-
-    def __len__(self) -> int:
-        return int(self.curves.shape[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +279,7 @@ def _solve_lm(
     faithful = torch.zeros_like(stationary)
     sub_steps = torch.zeros(B, dtype=torch.long, device=start.device)
     iterations = torch.zeros(B, dtype=torch.long, device=start.device)
-    measured = _take_measured(initial, torch.ones_like(stationary))
+    measured = take_measured(initial, torch.ones_like(stationary))
     accepted, rejected = torch.zeros_like(stationary), torch.zeros_like(stationary)
     rejected_far = torch.zeros_like(stationary)  # a rejected curve was longer by > revert_rtol
     levels = _levels(opts)
@@ -340,7 +304,7 @@ def _solve_lm(
         far = ~(L_best * (1 + opts.revert_rtol) >= meas.lengths.double())  # also NaN
         rejected_far[todo[far]] = True
         curves[keep] = trial[shorter]
-        _put_measured(measured, keep, _take_measured(meas, shorter))
+        put_measured(measured, keep, take_measured(meas, shorter))
         stationary[todo], faithful[todo] = stat, good
         sub_steps[todo] = m
         iterations[todo] += its
@@ -372,7 +336,7 @@ def _start_levels(
         if open_.numel() == 0:
             break
         L_obj = _chords(embed, subdivide_curves(start[open_], m), opts.chunk_size)
-        good = _agrees(L_obj, _take_measured(initial, open_), opts.rtol)
+        good = _agrees(L_obj, take_measured(initial, open_), opts.rtol)
         level[open_[good]] = k
         open_ = open_[~good]
     return level
@@ -418,11 +382,6 @@ def _agrees(L_obj: Tensor, meas: CurveLengths, rtol: float, noise: Tensor | None
 
 def _measure(embed: Embed, curves: Tensor, opts: _Options) -> CurveLengths:
     return measure_curve_lengths(embed, curves, rtol=opts.rtol, chunk_size=opts.chunk_size)
-
-
-def _put_measured(dst: CurveLengths, idx: Tensor, src: CurveLengths) -> None:
-    for name in ("lengths", "errors", "segment_lengths", "converged", "pieces"):
-        getattr(dst, name)[idx] = getattr(src, name).to(getattr(dst, name).dtype)
 
 
 def _chords(embed: Embed, curves: Tensor, chunk_size: int) -> Tensor:
@@ -579,7 +538,7 @@ def connecting_geodesics(
     if not (isinstance(node_rtol, (int, float)) and 0 < node_rtol < 1):
         raise ValueError(f"node_rtol must be a number in (0, 1), got {node_rtol!r}")
     if auxiliary_points is None:
-        auxiliary_points = _AUX_POINTS if z0.shape[1] == 2 else 0
+        auxiliary_points = AUX_POINTS if z0.shape[1] == 2 else 0
     check_positive_int(auxiliary_points, "auxiliary_points", minimum=0)
     if not (isinstance(start_slack, (int, float)) and 0 <= start_slack < math.inf):
         raise ValueError(f"start_slack must be a finite number >= 0, got {start_slack!r}")
@@ -601,9 +560,9 @@ def connecting_geodesics(
     )  # fmt: skip
     z0, z1 = z0.detach(), z1.detach()
     if init == "line" and graph_points is None and auxiliary_points > 0 and len(z0):
-        graph_points, graph_k = _auxiliary_graph_points(z0, z1, auxiliary_points), _AUX_K
+        graph_points, graph_k = auxiliary_graph_points(z0, z1, auxiliary_points), AUX_K
     with torch.no_grad():
-        starts = _starts(embed, z0, z1, init, init_curves, graph_points, graph_k, bent_starts)
+        starts = start_curves(embed, z0, z1, init, init_curves, graph_points, graph_k, bent_starts)
         n_line = 1 + bent_starts if init == "line" else 0
         return _solve(
             embed, z0, z1, starts, num_nodes, optimizer, reparametrize, opts, progress, n_line
@@ -645,59 +604,6 @@ def _model_dtype(embed: Embed) -> torch.dtype | None:
     return None
 
 
-def _starts(
-    embed: Embed,
-    z0: Tensor,
-    z1: Tensor,
-    init: str,
-    init_curves: Tensor | None,
-    graph_points: Tensor | None,
-    graph_k: int,
-    bent_starts: int,
-) -> list[Tensor]:
-    """Initial polylines ``(B, M, d)``, one tensor per start."""
-    if init == "curves":
-        assert init_curves is not None
-        return [_checked_init_curves(init_curves.detach(), z0, z1)]
-    starts = [] if init == "graph" else [straight_lines(z0, z1, 2)]
-    if init == "line":
-        starts += [_bent_lines(z0, z1, amp) for amp in _bend_amplitudes(bent_starts)]
-    if graph_points is not None and z0.shape[0] > 0:
-        # an extra start beside the line: a pair without a graph path keeps the straight segment
-        # (it is optimized from the line anyway); the only start: no path is an error
-        on_disconnected = "raise" if init == "graph" else "inf"
-        starts.append(_graph_init(embed, z0, z1, graph_points.detach(), graph_k, on_disconnected))
-    return starts
-
-
-def _bend_amplitudes(n: int) -> list[float]:
-    """``n`` bend amplitudes (fractions of ``||z1 - z0||``): +-0.2, +-0.4, ..."""
-    return [(-1) ** k * 0.2 * (1 + k // 2) for k in range(n)]
-
-
-def _bent_lines(z0: Tensor, z1: Tensor, amplitude: float, n: int = 17) -> Tensor:
-    """Lines bowed sideways by a half sine of height ``amplitude * ||z1 - z0||``, ``(B, n, d)``.
-
-    The side direction is the coordinate axis least aligned with ``z1 - z0``, orthogonalised
-    (for ``d = 1`` the line itself is returned).
-    """
-    B, d = z0.shape
-    line = straight_lines(z0, z1, n)
-    if d == 1:
-        return line
-    dz = z1 - z0  # (B, d)
-    axis = torch.zeros_like(dz)
-    axis[torch.arange(B), dz.abs().argmin(dim=1)] = 1.0
-    unit = dz / dz.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dz.dtype).tiny)
-    side = axis - (axis * unit).sum(dim=1, keepdim=True) * unit
-    side = side / side.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dz.dtype).tiny)
-    t = torch.linspace(0, 1, n, dtype=z0.dtype, device=z0.device)[None, :, None]
-    bow = torch.sin(torch.pi * t) * (amplitude * dz.norm(dim=1))[:, None, None]  # (B, n, 1)
-    out = line + bow * side[:, None]
-    out[:, 0], out[:, -1] = z0, z1
-    return out
-
-
 def _solve(
     embed: Embed,
     z0: Tensor,
@@ -719,7 +625,7 @@ def _solve(
     """
     same = (z0 == z1).all(dim=1)  # (B,) zero-length pairs: constant curves
     live = (~same).nonzero().flatten()
-    out = _empty_result(z0, z1, _final_num_nodes(num_nodes, opts.max_num_nodes), opts.rtol)
+    out = empty_result(z0, z1, _final_num_nodes(num_nodes, opts.max_num_nodes), opts.rtol)
     if live.numel() == 0:
         return out
     a, b = z0[live], z1[live]
@@ -753,7 +659,7 @@ def _solve(
             coarse: GeodesicResult | None = None
             for s in starts[:n_line_starts]:
                 res = _optimise_one_start(embed, place(s[live], n_coarse), optimizer, opts, bar)
-                coarse = res if coarse is None else _better(coarse, res, by_length=True)
+                coarse = res if coarse is None else better(coarse, res, by_length=True)
             assert coarse is not None
             seed, coarse_iterations = coarse.curves, coarse.iterations
         fine_starts.insert(0, place(seed, num_nodes) if n_coarse < num_nodes else seed)
@@ -763,14 +669,14 @@ def _solve(
             continue
         # later starts only where they are not much longer than the best result so far
         start_lengths = measure_curve_lengths(
-            embed, s, rtol=_START_RTOL, chunk_size=opts.chunk_size
+            embed, s, rtol=START_RTOL, chunk_size=opts.chunk_size
         ).lengths.double()
         shorter = start_lengths < (1 + opts.start_slack) * best.lengths.double()
         todo = shorter.nonzero().flatten()
         if todo.numel() == 0:
             continue
         res = _optimise_one_start(embed, s[todo], optimizer, opts, bar)
-        best = _better_at(best, res, todo)
+        best = better_at(best, res, todo)
     bar.close()
     assert best is not None
     best.iterations += coarse_iterations
@@ -809,7 +715,7 @@ def _refine_nodes(
         res = _optimise_one_start(embed, best.curves[todo], optimizer, opts, bar)
         res.initial_lengths = best.initial_lengths[todo]  # the pair's start, not this level's
         res.reverted |= best.reverted[todo]
-        best = _better_at(best, res, todo)
+        best = better_at(best, res, todo)
         gain = 1 - best.lengths[todo].double() / before.clamp_min(torch.finfo(before.dtype).tiny)
         best.node_gains[todo] = gain.to(best.node_gains.dtype)
         best.converged[todo] &= gain <= opts.node_rtol
@@ -861,7 +767,7 @@ def _optimise_one_start(
     curves[longer] = start[longer]
     longer |= solved.reverted  # the LM levels keep the start where every trial was longer
     far |= solved.reverted_far
-    _put_measured(meas, longer.nonzero().flatten(), _take_measured(initial, longer))
+    put_measured(meas, longer.nonzero().flatten(), take_measured(initial, longer))
     converged = solved.stationary & solved.faithful & meas.converged & ~far
     seg = meas.segment_lengths.double()
     return GeodesicResult(
@@ -880,111 +786,3 @@ def _optimise_one_start(
         reverted=longer,
         node_gains=torch.full((B,), math.nan, dtype=start.dtype, device=start.device),
     )
-
-
-def _take_measured(meas: CurveLengths, mask: Tensor) -> CurveLengths:
-    return CurveLengths(
-        lengths=meas.lengths[mask], errors=meas.errors[mask],
-        segment_lengths=meas.segment_lengths[mask], converged=meas.converged[mask],
-        pieces=meas.pieces[mask], rtol=meas.rtol, evaluations=meas.evaluations,
-    )  # fmt: skip
-
-
-def _better(old: GeodesicResult, new: GeodesicResult, by_length: bool = False) -> GeodesicResult:
-    """Per pair, the result with the smaller measured length; lengths within both results'
-    tolerances (``length_rtol``) of each other count as a tie, which a converged result wins
-    over an unconverged one (with ``by_length`` only the length counts). A converged curve is
-    never kept over a measurably shorter one: the shorter curve is the better distance, and its
-    own ``converged`` flag says whether it is stationary. Iterations add up."""
-    take = new.lengths < old.lengths
-    if not by_length:
-        slack = (old.length_rtol * old.lengths).abs() + (new.length_rtol * new.lengths).abs()
-        tie = (new.lengths - old.lengths).abs() <= slack
-        prefer = (new.converged & ~old.converged) | ((new.converged == old.converged) & take)
-        take = torch.where(tie, prefer, take)
-    fields = {}
-    for name, o in old.__dict__.items():
-        n = getattr(new, name)
-        mask = take.view(-1, *([1] * (o.ndim - 1)))
-        fields[name] = torch.where(mask, n, o)
-    fields["iterations"] = old.iterations + new.iterations
-    return GeodesicResult(**fields)
-
-
-def _better_at(old: GeodesicResult, new: GeodesicResult, idx: Tensor) -> GeodesicResult:
-    """:func:`_better` of ``old`` and ``new`` on the pairs ``idx (b,)`` of ``old`` that ``new``
-    holds (in that order); the other pairs keep ``old``."""
-    sub = GeodesicResult(**{name: value[idx] for name, value in old.__dict__.items()})
-    merged = _better(sub, new)
-    for name, value in merged.__dict__.items():
-        getattr(old, name)[idx] = value
-    return old
-
-
-def _auxiliary_graph_points(z0: Tensor, z1: Tensor, num_points: int) -> Tensor:
-    """``num_points`` seeded uniform points ``(P, d)`` in the bounding box of all end points,
-    enlarged by 10 % per side (the nodes of the global graph start, with the end points)."""
-    from geometry.distances import auxiliary_points
-
-    gen = torch.Generator().manual_seed(_AUX_SEED)
-    return auxiliary_points(torch.cat([z0, z1]), num_points, margin=0.1, generator=gen)
-
-
-def _empty_result(z0: Tensor, z1: Tensor, num_nodes: int, rtol: float) -> GeodesicResult:
-    """Results for constant curves ``z0 -> z0`` (length 0, converged); filled in by the solver."""
-    B, d = z0.shape
-    zeros = z0.new_zeros(B)
-    true = torch.ones(B, dtype=torch.bool, device=z0.device)
-    return GeodesicResult(
-        curves=z0[:, None].expand(B, num_nodes, d).clone(),
-        lengths=zeros.clone(),
-        length_errors=zeros.clone(),
-        length_rtol=z0.new_full((B,), rtol),
-        energies=zeros.clone(),
-        chord_lengths=zeros.clone(),
-        converged=true.clone(),
-        stationary=true.clone(),
-        faithful=true.clone(),
-        sub_steps=torch.ones(B, dtype=torch.long, device=z0.device),
-        iterations=torch.zeros(B, dtype=torch.long, device=z0.device),
-        initial_lengths=zeros.clone(),
-        reverted=~true,
-        node_gains=torch.full_like(zeros, math.nan),
-    )
-
-
-def _checked_init_curves(init_curves: Tensor, z0: Tensor, z1: Tensor) -> Tensor:
-    check_curves(init_curves, "init_curves")
-    B, d = z0.shape
-    if init_curves.shape[0] != B or init_curves.shape[2] != d:
-        raise ValueError(
-            f"init_curves must have shape ({B}, M, {d}) to match z0, got {tuple(init_curves.shape)}"
-        )
-    init_curves = init_curves.to(dtype=z0.dtype, device=z0.device)
-    scale = 1e-4 * (1 + (z1 - z0).norm(dim=1))  # (B,)
-    err = torch.maximum((init_curves[:, 0] - z0).norm(dim=1), (init_curves[:, -1] - z1).norm(dim=1))
-    if bool((err > scale).any()):
-        worst = int(err.argmax())
-        raise ValueError(
-            f"init_curves end points do not match z0/z1 (worst: curve {worst}, "
-            f"distance {float(err[worst]):.3g})"
-        )
-    out = init_curves.clone()
-    out[:, 0], out[:, -1] = z0, z1
-    return out
-
-
-def _graph_init(
-    embed: Embed, z0: Tensor, z1: Tensor, graph_points: Tensor, k: int, on_disconnected: str
-) -> Tensor:
-    from geometry.graph import knn_graph, shortest_path_curves
-
-    check_points(graph_points, "graph_points", dim=z0.shape[1])
-    B = z0.shape[0]
-    nodes = torch.cat([graph_points.to(z0), z0, z1])  # (P + 2B, d)
-    P = graph_points.shape[0]
-    graph = knn_graph(embed, nodes, k=min(k, nodes.shape[0] - 1), rtol=_START_RTOL)
-    src = torch.arange(P, P + B)
-    tgt = torch.arange(P + B, P + 2 * B)
-    curves, _ = shortest_path_curves(graph, src, tgt, on_disconnected=on_disconnected)
-    return curves

@@ -29,6 +29,7 @@ from geometry.curves import measure_curve_lengths
 
 __all__ = [
     "LatentGraph",
+    "auxiliary_points",
     "DisconnectedGraphError",
     "knn_graph",
     "check_connected",
@@ -71,6 +72,27 @@ class LatentGraph:
     @property
     def n_edges(self) -> int:
         return int(self.adjacency.nnz // 2)
+
+
+def auxiliary_points(
+    z: Tensor, num_points: int, margin: float = 0.05, generator: torch.Generator | None = None
+) -> Tensor:
+    """Uniform random points in the bounding box of ``z`` (enlarged by ``margin`` per side).
+
+    Args:
+        z: ``(n, d)`` codes.
+        num_points: number of points.
+        margin: relative enlargement of the box on each side.
+        generator: CPU ``torch.Generator`` for reproducibility.
+
+    Returns:
+        ``(num_points, d)`` on ``z``'s device and dtype.
+    """
+    check_points(z)
+    lo, hi = z.min(dim=0).values, z.max(dim=0).values  # (d,)
+    pad = margin * (hi - lo)
+    u = torch.rand(num_points, z.shape[1], generator=generator, dtype=z.dtype).to(z.device)
+    return lo - pad + u * (hi - lo + 2 * pad)
 
 
 def _knn_indices(nodes: Tensor, k: int, chunk: int = 1024) -> Tensor:
