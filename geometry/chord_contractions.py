@@ -50,17 +50,42 @@ def consecutive(x: Tensor, c: int, K: int) -> Tensor:
     return x.reshape(c, K, *x.shape[1:])[:, :-1]
 
 
-def chord_contractions(embed: Embed, points: Tensor) -> ChordContractions:
-    """:class:`ChordContractions` of the polylines ``points (c, K, d)``, one forward-mode pass."""
+def chord_contractions(
+    embed: Embed, points: Tensor, max_points: int | None = None
+) -> ChordContractions:
+    """:class:`ChordContractions` of the polylines ``points (c, K, d)``.
+
+    Args:
+        embed: ``(n, d) -> (n, D')`` callable.
+        points: ``(c, K, d)`` polylines.
+        max_points: most points per forward-mode pass (``None``: one pass). Longer point axes
+            are read in windows that share their boundary point, so that a pass's tangents
+            (``d`` rows of ``D'`` values per point) stay cache-sized.
+    """
     c, K, d = points.shape
-    h, T = embed_and_tangents(embed, points.reshape(c * K, d))  # (P, D'), (d, P, D')
-    r = h[1:] - h[:-1]  # (P - 1, D') chords (and straddling differences)
+    flat = points.reshape(c * K, d)
+    P = flat.shape[0]
+    width = max(2, P if max_points is None else max_points)
+    parts: list[tuple[Tensor, ...]] = []
+    for s in range(0, max(P - 1, 1), width - 1):
+        h, T = embed_and_tangents(embed, flat[s : s + width])  # (p, D'), (d, p, D')
+        r = h[1:] - h[:-1]  # (p - 1, D') chords (and straddling differences)
+        first = 0 if s == 0 else 1  # the shared boundary point is counted once
+        parts.append((
+            torch.einsum("apD,bpD->pab", T[:, first:], T[:, first:]),
+            torch.einsum("apD,bpD->pab", T[:, :-1], T[:, 1:]),
+            torch.einsum("apD,pD->pa", T[:, :-1], r),
+            torch.einsum("apD,pD->pa", T[:, 1:], r),
+            r.norm(dim=1),
+            h[first:].norm(dim=1),
+        ))  # fmt: skip
+    gram, cross, lo, hi, chords, h_norms = (torch.cat(x).double() for x in zip(*parts))
     return ChordContractions(
-        gram=torch.einsum("apD,bpD->pab", T, T).double().reshape(c, K, d, d),
-        cross=consecutive(torch.einsum("apD,bpD->pab", T[:, :-1], T[:, 1:]).double(), c, K),
-        lo=consecutive(torch.einsum("apD,pD->pa", T[:, :-1], r).double(), c, K),
-        hi=consecutive(torch.einsum("apD,pD->pa", T[:, 1:], r).double(), c, K),
-        chords=consecutive(r.norm(dim=1).double(), c, K),
-        h_norms=h.norm(dim=1).double().reshape(c, K).sum(dim=1),
-        eps=float(torch.finfo(h.dtype).eps),
+        gram=gram.reshape(c, K, d, d),
+        cross=consecutive(cross, c, K),
+        lo=consecutive(lo, c, K),
+        hi=consecutive(hi, c, K),
+        chords=consecutive(chords, c, K),
+        h_norms=h_norms.reshape(c, K).sum(dim=1),
+        eps=float(torch.finfo(flat.dtype).eps),
     )

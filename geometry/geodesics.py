@@ -18,6 +18,11 @@ where the nodes sit along the curve, and on steep variance walls it reaches shor
 then the length from there; from latent dimension 4 on the length phase also tries truncated
 Newton steps (conjugate gradients on the exact Hessian, preconditioned by the Gauss-Newton solve),
 since the Gauss-Newton model of a length, which is not a sum of squares, converges only linearly.
+There (where trial steps are judged by forward passes alone) an accepted step is followed by
+frozen-model steps: the last Gauss-Newton matrix with the exact gradient by one reverse pass,
+refreshed after ``_MAX_FROZEN`` of them, after a rejected step and before the stationarity test
+counts; each forward-mode pass covers at most ``2**22`` embedded values (windows of a curve's
+points where one curve is larger).
 
 Resolution, level by level: a curve starts at the fewest sub-points ``m`` (``sub_steps`` times
 a power of two) at which the sub-point length of its start agrees with the start's measured
@@ -86,6 +91,7 @@ from geometry.geodesic_starts import (
 )
 from geometry.polyline_lm import LMTerms, levenberg_marquardt
 from geometry.sub_point_length import (
+    sub_point_gradient,
     sub_point_length_hvp,
     sub_point_length_terms,
     sub_point_values,
@@ -97,6 +103,7 @@ _COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through f
 _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
 _COARSE_MAX_ITERATIONS = 20  # step limit per phase of the coarse stage (it only seeds)
 _NEWTON_MIN_DIM = 4  # latent dimension from which the length phase takes Newton-CG steps
+_MAX_FROZEN = 8  # most consecutive frozen-model LM steps (where trial steps are forward-only)
 _PASS_ELEMENTS = 1 << 22  # most embedded values (rows x D') per forward-mode pass or Hessian graph
 
 
@@ -128,7 +135,9 @@ def _lm(
     product costs about one reverse pass, the Gauss-Newton model ``d`` forward-mode tangents,
     so below that dimension the products would cost more than the steps they save. With the
     Newton steps, trial steps are judged by forward passes alone (the Jacobians only where a step
-    is taken); below that dimension a forward pass costs about as much as the terms.
+    is taken, and after an accepted step up to ``_MAX_FROZEN`` frozen-model steps: the same
+    Gauss-Newton matrix with the exact gradient by one reverse pass); below that dimension a
+    forward pass costs about as much as the terms.
 
     Returns:
         Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
@@ -152,15 +161,23 @@ def _lm(
     def hessian(xs: Tensor, a: Tensor, b: Tensor) -> Callable[[Tensor], Tensor]:
         return sub_point_length_hvp(embed, xs, a, b, m, rows)
 
+    def gradient(xs: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return sub_point_gradient(embed, xs, a, b, m, rows)
+
+    def energy_gradient(xs: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return sub_point_gradient(embed, xs, a, b, m, rows, energy=True)
+
     d = x.shape[2]
     newton = d >= _NEWTON_MIN_DIM and _has_hessian_products(embed, x, z0, z1, m, chunk_size)
     # trial steps judged by forward passes alone where a pass is much cheaper than the terms
+    frozen = _MAX_FROZEN if newton else 0
     x, _, its0, _ = levenberg_marquardt(
-        energy_terms, x, z0, z1, tolerance, max_iterations, bar, energy_values if newton else None
-    )
+        energy_terms, x, z0, z1, tolerance, max_iterations, bar, energy_values if newton else None,
+        gradient=energy_gradient, max_frozen=frozen,
+    )  # fmt: skip
     x, stationary, iterations, tm = levenberg_marquardt(
         terms, x, z0, z1, tolerance, max_iterations, bar, values if newton else None,
-        hessian if newton else None, d // 2,
+        hessian if newton else None, d // 2, gradient=gradient, max_frozen=frozen,
     )  # fmt: skip
     return x, stationary, iterations + its0, tm.L, tm.noise
 

@@ -6,6 +6,11 @@ matrix, which is block tridiagonal (a node interacts with its two neighbours onl
 solves it exactly per curve (:mod:`geometry.block_tridiagonal`, ``O(n d^3)``). Optionally the
 step is a truncated Newton step on the exact Hessian (Hessian-vector products), with that solve
 as the preconditioner of conjugate gradients.
+
+Optionally (``gradient``) a step may reuse the Gauss-Newton matrix of an earlier point with the
+exact gradient at the current one (a frozen-model step: one reverse pass instead of the
+forward-mode Jacobians); the matrix is refreshed after ``max_frozen`` such steps, after a
+rejected step, and always before a curve counts as stationary.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from tqdm.auto import tqdm
 from geometry.block_tridiagonal import solve_spd_block_tridiagonal
 
 __all__ = [
+    "GradientFn",
     "HessianFn",
     "LMTerms",
     "ObjectiveFn",
@@ -60,6 +66,7 @@ TERM_FIELDS = ("S", "L", "g", "diag", "off", "noise")
 TermsFn = Callable[[Tensor, Tensor, Tensor], "LMTerms"]
 ObjectiveFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 HessianFn = Callable[[Tensor, Tensor, Tensor], Callable[[Tensor], Tensor]]
+GradientFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 
 def terms_by_chunks(
@@ -92,6 +99,8 @@ def levenberg_marquardt(
     objective: ObjectiveFn | None = None,
     hessian: HessianFn | None = None,
     cg_iterations: int = 8,
+    gradient: GradientFn | None = None,
+    max_frozen: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, LMTerms]:
     """Batched Levenberg-Marquardt on interior nodes ``x (B, n, d)`` between ``z0``, ``z1``.
 
@@ -118,6 +127,12 @@ def levenberg_marquardt(
         hessian: ``(x, z0, z1) -> (v -> H v)``, half the exact Hessian of ``S`` at ``x``
             (``v``, ``H v`` of shape ``(b, n, d)``, float64); used only with ``objective``.
         cg_iterations: most Hessian-vector products per step (with ``hessian``).
+        gradient: ``(x, z0, z1) -> (S, L, g)`` (float64; ``g`` half the gradient, as in
+            :class:`LMTerms`), used only with ``objective``: after an accepted step the next
+            step keeps the Gauss-Newton matrix and takes this exact gradient, at most
+            ``max_frozen`` times in a row; a step rejected on a kept matrix gets a fresh one, and
+            the stationarity test is only passed with a fresh matrix.
+        max_frozen: most consecutive frozen-model steps per curve (0: none).
 
     Returns:
         Final nodes (a copy), stationary mask ``(B,)``, iterations ``(B,)`` and the terms at
@@ -138,6 +153,8 @@ def levenberg_marquardt(
     stationary = torch.zeros(B, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(B, dtype=torch.long, device=x.device)
     tiny = torch.finfo(torch.float64).tiny
+    frozen = torch.zeros(B, dtype=torch.long, device=x.device)  # steps since the matrix
+    freeze = gradient is not None and objective is not None and max_frozen > 0
     for it in range(max_iterations + 1):
         act = active.nonzero().flatten()
         if act.numel() == 0:
@@ -153,11 +170,23 @@ def levenberg_marquardt(
         step, step0 = sol[0], sol[1]  # (b, n, d) each
         decrement = -(ta.g * step0).sum(dim=(1, 2))  # (b,) GN-predicted decrease of S
         done = (decrement <= tolerance * ta.S + noise[act]) | (noise[act] >= ta.S)
+        # a frozen matrix must be refreshed (at the same nodes) before the test counts
+        recheck = done & (frozen[act] > 0)
+        if freeze and bool(recheck.any()) and it < max_iterations:
+            idx = act[recheck]
+            tm.put(idx, terms(x[idx], z0[idx], z1[idx]))
+            frozen[idx] = 0
+        else:
+            recheck = torch.zeros_like(done)
+        done &= ~recheck
         stationary[act[done]] = True
         keep = ~done & (lam_a <= 1e12)
         active[act[~keep]] = False
-        if it == max_iterations or not bool(keep.any()):
+        keep &= ~recheck  # tested again with the fresh matrix in the next iteration
+        if it == max_iterations or not bool((keep | recheck).any()):
             break
+        if not bool(keep.any()):
+            continue
         act, step, lam_a, scale = act[keep], step[keep], lam_a[keep], scale[keep]
         g_a, S_a = ta.g[keep], ta.S[keep]
         pred = -(g_a * step).sum(dim=(1, 2)) + lam_a * scale * step.pow(2).sum(dim=(1, 2))
@@ -188,8 +217,21 @@ def levenberg_marquardt(
         x[acc] = x_trial[accept]
         if objective is None:
             tm.put(acc, tt.take(accept.nonzero().flatten()))
-        elif acc.numel():
-            tm.put(acc, terms(x[acc], z0[acc], z1[acc]))
+        elif acc.numel() or freeze:
+            fresh = acc
+            if freeze:
+                # an accepted step keeps the matrix (up to max_frozen times in a row); a step
+                # rejected on a frozen matrix gets a fresh one
+                hold = frozen[acc] < max_frozen
+                held = acc[hold]
+                fresh = torch.cat([acc[~hold], act[~accept & (frozen[act] > 0)]])
+                if held.numel():
+                    assert gradient is not None
+                    tm.S[held], tm.L[held], tm.g[held] = gradient(x[held], z0[held], z1[held])
+                    frozen[held] += 1
+            if fresh.numel():
+                tm.put(fresh, terms(x[fresh], z0[fresh], z1[fresh]))
+                frozen[fresh] = 0
         rho_c = rho.clamp(0, 1)
         lam[act] = torch.where(
             accept, lam_a * torch.clamp(1 - (2 * rho_c - 1) ** 3, min=1 / 3), lam_a * nu[act]

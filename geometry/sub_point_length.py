@@ -28,6 +28,7 @@ from geometry.chord_contractions import chord_contractions
 from geometry.polyline_lm import LMTerms, terms_by_chunks
 
 __all__ = [
+    "sub_point_gradient",
     "sub_point_length_hvp",
     "sub_point_length_terms",
     "sub_point_objective",
@@ -52,8 +53,11 @@ def _sub_weights(m: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return 1 - s / m, 1 - (s + 1) / m, s / m, (s + 1) / m
 
 
-def _terms_chunk(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> LMTerms:
-    """LM terms for ``nodes (c, N, d)`` (end points included) in one forward-mode pass.
+def _terms_chunk(
+    embed: Embed, nodes: Tensor, m: int, energy: bool = False, max_points: int | None = None
+) -> LMTerms:
+    """LM terms for ``nodes (c, N, d)`` (end points included) in forward-mode passes of at
+    most ``max_points`` points.
 
     The Jacobians ``J_p`` of the ``P = c K`` sub-points enter only through per-point
     contractions over ``D'`` (``J_p^T J_p``, ``J_p^T J_{p+1}``, ``J_p^T r``), each one pass over
@@ -61,7 +65,9 @@ def _terms_chunk(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> L
     are computed and dropped); every sub-chord block is then a small ``d x d`` combination.
     """
     c, N, d = nodes.shape
-    cc = chord_contractions(embed, sub_points(nodes, m))  # K = (N - 1) m + 1 points per curve
+    cc = chord_contractions(
+        embed, sub_points(nodes, m), max_points
+    )  # K = (N - 1) m + 1 points per curve
     tiny = torch.finfo(torch.float64).tiny
     # roundoff of the objective: every sub-chord is a difference of embeddings of size ||h||
     noise = 10 * cc.eps * cc.h_norms  # (c,)
@@ -139,7 +145,7 @@ def sub_point_length_terms(
     forward-mode pass."""
     b, n, d = x.shape
     return terms_by_chunks(
-        lambda nodes: _terms_chunk(embed, nodes, m, energy), x, z0, z1,
+        lambda nodes: _terms_chunk(embed, nodes, m, energy, max(2, chunk_size // d)), x, z0, z1,
         ((n + 1) * m + 1) * d, chunk_size,
     )  # fmt: skip
 
@@ -163,6 +169,37 @@ def sub_point_values(
         lam = ell.reshape(c, N - 1, m).sum(dim=2)  # (c, N-1)
         out.append((N - 1) * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1))
     return torch.cat(out)
+
+
+def sub_point_gradient(
+    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int, energy: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The objective of :func:`sub_point_length_terms`, its length and half its exact gradient
+    at interior nodes ``x (b, n, d)`` by one reverse pass (``chunk_size`` embedded points per
+    graph); values summed as :func:`sub_point_values` sums them.
+
+    Returns:
+        ``S (b,)``, ``L (b,)`` (``sum_i lambda_i``) and ``g (b, n, d)``, float64.
+    """
+    b, n, d = x.shape
+    N = n + 2
+    per = max(1, chunk_size // ((N - 1) * m + 1))  # curves per graph
+    S_out, L_out, g_out = [], [], []
+    with torch.enable_grad():
+        for s in range(0, b, per):
+            xs = x[s : s + per].detach().requires_grad_(True)
+            nodes = torch.cat([z0[s : s + per, None], xs, z1[s : s + per, None]], dim=1)
+            pts = sub_points(nodes, m)  # (c, K, d)
+            c, K, _ = pts.shape
+            h = embed_flat(embed, pts.reshape(c * K, d)).reshape(c, K, -1)  # (c, K, D')
+            ell = (h[:, 1:] - h[:, :-1]).norm(dim=2).double()  # (c, K - 1)
+            lam = ell.reshape(c, N - 1, m).sum(dim=2)  # (c, N-1)
+            S = (N - 1) * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1)
+            (g,) = torch.autograd.grad(S.sum(), xs)
+            S_out.append(S.detach())
+            L_out.append(lam.detach().sum(dim=1))
+            g_out.append(0.5 * g.double())
+    return torch.cat(S_out), torch.cat(L_out), torch.cat(g_out)
 
 
 def sub_point_objective(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> Tensor:

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 import geometry as G
+from geometry.chord_contractions import chord_contractions
 from geometry.geodesics import _has_hessian_products
 from geometry.node_energy import minimize_node_energy, node_energy_terms
 from geometry.polyline_lm import levenberg_marquardt
 from geometry.sub_point_length import (
+    sub_point_gradient,
     sub_point_length_hvp,
     sub_point_length_terms,
     sub_point_values,
@@ -78,6 +80,68 @@ def test_sub_point_values_are_the_terms_objective(rbf: ToyRBFDecoder, energy: bo
         t = sub_point_length_terms(rbf.embed, x, a, b, 3, 64, energy=energy)
         v = sub_point_values(rbf.embed, x, a, b, 3, 2 * (x.shape[1] + 1) * 3 + 2, energy)
     torch.testing.assert_close(v, t.S, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("energy", [False, True])
+def test_sub_point_gradient_is_the_terms_gradient(rbf: ToyRBFDecoder, energy: bool) -> None:
+    """The reverse-mode value and half gradient of frozen-model LM steps equal the terms' S, L
+    and g (forward-mode contractions, an independent code path), on curves split into two
+    graphs."""
+    c = _bent_curves(rbf)
+    x, a, b = c[:, 1:-1], c[:, 0], c[:, -1]
+    with torch.no_grad():
+        t = sub_point_length_terms(rbf.embed, x, a, b, 3, 64, energy=energy)
+        S, L, g = sub_point_gradient(rbf.embed, x, a, b, 3, 2 * (x.shape[1] + 1) * 3 + 2, energy)
+    torch.testing.assert_close(S, t.S, rtol=1e-14, atol=0)
+    torch.testing.assert_close(L, t.L, rtol=1e-14, atol=0)
+    torch.testing.assert_close(g, t.g, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("max_points", [2, 3, 7, 16])
+def test_chord_contractions_in_windows_equal_one_pass(rbf: ToyRBFDecoder, max_points: int) -> None:
+    """Forward-mode passes over windows of the point axis (sharing their boundary point, also
+    across two curves) give the contractions of one pass."""
+    pts = G.subdivide_curves(_bent_curves(rbf), 2)  # (3, 15, 2)
+    one = chord_contractions(rbf.embed, pts)
+    win = chord_contractions(rbf.embed, pts, max_points)
+    for name in ("gram", "cross", "lo", "hi", "chords", "h_norms"):
+        torch.testing.assert_close(getattr(win, name), getattr(one, name), rtol=1e-12, atol=1e-14)
+
+
+def test_frozen_model_steps_reach_the_same_stationary_point() -> None:
+    """LM whose accepted steps keep the Gauss-Newton matrix (exact gradients by reverse mode)
+    ends stationary at the minimizer plain LM finds, with fewer forward-mode evaluations, and
+    the terms it returns for stationary curves are fresh (recomputed at the final nodes)."""
+    dec = ToyMLPDecoder(latent_dim=6, data_dim=40, hidden_dims=(32,), seed=1).double()
+    g = torch.Generator().manual_seed(4)
+    a, b = (2 * torch.randn(4, 6, generator=g, dtype=torch.float64)[:3] for _ in range(2))
+    x0 = G.straight_lines(a, b, 10)[:, 1:-1]
+    m = 2
+    calls = {"terms": 0}
+
+    def terms(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        calls["terms"] += xs.shape[0]
+        return sub_point_length_terms(dec.embed, xs, za, zb, m, 4096, True)
+
+    def values(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return sub_point_values(dec.embed, xs, za, zb, m, 4096, True)
+
+    def gradient(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return sub_point_gradient(dec.embed, xs, za, zb, m, 4096, True)
+
+    with torch.no_grad():
+        x_p, st_p, _, t_p = levenberg_marquardt(terms, x0, a, b, 1e-10, 200, None, values)
+        plain_calls, calls["terms"] = calls["terms"], 0
+        x_f, st_f, _, t_f = levenberg_marquardt(
+            terms, x0, a, b, 1e-10, 200, None, values, gradient=gradient, max_frozen=8
+        )
+        fresh = terms(x_f, a, b)
+    assert bool(st_p.all()) and bool(st_f.all())
+    assert calls["terms"] - 3 < plain_calls  # the last 3: the freshness check below
+    torch.testing.assert_close(t_f.S, t_p.S, rtol=1e-7, atol=0)
+    torch.testing.assert_close(x_f, x_p, rtol=0, atol=1e-4)
+    for name in ("S", "g", "diag", "off"):
+        torch.testing.assert_close(getattr(t_f, name), getattr(fresh, name), rtol=1e-12, atol=1e-14)
 
 
 def test_newton_cg_steps_converge_where_gauss_newton_crawls() -> None:
