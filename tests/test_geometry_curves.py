@@ -224,3 +224,27 @@ def test_non_finite_embedding_is_an_error() -> None:
 
     with pytest.raises(ValueError, match="non-finite"):
         G.curve_length(embed, torch.tensor([[[0.0, 0.0], [2.0, 0.0]]]))
+
+
+@pytest.mark.parametrize("bad", [torch.inf, -torch.inf])
+def test_infinite_embedding_between_nodes_is_an_error(bad: float) -> None:
+    """An infinite value seen only at a bisection point (not at a node) is caught too."""
+
+    def embed(z: torch.Tensor) -> torch.Tensor:
+        out = torch.cat([z, z], dim=1)
+        hit = (z[:, :1] - 0.5).abs() < 0.01  # (n, 1) a narrow band in the middle
+        return torch.where(hit & (torch.arange(4) == 2), bad, out)
+
+    with pytest.raises(ValueError, match=r"non-finite values on the curves \(e.g. at latent point"):
+        G.measure_curve_lengths(embed, torch.tensor([[[0.0, 0.0], [1.0, 0.0]]]))
+
+
+def test_large_finite_embedding_is_not_an_error() -> None:
+    """Finite values whose sum overflows float32 are not mistaken for non-finite ones."""
+
+    def embed(z: torch.Tensor) -> torch.Tensor:
+        big = torch.full((z.shape[0], 8), 3e38, dtype=z.dtype)
+        return torch.cat([big, z], dim=1)
+
+    res = G.measure_curve_lengths(embed, torch.tensor([[[0.0, 0.0], [3.0, 4.0]]]))
+    torch.testing.assert_close(res.lengths, torch.tensor([5.0]))
