@@ -170,15 +170,15 @@ def levenberg_marquardt(
         step, step0 = sol[0], sol[1]  # (b, n, d) each
         decrement = -(ta.g * step0).sum(dim=(1, 2))  # (b,) GN-predicted decrease of S
         done = (decrement <= tolerance * ta.S + noise[act]) | (noise[act] >= ta.S)
-        # a frozen matrix must be refreshed (at the same nodes) before the test counts
-        recheck = done & (frozen[act] > 0)
-        if freeze and bool(recheck.any()) and it < max_iterations:
+        # a test on a frozen matrix does not count: the matrix is refreshed (at the same nodes)
+        # and the curve tested again in the next iteration (after the last one: not stationary)
+        stale = done & (frozen[act] > 0)
+        recheck = stale if it < max_iterations else torch.zeros_like(stale)
+        if bool(recheck.any()):
             idx = act[recheck]
             tm.put(idx, terms(x[idx], z0[idx], z1[idx]))
             frozen[idx] = 0
-        else:
-            recheck = torch.zeros_like(done)
-        done &= ~recheck
+        done &= ~stale
         stationary[act[done]] = True
         keep = ~done & (lam_a <= 1e12)
         active[act[~keep]] = False

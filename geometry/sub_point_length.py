@@ -65,9 +65,8 @@ def _terms_chunk(
     are computed and dropped); every sub-chord block is then a small ``d x d`` combination.
     """
     c, N, d = nodes.shape
-    cc = chord_contractions(
-        embed, sub_points(nodes, m), max_points
-    )  # K = (N - 1) m + 1 points per curve
+    # K = (N - 1) m + 1 points per curve
+    cc = chord_contractions(embed, sub_points(nodes, m), max_points)
     tiny = torch.finfo(torch.float64).tiny
     # roundoff of the objective: every sub-chord is a difference of embeddings of size ||h||
     noise = 10 * cc.eps * cc.h_norms  # (c,)

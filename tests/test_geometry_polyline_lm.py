@@ -144,6 +144,37 @@ def test_frozen_model_steps_reach_the_same_stationary_point() -> None:
         torch.testing.assert_close(getattr(t_f, name), getattr(fresh, name), rtol=1e-12, atol=1e-14)
 
 
+def test_frozen_model_stationarity_needs_a_fresh_matrix_at_every_step_limit() -> None:
+    """Whatever the step limit, a curve reported stationary by frozen-model LM was tested on a
+    fresh Gauss-Newton matrix: the returned terms equal the terms recomputed at its nodes."""
+    dec = ToyMLPDecoder(latent_dim=6, data_dim=40, hidden_dims=(32,), seed=1).double()
+    g = torch.Generator().manual_seed(5)
+    a, b = (2 * torch.randn(6, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    x0 = G.straight_lines(a, b, 8)[:, 1:-1]
+
+    def terms(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return sub_point_length_terms(dec.embed, xs, za, zb, 2, 4096, True)
+
+    def values(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return sub_point_values(dec.embed, xs, za, zb, 2, 4096, True)
+
+    def gradient(xs: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):  # noqa: ANN202
+        return sub_point_gradient(dec.embed, xs, za, zb, 2, 4096, True)
+
+    seen = 0
+    with torch.no_grad():
+        for limit in range(1, 30):
+            x, st, _, t = levenberg_marquardt(
+                terms, x0, a, b, 1e-3, limit, None, values, gradient=gradient, max_frozen=8
+            )
+            if not bool(st.any()):
+                continue
+            seen += int(st.sum())
+            fresh = terms(x[st], a[st], b[st])
+            torch.testing.assert_close(t.diag[st], fresh.diag, rtol=1e-12, atol=1e-14)
+    assert seen > 0
+
+
 def test_newton_cg_steps_converge_where_gauss_newton_crawls() -> None:
     """LM on the sub-point length of a d = 6 tanh decoder from its energy minimizer (as the
     solver runs it), with and without exact Hessian products: Newton is stationary at a tight
