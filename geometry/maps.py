@@ -156,7 +156,8 @@ def initial_velocities(embed: Embed, curves: Tensor, lengths: Tensor) -> Tensor:
     if N < 3:
         u = c[:, 1] - c[:, 0]  # (B, d)
     else:
-        seg = measure_curve_lengths(embed, curves[:, :3], rtol=1e-4).segment_lengths.double()
+        with torch.no_grad():  # a solver's output: no graph through the model's parameters
+            seg = measure_curve_lengths(embed, curves[:, :3], rtol=1e-4).segment_lengths.double()
         s1, s2 = seg[:, :1], seg[:, :1] + seg[:, 1:2]  # (B, 1) arc length at c_1, c_2
         ok = (seg > 0).all(dim=1, keepdim=True)
         s1, s2 = torch.where(ok, s1, 1.0), torch.where(ok, s2, 2.0)  # uniform where degenerate

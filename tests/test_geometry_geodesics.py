@@ -374,6 +374,17 @@ def test_log_map_norm_is_the_measured_distance_and_its_direction_converges() -> 
     assert errors[1] < errors[0] / 4, errors
 
 
+def test_log_map_of_a_trainable_model_carries_no_graph(rbf: ToyRBFDecoder) -> None:
+    """Velocities are a solver's output: a model whose parameters require grad (a freshly
+    trained VAE) gives plain tensors, not graphs through its parameters."""
+    assert any(p.requires_grad for p in rbf.parameters())
+    z0 = torch.tensor([[0.2, -0.1], [1.0, 0.5]], dtype=torch.float64)
+    z1 = torch.tensor([[1.5, 0.7], [-0.5, 0.2]], dtype=torch.float64)
+    v, res = G.log_map(rbf.embed, z0, z1, num_nodes=8)
+    assert not v.requires_grad and v.grad_fn is None
+    assert bool(torch.isfinite(v).all()) and bool((v.norm(dim=1) > 0).all())
+
+
 def test_exp_map_on_a_singular_metric_names_the_cause() -> None:
     flat = LinearEmbed(torch.tensor([[1.0, 1.0]], dtype=torch.float64))  # rank 1 < d = 2
     with pytest.raises(ValueError, match="metric is singular at 3 of 3 points"):
