@@ -149,25 +149,34 @@ def sub_point_length_terms(
     )  # fmt: skip
 
 
+def _segment_lengths(embed: Embed, nodes: Tensor, m: int) -> Tensor:
+    """``lambda_i`` ``(c, N - 1)`` of ``nodes (c, N, d)`` read through ``m`` sub-points per segment:
+    sub-chord norms in the model's dtype, summed in float64 (as the terms sum them);
+    differentiable by autograd."""
+    c, N, d = nodes.shape
+    pts = sub_points(nodes, m)  # (c, K, d)
+    h = embed_flat(embed, pts.reshape(-1, d)).reshape(c, pts.shape[1], -1)  # (c, K, D')
+    ell = (h[:, 1:] - h[:, :-1]).norm(dim=2).double()  # (c, K - 1)
+    return ell.reshape(c, N - 1, m).sum(dim=2)
+
+
+def _objective(lam: Tensor, energy: bool) -> Tensor:
+    """``sum_i lambda_i`` or, with ``energy``, ``(N - 1) sum_i lambda_i^2``; ``lam (c, N - 1)``."""
+    return lam.shape[1] * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1)
+
+
 def sub_point_values(
     embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int, energy: bool = False
 ) -> Tensor:
     """The objective ``S (b,)`` of :func:`sub_point_length_terms` alone (float64; forward passes
     only, ``chunk_size`` embedded points at a time), computed as the terms compute it."""
     b, n, d = x.shape
-    N = n + 2
     nodes = torch.cat([z0[:, None], x, z1[:, None]], dim=1)  # (b, N, d)
-    per = max(1, chunk_size // ((N - 1) * m + 1))  # curves per pass
-    out = []
-    for s in range(0, b, per):
-        pts = sub_points(nodes[s : s + per], m)  # (c, K, d)
-        c, K, _ = pts.shape
-        h = embed_flat(embed, pts.reshape(c * K, d))  # (c K, D')
-        r = h[1:] - h[:-1]
-        ell = torch.cat([r.norm(dim=1), r.new_zeros(1)]).double().reshape(c, K)[:, :-1]
-        lam = ell.reshape(c, N - 1, m).sum(dim=2)  # (c, N-1)
-        out.append((N - 1) * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1))
-    return torch.cat(out)
+    per = max(1, chunk_size // ((n + 1) * m + 1))  # curves per pass
+    parts = [
+        _objective(_segment_lengths(embed, nodes[s : s + per], m), energy) for s in range(0, b, per)
+    ]
+    return torch.cat(parts)
 
 
 def sub_point_gradient(
@@ -175,25 +184,20 @@ def sub_point_gradient(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The objective of :func:`sub_point_length_terms`, its length and half its exact gradient
     at interior nodes ``x (b, n, d)`` by one reverse pass (``chunk_size`` embedded points per
-    graph); values summed as :func:`sub_point_values` sums them.
+    graph); values as :func:`sub_point_values` computes them.
 
     Returns:
         ``S (b,)``, ``L (b,)`` (``sum_i lambda_i``) and ``g (b, n, d)``, float64.
     """
     b, n, d = x.shape
-    N = n + 2
-    per = max(1, chunk_size // ((N - 1) * m + 1))  # curves per graph
+    per = max(1, chunk_size // ((n + 1) * m + 1))  # curves per graph
     S_out, L_out, g_out = [], [], []
     with torch.enable_grad():
         for s in range(0, b, per):
             xs = x[s : s + per].detach().requires_grad_(True)
             nodes = torch.cat([z0[s : s + per, None], xs, z1[s : s + per, None]], dim=1)
-            pts = sub_points(nodes, m)  # (c, K, d)
-            c, K, _ = pts.shape
-            h = embed_flat(embed, pts.reshape(c * K, d)).reshape(c, K, -1)  # (c, K, D')
-            ell = (h[:, 1:] - h[:, :-1]).norm(dim=2).double()  # (c, K - 1)
-            lam = ell.reshape(c, N - 1, m).sum(dim=2)  # (c, N-1)
-            S = (N - 1) * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1)
+            lam = _segment_lengths(embed, nodes, m)  # (c, N-1)
+            S = _objective(lam, energy)
             (g,) = torch.autograd.grad(S.sum(), xs)
             S_out.append(S.detach())
             L_out.append(lam.detach().sum(dim=1))
@@ -204,13 +208,8 @@ def sub_point_gradient(
 def sub_point_objective(embed: Embed, nodes: Tensor, m: int, energy: bool = False) -> Tensor:
     """The objective of :func:`sub_point_length_terms` at ``nodes (c, N, d)`` (end points
     included), differentiable by autograd: ``sum_i lambda_i`` or, with ``energy``,
-    ``(N - 1) sum_i lambda_i^2``; ``(c,)`` in the model's dtype."""
-    c, N, d = nodes.shape
-    pts = sub_points(nodes, m)  # (c, K, d)
-    h = embed_flat(embed, pts.reshape(-1, pts.shape[-1]))  # (c K, D')
-    h = h.reshape(c, pts.shape[1], -1)  # (c, K, D')
-    lam = (h[:, 1:] - h[:, :-1]).norm(dim=2).reshape(c, N - 1, m).sum(dim=2)  # (c, N-1)
-    return (N - 1) * lam.pow(2).sum(dim=1) if energy else lam.sum(dim=1)
+    ``(N - 1) sum_i lambda_i^2``; ``(c,)`` float64."""
+    return _objective(_segment_lengths(embed, nodes, m), energy)
 
 
 def sub_point_length_hvp(
