@@ -66,10 +66,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geometry._checks import Embed, check_points, check_positive_int, embed_flat
+from geometry.adam_nodes import adam_on_nodes
 from geometry.curves import (
     CurveLengths,
     constant_speed_curves,
-    curve_energy,
     measure_curve_lengths,
     resample_curves,
     subdivide_curves,
@@ -203,62 +203,6 @@ def _has_hessian_products(
     return True
 
 
-def _adam(
-    embed: Embed,
-    x: Tensor,
-    z0: Tensor,
-    z1: Tensor,
-    tolerance: float,
-    max_iterations: int,
-    lr: float,
-    chunk_size: int,
-    bar: tqdm,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Batched Adam on interior nodes (chord energy); per-curve best-so-far and stagnation test.
-
-    Returns:
-        Best nodes ``(B, n, d)``, stagnation mask ``(B,)`` and iterations ``(B,)``.
-    """
-    B, n, d = x.shape
-    x = x.clone()
-    step_scale = lr * (z1 - z0).norm(dim=1).clamp_min(1e-12)[:, None, None]  # (B, 1, 1)
-    m, v = torch.zeros_like(x), torch.zeros_like(x)
-    best_x, best_E = x.clone(), torch.full((B,), torch.inf, dtype=x.dtype, device=x.device)
-    ref_E = best_E.clone()
-    active = torch.ones(B, dtype=torch.bool, device=x.device)
-    converged = torch.zeros_like(active)
-    iterations = torch.zeros(B, dtype=torch.long, device=x.device)
-    t_step = torch.zeros(B, dtype=x.dtype, device=x.device)
-    beta1, beta2, window = 0.9, 0.999, 20
-    for it in range(max_iterations):
-        act = active.nonzero().flatten()
-        if act.numel() == 0:
-            break
-        xa = x[act].detach().requires_grad_(True)
-        with torch.enable_grad():
-            curves = torch.cat([z0[act, None], xa, z1[act, None]], dim=1)  # (b, n+2, d)
-            E = curve_energy(embed, curves, chunk_size)  # (b,)
-            (grad,) = torch.autograd.grad(E.sum(), xa)
-        E = E.detach()
-        better = best_E[act] > E
-        best_E[act] = torch.where(better, E, best_E[act])
-        best_x[act[better]] = xa.detach()[better]
-        t_step[act] += 1
-        tt = t_step[act][:, None, None]
-        m[act] = beta1 * m[act] + (1 - beta1) * grad
-        v[act] = beta2 * v[act] + (1 - beta2) * grad**2
-        upd = (m[act] / (1 - beta1**tt)) / ((v[act] / (1 - beta2**tt)).sqrt() + 1e-12)
-        x[act] = xa.detach() - step_scale[act] * upd
-        iterations[act] += 1
-        if (it + 1) % window == 0:
-            stagnant = best_E[act] >= ref_E[act] * (1 - tolerance * window)
-            converged[act[stagnant]] = True
-            active[act[stagnant]] = False
-            ref_E[act] = best_E[act]
-        bar.update(1)
-    return best_x, converged, iterations
-
-
 # --------------------------------------------------------------------------------------------
 # One start: optimize, refine the sub-point resolution until the objective is faithful
 # --------------------------------------------------------------------------------------------
@@ -376,7 +320,7 @@ def _coarse_lm(
 def _solve_adam(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved:
     """Adam from ``start (B, N, d)`` on the chord energy (a baseline)."""
     z0, z1 = start[:, 0], start[:, -1]
-    x, stat, its = _adam(
+    x, stat, its = adam_on_nodes(
         embed, start[:, 1:-1], z0, z1, opts.tolerance, opts.max_iterations, opts.lr,
         opts.chunk_size, bar,
     )  # fmt: skip
