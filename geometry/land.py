@@ -57,6 +57,7 @@ from geometry.land_log_maps import mixture_log_maps
 from geometry.land_normaliser import (
     base_samples,
     check_base_measure,
+    check_sample_method,
     estimate_normaliser,
     exp_map_or_nan,
     sample_component,
@@ -258,9 +259,18 @@ class LANDMixture:
         lp = self.component_log_prob(z, self.base_measure) + self._fitted()[2].log()
         return torch.softmax(lp, dim=1)
 
-    def sample(self, num: int, seed: int | None = None) -> tuple[Tensor, Tensor]:
-        """``(num, d)`` samples and their ``(num,)`` components (importance resampling)."""
+    def sample(
+        self, num: int, seed: int | None = None, method: str = "exact"
+    ) -> tuple[Tensor, Tensor]:
+        """``(num, d)`` samples and their ``(num,)`` components.
+
+        ``method="exact"``: importance resampling of ``oversample`` shots per sample (the
+        mixture's density); ``"push_forward"``: ``Exp`` of tangent Gaussian samples, the LAND
+        authors' sampler, which ignores the volume term
+        (:func:`geometry.land_normaliser.sample_component`).
+        """
         check_positive_int(num, "num", minimum=0)
+        check_sample_method(method)
         mu, A, pi = self._fitted()
         g = torch.Generator().manual_seed(self.seed if seed is None else seed)
         comp = torch.multinomial(pi.double().cpu(), num, replacement=True, generator=g)
@@ -270,7 +280,7 @@ class LANDMixture:
             out[rows] = sample_component(
                 self.embed, mu[k], A[k], len(rows), oversample=self.oversample,
                 num_steps=self.exp_steps, generator=g, rtol=self.exp_rtol,
-                base_measure=self.base_measure,
+                base_measure=self.base_measure, method=method,
             )  # fmt: skip
         return out, comp
 

@@ -31,9 +31,11 @@ and in general the standard error is that of the antithetic pair means (an appro
 moment matching couples the pairs weakly). ``D Exp`` comes from central finite differences of
 :func:`geometry.exp_map` (``2 d`` extra shots per sample).
 
-Sampling (:func:`sample_component`) is sampling-importance-resampling: fresh tangent Gaussian
-samples are shot through ``Exp_mu`` and resampled with weights ``rho(v)``; exact as
-``oversample -> inf`` (a documented approximation for finite ``oversample``).
+Sampling (:func:`sample_component`) is by default sampling-importance-resampling: fresh tangent
+Gaussian samples are shot through ``Exp_mu`` and resampled with weights ``rho(v)``; exact as
+``oversample -> inf`` (a documented approximation for finite ``oversample``). The authors' sampler
+(``method="push_forward"``) keeps the shots without weights: it samples the pushed-forward
+tangent Gaussian, which ignores the volume term.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ from geometry.metric import log_magnification_factor
 
 __all__ = [
     "BASE_MEASURES",
+    "SAMPLE_METHODS",
     "NormaliserEstimate",
     "base_samples",
     "check_base_measure",
+    "check_sample_method",
     "estimate_normaliser",
     "exp_and_jacobian",
     "exp_map_or_nan",
@@ -70,6 +74,16 @@ def check_base_measure(value: object, name: str = "base_measure") -> str:
     """``value`` if it is one of :data:`BASE_MEASURES`, else a ``ValueError`` naming it."""
     if value not in BASE_MEASURES:
         raise ValueError(f"{name} must be one of {BASE_MEASURES}, got {value!r}")
+    return str(value)
+
+
+SAMPLE_METHODS = ("exact", "push_forward")
+
+
+def check_sample_method(value: object) -> str:
+    """``value`` if it is one of :data:`SAMPLE_METHODS`, else a ``ValueError`` naming it."""
+    if value not in SAMPLE_METHODS:
+        raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {value!r}")
     return str(value)
 
 
@@ -277,25 +291,62 @@ def sample_component(
     generator: torch.Generator,
     rtol: float | None = None,
     base_measure: str = "riemannian",
+    method: str = "exact",
 ) -> Tensor:
-    """``(num, d)`` approximate samples of one component by importance resampling.
+    """``(num, d)`` samples of one component.
 
-    Draws ``oversample * num`` tangent vectors ``v ~ N(0, Gamma^-1)``, maps them to
-    ``Exp_mu(v)`` and resamples ``num`` of them with replacement with probabilities
-    proportional to ``rho(v)`` (the ratio of the target density to the density of the
-    pushed-forward Gaussian, both in latent coordinates).
+    ``method="exact"``: importance resampling. Draws ``oversample * num`` tangent vectors
+    ``v ~ N(0, Gamma^-1)``, maps them to ``Exp_mu(v)`` and resamples ``num`` of them with
+    replacement with probabilities proportional to ``rho(v)`` (the ratio of the target density
+    to the density of the pushed-forward Gaussian, both in latent coordinates); consistent as
+    ``oversample`` grows.
+
+    ``method="push_forward"``: ``Exp_mu(v)`` of ``num`` tangent vectors ``v ~ N(0, Gamma^-1)``,
+    the sampler of the LAND authors' code. It ignores the volume change of ``Exp`` and of the
+    base measure, so it samples the pushed-forward tangent Gaussian, not the LAND density
+    (they agree for a constant metric). Shots that fail (the metric becomes singular before
+    ``t = 1``) are drawn again, at most ``oversample`` rounds.
     """
+    check_sample_method(method)
     d = mu.shape[0]
     if num == 0:
         return mu.new_zeros(0, d)
+    if method == "push_forward":
+        return _push_forward(embed, mu, factor, num, oversample, num_steps, generator, rtol)
     m = oversample * num
-    eps = torch.randn(m, d, generator=generator, dtype=torch.float64).to(mu)
-    v = torch.linalg.solve(factor, eps.T).T  # (m, d)
+    v = _tangent_gaussian(factor, m, generator).to(mu)  # (m, d)
     x, w, _, _ = volume_weights(embed, mu, v, num_steps, rtol, base_measure)
     if not bool(w.sum() > 0):
         raise FloatingPointError(f"every exponential-map shot from {mu.tolist()} failed")
     idx = torch.multinomial(w.double().cpu(), num, replacement=True, generator=generator)
     return x[idx.to(x.device)]
+
+
+def _tangent_gaussian(factor: Tensor, num: int, generator: torch.Generator) -> Tensor:
+    """``(num, d)`` float64 draws of ``N(0, (A^T A)^-1)`` for the precision factor ``A``."""
+    eps = torch.randn(num, factor.shape[0], generator=generator, dtype=torch.float64)
+    return torch.linalg.solve(factor.double().cpu(), eps.T).T
+
+
+def _push_forward(
+    embed: Embed, mu: Tensor, factor: Tensor, num: int, rounds: int, num_steps: int,
+    generator: torch.Generator, rtol: float | None,
+) -> Tensor:  # fmt: skip
+    """``(num, d)`` successful shots ``Exp_mu(v)``, ``v ~ N(0, Gamma^-1)``, in draw order."""
+    kept: list[Tensor] = []
+    have = 0
+    for _ in range(rounds):
+        v = _tangent_gaussian(factor, num - have, generator).to(mu)
+        x = exp_map_or_nan(embed, mu.expand_as(v).contiguous(), v, num_steps, rtol)
+        x = x[torch.isfinite(x).all(dim=1)]
+        kept.append(x)
+        have += x.shape[0]
+        if have == num:
+            return torch.cat(kept)
+    raise FloatingPointError(
+        f"only {have} of {num} exponential-map shots from {mu.tolist()} succeeded in {rounds} "
+        "rounds (they run where the metric is singular)"
+    )
 
 
 def refine_log_maps(

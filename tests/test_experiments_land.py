@@ -57,6 +57,7 @@ def test_run_land_experiment_on_two_separated_clusters(tmp_path) -> None:
     for name in ("land", "gmm"):
         assert res[name]["f_measure"] == pytest.approx(1.0)
         assert 0 < res[name]["sample_nearest_code_distance"] < 1.0
+    assert 0 < res["land"]["sample_nearest_code_distance_push_forward"] < 1.0
     # a constant metric: the LAND is the GMM, so the held-out likelihoods agree
     assert res["land"]["test_log_likelihood"] == pytest.approx(
         res["gmm"]["test_log_likelihood"], abs=0.05
@@ -236,6 +237,7 @@ def test_land_experiment_end_to_end_at_a_tiny_size(tmp_path, wandb_offline_env) 
 def _seed_result(f_land: float, f_gmm: float, d_land: float, d_gmm: float) -> dict:
     common = {"test_log_likelihood": -1.0, "fit_s": 2.0, "nan_fit": False}
     land = {**common, "f_measure": f_land, "sample_nearest_code_distance": d_land}
+    land |= {"sample_nearest_code_distance_push_forward": d_land / 2}
     land |= {"s_per_em_iteration": 1.0, "em_iterations": 2, "stop_reason": "max_iterations"}
     land |= {"unconverged_log_maps_train": 3, "unconverged_log_maps_test": 1}
     gmm = {**common, "f_measure": f_gmm, "sample_nearest_code_distance": d_gmm}
@@ -257,6 +259,8 @@ def test_aggregate_over_seeds_counts_failures_and_marks_the_targets() -> None:
     )
     assert agg["land"]["unconverged_log_maps_train"] == 6 and agg["land"]["log_maps_train"] == 40
     assert agg["land"]["stop_reasons"] == {"max_iterations": 2}
+    pushed = agg["land"]["sample_nearest_code_distance_push_forward"]
+    assert pushed["mean"] == pytest.approx(0.125)
     # F: 0.8 vs 0.7667 (met); distance: 0.25 vs 0.3667 (met)
     assert agg["targets"] == {
         "land_f_measure_above_gmm": True,

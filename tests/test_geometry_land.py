@@ -228,8 +228,8 @@ def _chi2_p(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(chi2_contingency(np.stack([ha[keep], hb[keep]]))[1])
 
 
-def test_sphere_samples_match_the_density_chi2_at_level_001() -> None:
-    """Two-sample chi-square homogeneity test on 6 x 6 quantile bins, level 0.01."""
+def _sphere_land() -> LANDMixture:
+    """One component with the sphere test's mean and covariance (no fit)."""
     land = LANDMixture(SphereEmbed(), 1, **{**FAST, "exp_steps": 16}, oversample=8, seed=3)
     factor = torch.linalg.inv(torch.linalg.cholesky(SPHERE_COV))
     state = {
@@ -240,16 +240,39 @@ def test_sphere_samples_match_the_density_chi2_at_level_001() -> None:
         "seed": 3,
     }  # fmt: skip
     land.load_state_dict(state)
+    return land
+
+
+def _pushed_sphere_gaussian(n: int, seed: int) -> torch.Tensor:
+    """``Exp_mu(v)``, ``v ~ N(0, SPHERE_COV)``: the pushed-forward tangent Gaussian."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, 2, generator=g, dtype=F64) @ torch.linalg.cholesky(SPHERE_COV).T
+    return exp_map(SphereEmbed(), SPHERE_MU.expand(n, 2).contiguous(), v, num_steps=16)
+
+
+def test_sphere_samples_match_the_density_chi2_at_level_001() -> None:
+    """Two-sample chi-square homogeneity test on 6 x 6 quantile bins, level 0.01."""
+    land = _sphere_land()
     n = 3000
     samples, comp = land.sample(n)
     assert samples.shape == (n, 2) and bool((comp == 0).all())
     reference = _reference_sphere_samples(n, seed=4)
     assert _chi2_p(samples, reference) > 0.01
     # power: the pushed-forward tangent Gaussian without the Jacobian weights is rejected
-    g = torch.Generator().manual_seed(5)
-    v = torch.randn(n, 2, generator=g, dtype=F64) @ torch.linalg.cholesky(SPHERE_COV).T
-    pushed = exp_map(SphereEmbed(), SPHERE_MU.expand(n, 2).contiguous(), v, num_steps=16)
-    assert _chi2_p(pushed, reference) < 0.01
+    assert _chi2_p(_pushed_sphere_gaussian(n, seed=5), reference) < 0.01
+
+
+def test_push_forward_samples_are_the_authors_sampler_not_the_density() -> None:
+    """``method="push_forward"`` matches independent ``Exp`` shots of the tangent Gaussian and
+    is rejected against the density (the volume term it ignores)."""
+    land = _sphere_land()
+    n = 3000
+    samples, comp = land.sample(n, method="push_forward")
+    assert samples.shape == (n, 2) and bool((comp == 0).all())
+    assert _chi2_p(samples, _pushed_sphere_gaussian(n, seed=6)) > 0.01
+    assert _chi2_p(samples, _reference_sphere_samples(n, seed=4)) < 0.01
+    with pytest.raises(ValueError, match=r"method must be one of .*'exact'.*got 'pushed'"):
+        land.sample(3, method="pushed")
 
 
 def test_save_and_load_roundtrip(tmp_path) -> None:
