@@ -31,7 +31,7 @@ from geometry._checks import Embed, check_curves, check_points, check_positive_i
 
 #: geometric grading levels towards the ends of segments cut into several pieces
 _GRADING_LEVELS = 8
-#: most embedded numbers (pieces x D') refined at once; beyond, pieces are accepted unconverged
+#: most embedded numbers (pieces x D') refined at once; beyond, a batch is measured in halves
 _MAX_ACTIVE_ELEMENTS = 2**26
 
 __all__ = [
@@ -182,9 +182,8 @@ def measure_curve_lengths(
         raise ValueError(f"max_depth must be <= 30, got {max_depth}")
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    B, N, d = curves.shape
+    B, N, _ = curves.shape
     n_seg = N - 1
-    x = curves.detach()
     if B == 0:
         empty = curves.new_zeros(0)
         return CurveLengths(
@@ -196,6 +195,51 @@ def measure_curve_lengths(
             rtol=float(rtol),
             evaluations=0,
         )
+
+    def measure(c: Tensor) -> CurveLengths:
+        # a batch whose pieces would not fit in one pass is measured in halves (recursively),
+        # so the result does not depend on the batch size
+        out = _measure(
+            embed, c, rtol, resolution, max_piece_length, min_depth, max_depth, chunk_size
+        )
+        if out is not None:
+            return out
+        half = c.shape[0] // 2
+        return _concatenate(measure(c[:half]), measure(c[half:]))
+
+    return measure(curves)
+
+
+def _concatenate(a: CurveLengths, b: CurveLengths) -> CurveLengths:
+    """The measurements of two batches as one (``a``'s curves first)."""
+    return CurveLengths(
+        lengths=torch.cat([a.lengths, b.lengths]),
+        errors=torch.cat([a.errors, b.errors]),
+        segment_lengths=torch.cat([a.segment_lengths, b.segment_lengths]),
+        converged=torch.cat([a.converged, b.converged]),
+        pieces=torch.cat([a.pieces, b.pieces]),
+        rtol=a.rtol,
+        evaluations=a.evaluations + b.evaluations,
+    )
+
+
+def _measure(
+    embed: Embed,
+    curves: Tensor,
+    rtol: float,
+    resolution: int,
+    max_piece_length: float | None,
+    min_depth: int,
+    max_depth: int,
+    chunk_size: int | None,
+) -> CurveLengths | None:
+    """One batched measurement (see :func:`measure_curve_lengths`); None when ``B > 1`` and the
+    pieces in flight would exceed ``_MAX_ACTIVE_ELEMENTS`` embedded numbers (a quarter of it for
+    the initial pieces, which refinement multiplies): the caller splits the batch. A single
+    curve past the bound has its unrefined pieces accepted and is flagged unconverged."""
+    B, N, d = curves.shape
+    n_seg = N - 1
+    x = curves.detach()
 
     def run(points: Tensor) -> Tensor:
         if chunk_size is None or points.shape[0] <= chunk_size:
@@ -248,6 +292,8 @@ def measure_curve_lengths(
         t_right = torch.ones_like(t_left)
         t_right[:-1] = torch.where(last_piece[:-1], 1.0, t_left[1:])
         t0, t1 = t_left.to(x.dtype), t_right.to(x.dtype)
+        if B > 1 and 4 * seg.numel() * h_nodes.shape[2] > _MAX_ACTIVE_ELEMENTS:
+            return None
         h0 = h_nodes[:, :-1].reshape(n_all, -1)[seg]  # (I, D'), right where t0 == 0
         inner = t_left > 0
         if bool(inner.any()):
@@ -286,8 +332,12 @@ def measure_curve_lengths(
             accept = small & parent_ok
             if depth < min_depth:
                 accept = torch.zeros_like(accept)
-            # bounded memory: past 2**26 embedded numbers in flight, stop refining (flagged)
-            last = depth >= max_depth or seg.numel() * h0.shape[1] > _MAX_ACTIVE_ELEMENTS
+            # bounded memory: past 2**26 embedded numbers in flight, a batch is split; a single
+            # curve stops refining (flagged)
+            crowded = seg.numel() * h0.shape[1] > _MAX_ACTIVE_ELEMENTS
+            if crowded and B > 1:
+                return None
+            last = depth >= max_depth or crowded
             if last:
                 ok[curve[~accept]] = False
                 accept = torch.ones_like(accept)

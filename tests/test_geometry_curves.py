@@ -202,6 +202,27 @@ def test_max_depth_reports_not_converged() -> None:
     assert (m.pieces <= 2**2 * 2 * 4).all()  # never refined past max_depth
 
 
+def test_a_batch_past_the_memory_bound_is_measured_like_its_curves_alone(monkeypatch) -> None:
+    """A batch whose pieces exceed the in-flight bound is split, not left unrefined: the same
+    converged lengths as each curve measured alone (the LAND measures ``n K`` curves at once)."""
+    import geometry.curves as curves_module
+
+    dec = ToyRBFDecoder(data_dim=24, num_centers=6, seed=1, bandwidth=16.0).double()
+    curves = _bent_curves(16, 24, seed=4)
+    alone = [G.measure_curve_lengths(dec.embed, curves[i : i + 1], rtol=1e-4) for i in range(16)]
+    width = dec.embed(curves[0, :1]).shape[1]
+    # one curve fits in a pass (its pieces in flight never exceed its evaluations); the batch's
+    # first pieces alone (over a quarter of its evaluations here) do not
+    bound = max(a.evaluations for a in alone) * width
+    assert sum(a.evaluations for a in alone) * width > 4 * bound
+    monkeypatch.setattr(curves_module, "_MAX_ACTIVE_ELEMENTS", bound)
+    m = G.measure_curve_lengths(dec.embed, curves, rtol=1e-4)
+    assert m.converged.all()
+    torch.testing.assert_close(m.lengths, torch.cat([a.lengths for a in alone]))
+    torch.testing.assert_close(m.errors, torch.cat([a.errors for a in alone]))
+    assert torch.equal(m.pieces, torch.cat([a.pieces for a in alone]))
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
