@@ -3,7 +3,8 @@
 Examples::
 
     python scripts/reproduce.py --experiment table1
-    python scripts/reproduce.py --experiment all
+    python scripts/reproduce.py --experiment all                      # all but land
+    python scripts/reproduce.py --experiment all --experiment land    # and land (hours)
     python scripts/reproduce.py --experiment table1 --seeds 0 --stage1-epochs 60 \\
         --option table1.num_subsets=5
 
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.common import ReproduceSettings
-from experiments.registry import EXPERIMENTS, get_experiment
+from experiments.registry import EXPERIMENTS, get_experiment, selected_experiments
 from pipeline import UserError
 
 __all__ = ["build_parser", "main", "parse_options"]
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     names = ", ".join(f"{n} ({e.description})" for n, e in EXPERIMENTS.items())
     d = ReproduceSettings.__dataclass_fields__
     p = argparse.ArgumentParser(
-        description=f"Run the paper's experiments. Experiments: {names}; 'all' runs each."
+        description=f"Run the paper's experiments. Experiments: {names}; 'all' runs each "
+        "except those marked not part of 'all'."
     )
     p.add_argument("--experiment", action="append", required=True, help="name, or 'all'")
     p.add_argument("--out", default=d["out_dir"].default, help="parent of report folders")
@@ -91,10 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected experiments; return the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        names: list[str] = []
-        for n in args.experiment:
-            selected = list(EXPERIMENTS) if n == "all" else [get_experiment(n).name]
-            names += [s for s in selected if s not in names]
+        names = selected_experiments(args.experiment)
+        skipped = [n for n, e in EXPERIMENTS.items() if not e.in_all and n not in names]
+        if "all" in args.experiment and skipped:
+            print(f"all: leaves out {', '.join(skipped)} (hours; name it to run it)", flush=True)
         options = parse_options(names, args.option)
         settings = ReproduceSettings(
             out_dir=args.out,

@@ -39,8 +39,30 @@ def clustering_f_measure(labels: np.ndarray, clusters: np.ndarray) -> float:
     return f_measure(labels, clusters) / 100
 
 
-def _nearest_distance(samples: Tensor, codes: Tensor) -> float:
+def _nearest_distance(samples: Tensor | None, codes: Tensor) -> float | None:
+    """Mean distance of ``samples (m, d)`` to their nearest code; None without samples."""
+    if samples is None:
+        return None
     return float(torch.cdist(samples.to(codes), codes).min(dim=1).values.mean())
+
+
+def _draw_samples(
+    mix: Any, num: int, seed: int, method: str, like: Tensor, errors: dict[str, str]
+) -> Tensor | None:
+    """``(num, d)`` samples of ``mix`` grouped by component, in ``like``'s dtype and device, or
+    None if the sampler failed.
+
+    A sampler whose exponential-map shots run where the metric is singular raises
+    ``FloatingPointError``; that is a failure of the sample, not of the fit: its message is
+    stored in ``errors[method]`` and the sample's measures are reported as missing.
+    """
+    kwargs = {"method": method} if method != "exact" else {}
+    try:
+        samples, comp = mix.sample(num, seed=seed, **kwargs)
+    except FloatingPointError as err:
+        errors[method] = f"{type(err).__name__}: {err}"
+        return None
+    return samples.to(like)[torch.argsort(comp, stable=True)]  # grouped by component
 
 
 def _save_grid(model: Any, z: Tensor, path: Path, title: str) -> bool:
@@ -98,10 +120,14 @@ def _fit_and_evaluate(
     assert train_r is not None
     assign = train_r.argmax(dim=1).cpu().numpy()
     test_lp = mix.log_prob(z_test)  # (n_test,)
-    samples, comp = mix.sample(samples_per_component * K, seed=seed)
-    samples = samples.to(z_train)[torch.argsort(comp, stable=True)]  # grouped by component
-    title = f"{name.upper()}: {len(samples)} samples, sorted by component"
-    drawn = _save_grid(model, samples, grid_path, title)
+    num_samples = samples_per_component * K
+    sample_errors: dict[str, str] = {}
+    samples = _draw_samples(mix, num_samples, seed, "exact", z_train, sample_errors)
+    pushed: Tensor | None = None  # the LAND authors' sampler, LAND only
+    drawn = False
+    if samples is not None:
+        title = f"{name.upper()}: {len(samples)} samples, sorted by component"
+        drawn = _save_grid(model, samples, grid_path, title)
     res: dict[str, Any] = {
         "test_log_likelihood": float(test_lp.mean()),
         "f_measure": clustering_f_measure(y_train, assign),
@@ -113,7 +139,7 @@ def _fit_and_evaluate(
         assert mix.converged_ is not None and mix.last_converged is not None
         log_z, se = mix.log_normaliser
         iterations = max(1, len(mix.nll_history) - 1)
-        pushed, _ = mix.sample(samples_per_component * K, seed=seed, method="push_forward")
+        pushed = _draw_samples(mix, num_samples, seed, "push_forward", z_train, sample_errors)
         res.update(
             sample_nearest_code_distance_push_forward=_nearest_distance(pushed, z_train),
             em_iterations=iterations,
@@ -127,12 +153,12 @@ def _fit_and_evaluate(
             timings=dict(mix.timings),
             failed_steps=len(mix.failed_steps),
         )
-        params: tuple[Any, ...] = (
-            mix.means, mix.factors, mix.weights, log_z, mix.nll_history, pushed,
-        )  # fmt: skip
+        params: tuple[Any, ...] = (mix.means, mix.factors, mix.weights, log_z, mix.nll_history)
     else:
         params = (mix.means, mix.covariances, mix.weights)
-    res["nan_fit"] = not _all_finite(*params, test_lp, samples)
+    drawn_samples = [x for x in (samples, pushed) if x is not None]
+    res["nan_fit"] = not _all_finite(*params, test_lp, *drawn_samples)
+    res["sample_errors"] = sample_errors
     return mix, res, grid_path.name if drawn else None
 
 
@@ -175,7 +201,9 @@ def run_land_experiment(
         ``num_test``, ``K``, ``figures`` (kind -> file name), and per mixture (``land``,
         ``gmm``): ``test_log_likelihood`` (mean over the held-out codes), ``f_measure`` (hard
         training responsibilities vs labels, in [0, 1]), ``sample_nearest_code_distance``,
-        ``fit_s``, ``eval_s``, ``nan_fit``; the LAND also ``em_iterations``,
+        ``fit_s``, ``eval_s``, ``nan_fit``, ``sample_errors`` (sampler -> error message, for a
+        sampler that raised ``FloatingPointError`` after a successful fit; its distance is then
+        None); the LAND also ``em_iterations``,
         ``s_per_em_iteration``, ``stop_reason``, ``log_normaliser`` (and its standard error),
         ``unconverged_log_maps_train`` / ``_test`` (of ``num_train * K`` / ``num_test * K``),
         ``nll_history``, ``timings`` (seconds in log maps, normalisers, M-steps; evaluations)

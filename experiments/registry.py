@@ -11,13 +11,19 @@ its report folder, plus an optional ``check(settings, **options)`` that raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import UserError
 
-__all__ = ["Experiment", "EXPERIMENTS", "get_experiment", "register_experiment"]
+__all__ = [
+    "Experiment",
+    "EXPERIMENTS",
+    "get_experiment",
+    "register_experiment",
+    "selected_experiments",
+]
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,15 @@ class Experiment:
         run: ``run(settings, **options) -> results``.
         check: ``check(settings, **options)``, raising ``UserError`` before any work (or None).
         description: one line for ``--help``.
+        in_all: whether ``all`` runs it (False for an experiment that takes hours at its
+            default sizes; it then runs only when named).
     """
 
     name: str
     run: Callable[..., dict[str, Any]]
     check: Callable[..., None] | None = None
     description: str = ""
+    in_all: bool = True
 
 
 #: name -> experiment, in the order ``all`` runs them
@@ -46,11 +55,12 @@ def register_experiment(
     run: Callable[..., dict[str, Any]],
     check: Callable[..., None] | None = None,
     description: str = "",
+    in_all: bool = True,
 ) -> Experiment:
-    """Add (or replace) an experiment in :data:`EXPERIMENTS`."""
+    """Add (or replace) an experiment in :data:`EXPERIMENTS` (see :class:`Experiment`)."""
     if not name or name == "all" or not name.replace("_", "").isalnum():
         raise ValueError(f"experiment name {name!r} must be alphanumeric/underscores, not 'all'")
-    exp = Experiment(name=name, run=run, check=check, description=description)
+    exp = Experiment(name=name, run=run, check=check, description=description, in_all=in_all)
     EXPERIMENTS[name] = exp
     return exp
 
@@ -66,3 +76,22 @@ def get_experiment(name: str) -> Experiment:
             f"unknown experiment {name!r}; accepted: {', '.join([*EXPERIMENTS, 'all'])}"
         )
     return EXPERIMENTS[name]
+
+
+def selected_experiments(names: Sequence[str]) -> list[str]:
+    """The experiments that ``--experiment`` arguments select, in order, each once.
+
+    ``all`` stands for every experiment registered with ``in_all=True``; the others run only
+    when named (e.g. ``["all", "land"]``).
+
+    Raises:
+        UserError: an unknown name (naming the accepted ones).
+    """
+    out: list[str] = []
+    for name in names:
+        if name == "all":
+            picked = [n for n, e in EXPERIMENTS.items() if e.in_all]
+        else:
+            picked = [get_experiment(name).name]
+        out += [n for n in picked if n not in out]
+    return out

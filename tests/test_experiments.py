@@ -22,6 +22,7 @@ from experiments import (
     k_medoids,
     path_smoothness,
     prior_log_marginal,
+    selected_experiments,
 )
 from experiments.cli import main
 from experiments.clustering import medoid_cost, stratified_subsets
@@ -210,6 +211,15 @@ def test_the_registry_holds_the_built_in_experiments_in_order():
     assert all(EXPERIMENTS[n].check is not None for n in BUILT_IN)
 
 
+def test_all_selects_the_experiments_registered_for_it_and_named_ones_once():
+    quick = [n for n, e in EXPERIMENTS.items() if e.in_all]
+    assert "land" not in quick and set(BUILT_IN) <= set(quick)
+    assert selected_experiments(["all"]) == quick
+    assert selected_experiments(["land", "all", "table1"]) == ["land", *quick]
+    with pytest.raises(UserError, match="unknown experiment 'lnad'"):
+        selected_experiments(["all", "lnad"])
+
+
 def test_unknown_experiment_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(UserError, match="unknown experiment 'tabel1'; accepted: table1"):
         get_experiment("tabel1")
@@ -227,10 +237,13 @@ def test_bad_options_are_errors_before_any_training(tmp_path, capsys):
         (["--experiment", "table1", "--option", "table1.num_subsets=200"], "num_subsets=200"),
         (["--experiment", "table1", "--option", "table1.nope=1"], "no option 'nope'"),
         (["--experiment", "all", "--option", "variance.digits=[0,10]"], "10"),
+        (["--experiment", "all", "--option", "land.codes_per_class=5"], "'land' is not selected"),
     ]
     for argv, message in bad:
         assert main(argv + common) == 2
-        assert message in capsys.readouterr().err
+        out = capsys.readouterr()
+        assert message in out.err
+        assert ("all: leaves out land" in out.out) == ("all" in argv)
     assert not runs.exists() and not (tmp_path / "rep").exists()
 
 

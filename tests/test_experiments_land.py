@@ -68,6 +68,41 @@ def test_run_land_experiment_on_two_separated_clusters(tmp_path) -> None:
         run_land_experiment(_LinearDecoder(), codes, labels, tmp_path, test_fraction=1.5)
 
 
+class _StripDecoder(nn.Module):
+    """``mean(z) = (tanh z_1, z_2)``: the flat strip of :class:`geometry.toy_models.
+    TanhStripEmbed`, whose geodesics run off to infinity where ``tanh z_1`` reaches 1."""
+
+    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        mean = torch.stack([torch.tanh(z[:, 0]), z[:, 1]], dim=1)
+        return mean, torch.full_like(mean, 0.1)
+
+    def embed(self, z: Tensor) -> Tensor:
+        return self.decode(z)[0]
+
+
+def test_a_failed_sampler_is_recorded_without_failing_the_fit(tmp_path) -> None:
+    """Codes near the strip's edge: some ``Exp`` shots of the fitted components run off it.
+    The exact sampler resamples the others; the push-forward one needs every shot, raises,
+    and that is recorded as a missing sample distance, not as a failed LAND fit."""
+    g = torch.Generator().manual_seed(1)
+    u1 = 0.6 + 0.39 * torch.rand(60, generator=g, dtype=torch.float64)  # up to tanh z_1 = 0.99
+    z2 = 0.4 * torch.randn(60, generator=g, dtype=torch.float64)
+    codes = torch.stack([torch.atanh(u1), z2 + torch.tensor([0.0, 3.0]).repeat_interleave(30)], 1)
+    labels = np.repeat([0, 1], 30)
+    opts = {**_EXACT_EXP, "newton_steps": 2, "exp_steps": 8, "oversample": 1}
+    res = run_land_experiment(
+        _StripDecoder(), codes, labels, tmp_path, seed=1, samples_per_component=100,
+        land_options={**opts, "max_iterations": 0},
+    )  # fmt: skip
+    land = res["land"]
+    assert "error" not in land and land["f_measure"] == pytest.approx(1.0)
+    assert 0 < land["sample_nearest_code_distance"] < 1.0  # the exact sampler drew
+    assert land["sample_nearest_code_distance_push_forward"] is None
+    assert set(land["sample_errors"]) == {"push_forward"}
+    assert "FloatingPointError" in land["sample_errors"]["push_forward"]
+    assert land["nan_fit"] is False and res["gmm"]["sample_errors"] == {}
+
+
 # ---------------------------------------------------------------------------- density maps
 
 
@@ -260,7 +295,14 @@ def test_aggregate_over_seeds_counts_failures_and_marks_the_targets() -> None:
     assert agg["land"]["unconverged_log_maps_train"] == 6 and agg["land"]["log_maps_train"] == 40
     assert agg["land"]["stop_reasons"] == {"max_iterations": 2}
     pushed = agg["land"]["sample_nearest_code_distance_push_forward"]
-    assert pushed["mean"] == pytest.approx(0.125)
+    assert pushed["mean"] == pytest.approx(0.125) and agg["land"]["failed_samples"] == 0
+    runs[1]["land"]["sample_nearest_code_distance_push_forward"] = None  # its sampler failed
+    runs[1]["land"]["sample_errors"] = {"push_forward": "FloatingPointError: ..."}
+    partial = _aggregate(runs)["land"]
+    assert partial["failed_samples"] == 1 and partial["fits"] == 2
+    assert partial["sample_nearest_code_distance_push_forward"]["mean"] == pytest.approx(0.1)
+    del runs[1]["land"]["sample_errors"]
+    runs[1]["land"]["sample_nearest_code_distance_push_forward"] = 0.15
     # F: 0.8 vs 0.7667 (met); distance: 0.25 vs 0.3667 (met)
     assert agg["targets"] == {
         "land_f_measure_above_gmm": True,
