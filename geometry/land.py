@@ -27,7 +27,8 @@ first order in ``step`` this is ``A - step / 2 * A (S - E_q[v v^T]) Gamma``, the
 NLL in ``A`` times ``Gamma``; the inverse square root is the Newton step for a constant metric,
 and its eigenvalues are clipped to ``[1/2, 2]`` so ``A`` stays invertible). For a constant
 metric one iteration with steps 1 gives the weighted mean and covariance. An iteration whose
-NLL (common random numbers) is higher than the last one, or whose normaliser fails (more than
+NLL (common random numbers) is higher than the last one (by more than ``noise_tolerance`` standard
+errors of the difference, 0 by default), or whose normaliser fails (more than
 ``max_failed_fraction`` of its Monte Carlo shots fail; listed in ``failed_steps``), is undone and
 retried with halved steps (``max_backtracks`` times; the halved steps are kept for later
 iterations); an iteration that resets a component is always accepted. Stops when the NLL
@@ -44,6 +45,7 @@ then computed from a responsibility mass of at least 1 point). A k-means cluster
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -60,6 +62,7 @@ from geometry.land_normaliser import (
     check_sample_method,
     estimate_normaliser,
     exp_map_or_nan,
+    log_ratio_std_error,
     sample_component,
 )
 from geometry.metric import log_magnification_factor
@@ -81,6 +84,10 @@ class LANDMixture:
         mean_step: step size of the mean update (1 = preconditioned Newton step).
         precision_step: step size of the precision-factor update.
         max_backtracks: halvings of both steps tried when an iteration raises the NLL.
+        noise_tolerance: a candidate step is accepted when its NLL is at most this many
+            standard errors of the NLL difference above the current one (the paired Monte
+            Carlo error of the normalisers, :func:`geometry.land_normaliser.log_ratio_std_error`,
+            times each component's responsibility mass); 0: only steps that lower the estimate.
         exp_steps: with ``exp_rtol=None``, the RK4 steps of :func:`geometry.exp_map`; else the
             first adaptive step is ``1 / exp_steps``.
         exp_rtol: tolerance of the adaptive shots of ``Exp`` (:func:`geometry.shoot_geodesics`:
@@ -116,6 +123,7 @@ class LANDMixture:
         mean_step: float = 1.0,
         precision_step: float = 1.0,
         max_backtracks: int = 3,
+        noise_tolerance: float = 0.0,
         exp_steps: int = 32,
         exp_rtol: float | None = 1e-6,
         graph_size: int = 500,
@@ -141,6 +149,9 @@ class LANDMixture:
                 raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
             raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+        if not (isinstance(noise_tolerance, (int, float)) and noise_tolerance >= 0):
+            raise ValueError(f"noise_tolerance must be a number >= 0, got {noise_tolerance!r}")
+        self.noise_tolerance = float(noise_tolerance)
         if on_collapse not in ("raise", "reset"):
             raise ValueError(f"on_collapse must be 'raise' or 'reset', got {on_collapse!r}")
         self.base_measure = check_base_measure(base_measure)
@@ -178,6 +189,8 @@ class LANDMixture:
         self.log_normaliser_std_errors: Tensor | None = None  # (K,)
         self.graph_points: Tensor | None = None  # (P, d)
         self.nll_history: list[float] = []
+        #: per accepted EM iteration, the Monte Carlo SE of its NLL difference (paired shots)
+        self.nll_difference_std_errors: list[float] = []
         self.converged_: Tensor | None = None  # (n, K) bool, log maps of the training codes
         self.responsibilities_: Tensor | None = None  # (n, K) of the training codes after fit
         self.last_converged: Tensor | None = None  # (n, K) bool, of the last log_prob call
@@ -344,12 +357,13 @@ class LANDMixture:
         pi = r0.mean(dim=0)
         state = self._evaluate(z, mu, A, pi, log_maps=(V0, conv0))
         self.nll_history = [state[0]]
+        self.nll_difference_std_errors = []
         self.failed_steps = []
         steps = (self.mean_step, self.precision_step)
         bar = tqdm(range(self.max_iterations), desc="LAND EM", disable=not self.progress)
         self.stop_reason = "max_iterations"
         for _ in bar:
-            nll, V, conv, log_z, se, moments = state
+            nll, V, conv, log_z, se, moments, weights = state
             r = torch.softmax(self._component_log_prob(V, A, log_z) + pi.log(), dim=1)
             for _ in range(self.max_backtracks + 1):
                 start = time.perf_counter()
@@ -360,7 +374,9 @@ class LANDMixture:
                 except FloatingPointError as err:  # the candidate's normaliser failed
                     self.failed_steps.append(str(err))
                 else:
-                    if new[0] <= nll + 1e-12 * abs(nll) or self._reset_rows:
+                    diff_se = self._difference_std_error(weights, new[6], r)
+                    allowed = 1e-12 * abs(nll) + self.noise_tolerance * diff_se
+                    if new[0] <= nll + allowed or self._reset_rows:
                         break
                 steps = (steps[0] / 2, steps[1] / 2)
             else:
@@ -369,6 +385,7 @@ class LANDMixture:
             mu, A, pi = cand
             state = new
             self.nll_history.append(new[0])
+            self.nll_difference_std_errors.append(diff_se)
             bar.set_postfix(nll=f"{new[0] / n:.4f}")
             if abs(nll - new[0]) < self.tol * n:
                 self.stop_reason = "converged"
@@ -423,7 +440,7 @@ class LANDMixture:
         log_maps: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Any, ...]:  # fmt: skip
         """NLL, log maps (computed unless given), their convergence, ``log Z``, its SE, tangent
-        moments."""
+        moments, the normalisers' shot weights."""
         assert self._eps is not None
         start = time.perf_counter()
         options = (self.exp_steps, self.exp_rtol, self.base_measure, self.max_failed_fraction)
@@ -439,7 +456,15 @@ class LANDMixture:
         self.timings["evaluations"] += 1
         lp = self._component_log_prob(V, A, log_z) + pi.log()
         nll = float(-torch.logsumexp(lp, dim=1).sum())
-        return nll, V, conv, log_z, se, moments
+        return nll, V, conv, log_z, se, moments, [e.weights for e in ests]
+
+    @staticmethod
+    def _difference_std_error(old: list[Tensor], new: list[Tensor], r: Tensor) -> float:
+        """Monte Carlo SE of an NLL difference: ``sqrt(sum_k (R_k se_k)^2)``, ``se_k`` the
+        paired SE of component ``k``'s log normaliser change, ``R_k`` its responsibility mass."""
+        mass = r.sum(dim=0)  # (K,)
+        terms = [float(m * log_ratio_std_error(a, b)) for m, a, b in zip(mass, old, new)]
+        return math.sqrt(sum(t * t for t in terms))
 
     def _m_step(
         self, z: Tensor, V: Tensor, r: Tensor, mu: Tensor, A: Tensor,

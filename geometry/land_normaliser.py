@@ -97,6 +97,9 @@ class NormaliserEstimate:
         mean_v: ``(d,)`` ``E_q[v]`` under the tangent density ``exp(-v^T Gamma v / 2) rho(v)``.
         second_moment: ``(d, d)`` ``E_q[v v^T]`` under the same density.
         num_failed: shots whose end point or Jacobian was not finite (weight 0, see module doc).
+        weights: ``(S,)`` the shots' volume weights ``rho(v)`` (0 where a shot failed), for
+            paired comparisons of two estimates from the same base samples
+            (:func:`log_ratio_std_error`).
     """
 
     log_value: Tensor
@@ -104,6 +107,7 @@ class NormaliserEstimate:
     mean_v: Tensor
     second_moment: Tensor
     num_failed: int
+    weights: Tensor
 
 
 def base_samples(num_samples: int, dim: int, seed: int, dtype: torch.dtype) -> Tensor:
@@ -277,7 +281,24 @@ def estimate_normaliser(
     p = w / w.sum()  # (S,) importance weights of the tangent density
     mean_v = p @ v  # (d,)
     second = torch.einsum("s,si,sj->ij", p, v, v)  # (d, d)
-    return NormaliserEstimate(log_value, se_j / mean_j, mean_v, second, num_failed)
+    return NormaliserEstimate(log_value, se_j / mean_j, mean_v, second, num_failed, w)
+
+
+def log_ratio_std_error(old: Tensor, new: Tensor) -> Tensor:
+    """Standard error of ``log mean(new) - log mean(old)`` for paired shot weights ``(S,)``.
+
+    Both estimates use the same antithetic base samples (common random numbers), so the error
+    of their difference comes from how each shot's weight changes between them (delta method on
+    the antithetic pair means of ``new / mean(new) - old / mean(old)``). It is 0 when every
+    weight changes by the same factor (e.g. a constant metric) and large when a heavy shot
+    appears or vanishes (a shot that fails under one set of parameters and not the other).
+    """
+    S = old.shape[0]
+    if S < 4 or not bool(old.sum() > 0) or not bool(new.sum() > 0):
+        return torch.zeros((), dtype=old.dtype, device=old.device)
+    diff = new / new.mean() - old / old.mean()  # (S,)
+    pairs = (diff[: S // 2] + diff[S // 2 :]) / 2  # (S/2,)
+    return pairs.std() / math.sqrt(S // 2)
 
 
 def sample_component(

@@ -113,6 +113,41 @@ def test_em_on_the_sphere_never_increases_the_nll_and_reports_convergence() -> N
     assert bool(torch.isfinite(land.covariances).all())
 
 
+def test_paired_normaliser_error_is_zero_for_a_common_factor_and_sees_a_toggled_shot() -> None:
+    from geometry.land_normaliser import log_ratio_std_error
+
+    g = torch.Generator().manual_seed(0)
+    w = 1 + torch.rand(64, generator=g, dtype=F64)
+    assert float(log_ratio_std_error(w, w)) == 0.0
+    assert float(log_ratio_std_error(w, 3 * w)) < 1e-15  # exact: every shot scales alike
+    toggled = w.clone()
+    toggled[5] = 0.0  # a shot that fails under the new parameters
+    diff = toggled / toggled.mean() - w / w.mean()
+    pairs = (diff[:32] + diff[32:]) / 2
+    expected = float(pairs.std() / math.sqrt(32))
+    assert float(log_ratio_std_error(w, toggled)) == pytest.approx(expected, rel=1e-12)
+    assert expected > 0.5 * float(w[5] / w.sum())  # of the order of the shot's share
+
+
+def test_noise_tolerant_em_accepts_increases_only_within_the_paired_error() -> None:
+    """Near the strip's edge shots run off it; every accepted step's NLL increase is within
+    ``noise_tolerance`` paired SEs, and on a constant metric the SE is 0 (a strict EM)."""
+    g = torch.Generator().manual_seed(3)
+    u1 = 0.6 + 0.39 * torch.rand(24, generator=g, dtype=F64)
+    z = torch.stack([torch.atanh(u1), 0.4 * torch.randn(24, generator=g, dtype=F64)], dim=1)
+    opts = {**FAST, "graph_k": 0, "max_iterations": 2, "tol": 0}
+    land = LANDMixture(TanhStripEmbed(), 1, noise_tolerance=2.0, **opts).fit(z)
+    nll, se = np.array(land.nll_history), np.array(land.nll_difference_std_errors)
+    assert len(se) == len(nll) - 1 >= 1 and (se >= 0).all() and np.isfinite(nll).all()
+    assert (np.diff(nll) <= 2.0 * se + 1e-9 * abs(nll[0])).all(), (nll, se)
+    assert se.max() > 0  # the shots' weights changed unevenly here
+    lin = LANDMixture(LinearEmbed(A_LIN), 1, noise_tolerance=2.0, **{**LINE, "tol": 0}).fit(
+        _gaussian(30, [0, 0], [[1, 0], [0.3, 0.5]], 4)
+    )
+    assert lin.nll_difference_std_errors and max(lin.nll_difference_std_errors) < 1e-9
+    assert (np.diff(lin.nll_history) <= 1e-9 * abs(lin.nll_history[0])).all()
+
+
 def _sphere_log_map(mu: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Closed-form ``Log_mu(z)`` on the unit sphere, in spherical-coordinate velocities."""
     emb = SphereEmbed()
@@ -373,6 +408,8 @@ def test_bad_input_names_the_value() -> None:
         LANDMixture(lin, 2, base_measure="volume")
     with pytest.raises(ValueError, match="max_failed_fraction must be a number in \\[0, 1\\)"):
         LANDMixture(lin, 2, max_failed_fraction=1.0)
+    with pytest.raises(ValueError, match="noise_tolerance must be a number >= 0, got -1"):
+        LANDMixture(lin, 2, noise_tolerance=-1)
     with pytest.raises(RuntimeError, match="not fitted"):
         LANDMixture(lin, 2).log_prob(z)
     land = LANDMixture(lin, 1, max_iterations=0, **FAST).fit(z)
