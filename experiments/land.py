@@ -150,6 +150,7 @@ def _fit_and_evaluate(
             unconverged_log_maps_train=int((~mix.converged_).sum()),
             unconverged_log_maps_test=int((~mix.last_converged).sum()),
             nll_history=mix.nll_history,
+            nll_difference_std_errors=mix.nll_difference_std_errors,
             timings=dict(mix.timings),
             failed_steps=len(mix.failed_steps),
         )
@@ -206,8 +207,9 @@ def run_land_experiment(
         None); the LAND also ``em_iterations``,
         ``s_per_em_iteration``, ``stop_reason``, ``log_normaliser`` (and its standard error),
         ``unconverged_log_maps_train`` / ``_test`` (of ``num_train * K`` / ``num_test * K``),
-        ``nll_history``, ``timings`` (seconds in log maps, normalisers, M-steps; evaluations)
-        and ``failed_steps`` (candidate steps undone because their normaliser failed). A fit that
+        ``nll_history`` (and the Monte Carlo SE of each accepted change,
+        ``nll_difference_std_errors``), ``timings`` (seconds in log maps, normalisers,
+        M-steps; evaluations) and ``failed_steps`` (candidate steps undone because their normaliser failed). A fit that
         fails with a clear error
         (:class:`geometry.ComponentCollapseError`, or ``FloatingPointError`` from a normaliser
         where more than half of the ``Exp`` shots crossed a singular metric) gives ``{"error":
