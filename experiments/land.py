@@ -209,8 +209,8 @@ def run_land_experiment(
         ``unconverged_log_maps_train`` / ``_test`` (of ``num_train * K`` / ``num_test * K``),
         ``nll_history`` (and the Monte Carlo SE of each accepted change,
         ``nll_difference_std_errors``), ``timings`` (seconds in log maps, normalisers,
-        M-steps; evaluations) and ``failed_steps`` (candidate steps undone because their normaliser failed). A fit that
-        fails with a clear error
+        M-steps; evaluations) and ``failed_steps`` (candidate steps undone because their
+        normaliser failed). A fit that fails with a clear error
         (:class:`geometry.ComponentCollapseError`, or ``FloatingPointError`` from a normaliser
         where more than half of the ``Exp`` shots crossed a singular metric) gives ``{"error":
         "<type>: <message>", "nan_fit": False, "seconds_to_failure": ...}`` for that mixture.
