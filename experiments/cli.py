@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = selected_experiments(args.experiment)
         skipped = [n for n, e in EXPERIMENTS.items() if not e.in_all and n not in names]
         if "all" in args.experiment and skipped:
-            print(f"all: leaves out {', '.join(skipped)} (hours; name it to run it)", flush=True)
+            print(f"all: leaves out {', '.join(skipped)} (name it to run it)", flush=True)
         options = parse_options(names, args.option)
         settings = ReproduceSettings(
             out_dir=args.out,

@@ -59,12 +59,11 @@ from geometry.land_log_maps import mixture_log_maps
 from geometry.land_normaliser import (
     base_samples,
     check_base_measure,
-    check_sample_method,
     estimate_normaliser,
     exp_map_or_nan,
     log_ratio_std_error,
-    sample_component,
 )
+from geometry.land_sampling import check_sample_method, sample_component
 from geometry.metric import log_magnification_factor
 
 __all__ = ["ComponentCollapseError", "LANDMixture"]
@@ -280,7 +279,7 @@ class LANDMixture:
         ``method="exact"``: importance resampling of ``oversample`` shots per sample (the
         mixture's density); ``"push_forward"``: ``Exp`` of tangent Gaussian samples, the LAND
         authors' sampler, which ignores the volume term
-        (:func:`geometry.land_normaliser.sample_component`).
+        (:func:`geometry.land_sampling.sample_component`).
         """
         check_positive_int(num, "num", minimum=0)
         check_sample_method(method)
@@ -310,6 +309,7 @@ class LANDMixture:
             "log_normalisers": self.log_normalisers,
             "log_normaliser_std_errors": self.log_normaliser_std_errors,
             "graph_points": self.graph_points, "nll_history": list(self.nll_history),
+            "nll_difference_std_errors": list(self.nll_difference_std_errors),
             "num_mc_samples": self.num_mc_samples, "exp_steps": self.exp_steps,
             "exp_rtol": self.exp_rtol, "base_measure": self.base_measure,
             "geodesic_options": dict(self.geodesic_options), "seed": self.seed,
@@ -325,6 +325,7 @@ class LANDMixture:
         self.log_normaliser_std_errors = state["log_normaliser_std_errors"]
         self.graph_points = state["graph_points"]
         self.nll_history = list(state["nll_history"])
+        self.nll_difference_std_errors = list(state.get("nll_difference_std_errors", []))
         self.num_mc_samples, self.exp_steps = state["num_mc_samples"], state["exp_steps"]
         self.exp_rtol = state.get("exp_rtol")
         self.base_measure = state.get("base_measure", "lebesgue")  # states saved before it

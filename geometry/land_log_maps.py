@@ -8,7 +8,7 @@ direction is that of the discrete geodesic's first nodes, accurate to ``O(1/N)``
 of nodes (:func:`geometry.initial_velocities`).
 
 Optionally (``newton_steps > 0``) each velocity is refined by Newton shooting on
-``Exp_mu(v) = z`` (:func:`geometry.land_normaliser.refine_log_maps`, adaptive shots). On decoders
+``Exp_mu(v) = z`` (:func:`refine_log_maps`, adaptive shots). On decoders
 whose geodesics spread apart (the trained VAEs: a 1 % error of ``v`` moves ``Exp_mu(v)`` by
 about 10 % of ``||z - mu||``), shooting is ill-conditioned and each step costs ``2 d + 1`` shots
 per pair; on smooth metrics it reaches the closed forms to the shooting tolerance.
@@ -16,6 +16,7 @@ per pair; on smooth metrics it reaches the closed forms to the shooting toleranc
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,10 +24,10 @@ from torch import Tensor
 
 from geometry._checks import Embed
 from geometry.graph import knn_graph, shortest_path_curves
-from geometry.land_normaliser import refine_log_maps
+from geometry.land_normaliser import exp_and_jacobian, exp_map_or_nan
 from geometry.maps import log_map
 
-__all__ = ["graph_starts", "mixture_log_maps"]
+__all__ = ["graph_starts", "mixture_log_maps", "refine_log_maps"]
 
 
 def graph_starts(
@@ -100,3 +101,48 @@ def mixture_log_maps(
         )
         converged = converged & accurate
     return v.reshape(n, K, -1), converged.reshape(n, K)
+
+
+def refine_log_maps(
+    embed: Embed, mu: Tensor, z: Tensor, v: Tensor, *, num_steps: int, newton_steps: int,
+    rtol: float, exp_rtol: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Newton shooting on ``Exp_mu(v) = z`` from the boundary-value velocities ``v``.
+
+    Each step solves ``D Exp_mu(v) dv = z - Exp_mu(v)`` (finite-difference Jacobian). A row
+    keeps its refined velocity only where that lowers the shooting residual.
+
+    Args:
+        embed: ``(n, d) -> (n, D')`` callable.
+        mu: ``(B, d)`` base points.
+        z: ``(B, d)`` targets.
+        v: ``(B, d)`` initial velocities (e.g. from :func:`geometry.log_map`).
+        num_steps: RK4 steps of :func:`geometry.exp_map` (or the first adaptive step).
+        exp_rtol: None (fixed-step RK4) or the adaptive shooting tolerance.
+        newton_steps: Newton steps (``0``: only measure the residual).
+        rtol: a row is ``accurate`` when ``||Exp_mu(v) - z|| <= rtol * (||z - mu|| + rtol)``.
+
+    Returns:
+        ``(B, d)`` velocities, ``(B,)`` residuals ``||Exp_mu(v) - z||`` and ``(B,)`` bool
+        ``accurate``.
+    """
+    best = v.clone()
+    best_res = torch.full(v.shape[:1], math.inf, dtype=v.dtype, device=v.device)
+    cur = v
+    for step in range(newton_steps + 1):
+        if step < newton_steps:
+            x, jac = exp_and_jacobian(embed, mu, cur, num_steps, exp_rtol)
+        else:
+            x = exp_map_or_nan(embed, mu.contiguous(), cur, num_steps, exp_rtol)
+        res = (x - z).norm(dim=1)  # (B,)
+        better = torch.isfinite(res) & (res < best_res)
+        best[better], best_res[better] = cur[better], res[better]
+        if step < newton_steps:
+            ok = torch.isfinite(jac).all(dim=2).all(dim=1) & torch.isfinite(x).all(dim=1)
+            eye = torch.eye(v.shape[1], dtype=v.dtype, device=v.device)
+            rhs = torch.where(ok[:, None], z - x, 0.0)[..., None]  # (B, d, 1)
+            dv, info = torch.linalg.solve_ex(torch.where(ok[:, None, None], jac, eye), rhs)
+            good = ok & (info == 0) & torch.isfinite(dv[..., 0]).all(dim=1)
+            cur = torch.where(good[:, None], cur + dv[..., 0], cur)
+    accurate = best_res <= rtol * ((z - mu).norm(dim=1) + rtol)
+    return best, best_res, accurate

@@ -1,4 +1,4 @@
-"""Monte Carlo normaliser and sampler of a LAND component (pure torch).
+"""Monte Carlo normaliser of a LAND component and its ``Exp`` shots (pure torch).
 
 A LAND component with mean ``mu`` and precision ``Gamma = A^T A`` has the unnormalised density
 ``q(z) = exp(-1/2 Log_mu(z)^T Gamma Log_mu(z))`` with respect to a base measure:
@@ -31,11 +31,8 @@ and in general the standard error is that of the antithetic pair means (an appro
 moment matching couples the pairs weakly). ``D Exp`` comes from central finite differences of
 :func:`geometry.exp_map` (``2 d`` extra shots per sample).
 
-Sampling (:func:`sample_component`) is by default sampling-importance-resampling: fresh tangent
-Gaussian samples are shot through ``Exp_mu`` and resampled with weights ``rho(v)``; exact as
-``oversample -> inf`` (a documented approximation for finite ``oversample``). The authors' sampler
-(``method="push_forward"``) keeps the shots without weights: it samples the pushed-forward
-tangent Gaussian, which ignores the volume term.
+Sampling is in :mod:`geometry.land_sampling`; Newton refinement of log maps in
+:mod:`geometry.land_log_maps`.
 """
 
 from __future__ import annotations
@@ -53,17 +50,13 @@ from geometry.metric import log_magnification_factor
 
 __all__ = [
     "BASE_MEASURES",
-    "SAMPLE_METHODS",
     "NormaliserEstimate",
     "base_samples",
     "check_base_measure",
-    "check_sample_method",
     "estimate_normaliser",
     "exp_and_jacobian",
     "exp_map_or_nan",
     "exp_with_jacobian",
-    "refine_log_maps",
-    "sample_component",
     "volume_weights",
 ]
 
@@ -74,16 +67,6 @@ def check_base_measure(value: object, name: str = "base_measure") -> str:
     """``value`` if it is one of :data:`BASE_MEASURES`, else a ``ValueError`` naming it."""
     if value not in BASE_MEASURES:
         raise ValueError(f"{name} must be one of {BASE_MEASURES}, got {value!r}")
-    return str(value)
-
-
-SAMPLE_METHODS = ("exact", "push_forward")
-
-
-def check_sample_method(value: object) -> str:
-    """``value`` if it is one of :data:`SAMPLE_METHODS`, else a ``ValueError`` naming it."""
-    if value not in SAMPLE_METHODS:
-        raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {value!r}")
     return str(value)
 
 
@@ -274,8 +257,7 @@ def estimate_normaliser(
             f"mean {mu.tolist()}: the component's covariance reaches where the metric is singular"
         )
     mean_j = w.mean()
-    pairs = (w[: S // 2] + w[S // 2 :]) / 2  # (S/2,) antithetic pair means
-    se_j = pairs.std() / math.sqrt(S // 2) if S >= 4 else torch.zeros_like(mean_j)
+    se_j = _antithetic_std_error(w)
     log_det_a = torch.linalg.slogdet(factor)[1]
     log_value = 0.5 * d * math.log(2 * math.pi) - log_det_a + mean_j.log() + log_ref
     p = w / w.sum()  # (S,) importance weights of the tangent density
@@ -293,123 +275,16 @@ def log_ratio_std_error(old: Tensor, new: Tensor) -> Tensor:
     weight changes by the same factor (e.g. a constant metric) and large when a heavy shot
     appears or vanishes (a shot that fails under one set of parameters and not the other).
     """
-    S = old.shape[0]
-    if S < 4 or not bool(old.sum() > 0) or not bool(new.sum() > 0):
+    if not bool(old.sum() > 0) or not bool(new.sum() > 0):
         return torch.zeros((), dtype=old.dtype, device=old.device)
-    diff = new / new.mean() - old / old.mean()  # (S,)
-    pairs = (diff[: S // 2] + diff[S // 2 :]) / 2  # (S/2,)
+    return _antithetic_std_error(new / new.mean() - old / old.mean())
+
+
+def _antithetic_std_error(values: Tensor) -> Tensor:
+    """Standard error of the mean of ``values (S,)`` from antithetic samples: the first and the
+    second half are the pairs (:func:`base_samples`); 0 for fewer than 2 pairs."""
+    S = values.shape[0]
+    if S < 4:
+        return torch.zeros((), dtype=values.dtype, device=values.device)
+    pairs = (values[: S // 2] + values[S // 2 :]) / 2  # (S/2,) antithetic pair means
     return pairs.std() / math.sqrt(S // 2)
-
-
-def sample_component(
-    embed: Embed,
-    mu: Tensor,
-    factor: Tensor,
-    num: int,
-    *,
-    oversample: int,
-    num_steps: int,
-    generator: torch.Generator,
-    rtol: float | None = None,
-    base_measure: str = "riemannian",
-    method: str = "exact",
-) -> Tensor:
-    """``(num, d)`` samples of one component.
-
-    ``method="exact"``: importance resampling. Draws ``oversample * num`` tangent vectors
-    ``v ~ N(0, Gamma^-1)``, maps them to ``Exp_mu(v)`` and resamples ``num`` of them with
-    replacement with probabilities proportional to ``rho(v)`` (the ratio of the target density
-    to the density of the pushed-forward Gaussian, both in latent coordinates); consistent as
-    ``oversample`` grows.
-
-    ``method="push_forward"``: ``Exp_mu(v)`` of ``num`` tangent vectors ``v ~ N(0, Gamma^-1)``,
-    the sampler of the LAND authors' code. It ignores the volume change of ``Exp`` and of the
-    base measure, so it samples the pushed-forward tangent Gaussian, not the LAND density
-    (they agree for a constant metric). Shots that fail (the metric becomes singular before
-    ``t = 1``) are drawn again, at most ``oversample`` rounds.
-    """
-    check_sample_method(method)
-    d = mu.shape[0]
-    if num == 0:
-        return mu.new_zeros(0, d)
-    if method == "push_forward":
-        return _push_forward(embed, mu, factor, num, oversample, num_steps, generator, rtol)
-    m = oversample * num
-    v = _tangent_gaussian(factor, m, generator).to(mu)  # (m, d)
-    x, w, _, _ = volume_weights(embed, mu, v, num_steps, rtol, base_measure)
-    if not bool(w.sum() > 0):
-        raise FloatingPointError(f"every exponential-map shot from {mu.tolist()} failed")
-    idx = torch.multinomial(w.double().cpu(), num, replacement=True, generator=generator)
-    return x[idx.to(x.device)]
-
-
-def _tangent_gaussian(factor: Tensor, num: int, generator: torch.Generator) -> Tensor:
-    """``(num, d)`` float64 draws of ``N(0, (A^T A)^-1)`` for the precision factor ``A``."""
-    eps = torch.randn(num, factor.shape[0], generator=generator, dtype=torch.float64)
-    return torch.linalg.solve(factor.double().cpu(), eps.T).T
-
-
-def _push_forward(
-    embed: Embed, mu: Tensor, factor: Tensor, num: int, rounds: int, num_steps: int,
-    generator: torch.Generator, rtol: float | None,
-) -> Tensor:  # fmt: skip
-    """``(num, d)`` successful shots ``Exp_mu(v)``, ``v ~ N(0, Gamma^-1)``, in draw order."""
-    kept: list[Tensor] = []
-    have = 0
-    for _ in range(rounds):
-        v = _tangent_gaussian(factor, num - have, generator).to(mu)
-        x = exp_map_or_nan(embed, mu.expand_as(v).contiguous(), v, num_steps, rtol)
-        x = x[torch.isfinite(x).all(dim=1)]
-        kept.append(x)
-        have += x.shape[0]
-        if have == num:
-            return torch.cat(kept)
-    raise FloatingPointError(
-        f"only {have} of {num} exponential-map shots from {mu.tolist()} succeeded in {rounds} "
-        "rounds (they run where the metric is singular)"
-    )
-
-
-def refine_log_maps(
-    embed: Embed, mu: Tensor, z: Tensor, v: Tensor, *, num_steps: int, newton_steps: int,
-    rtol: float, exp_rtol: float | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """Newton shooting on ``Exp_mu(v) = z`` from the boundary-value velocities ``v``.
-
-    Each step solves ``D Exp_mu(v) dv = z - Exp_mu(v)`` (finite-difference Jacobian). A row
-    keeps its refined velocity only where that lowers the shooting residual.
-
-    Args:
-        embed: ``(n, d) -> (n, D')`` callable.
-        mu: ``(B, d)`` base points.
-        z: ``(B, d)`` targets.
-        v: ``(B, d)`` initial velocities (e.g. from :func:`geometry.log_map`).
-        num_steps: RK4 steps of :func:`geometry.exp_map` (or the first adaptive step).
-        exp_rtol: None (fixed-step RK4) or the adaptive shooting tolerance.
-        newton_steps: Newton steps (``0``: only measure the residual).
-        rtol: a row is ``accurate`` when ``||Exp_mu(v) - z|| <= rtol * (||z - mu|| + rtol)``.
-
-    Returns:
-        ``(B, d)`` velocities, ``(B,)`` residuals ``||Exp_mu(v) - z||`` and ``(B,)`` bool
-        ``accurate``.
-    """
-    best = v.clone()
-    best_res = torch.full(v.shape[:1], math.inf, dtype=v.dtype, device=v.device)
-    cur = v
-    for step in range(newton_steps + 1):
-        if step < newton_steps:
-            x, jac = exp_and_jacobian(embed, mu, cur, num_steps, exp_rtol)
-        else:
-            x = exp_map_or_nan(embed, mu.contiguous(), cur, num_steps, exp_rtol)
-        res = (x - z).norm(dim=1)  # (B,)
-        better = torch.isfinite(res) & (res < best_res)
-        best[better], best_res[better] = cur[better], res[better]
-        if step < newton_steps:
-            ok = torch.isfinite(jac).all(dim=2).all(dim=1) & torch.isfinite(x).all(dim=1)
-            eye = torch.eye(v.shape[1], dtype=v.dtype, device=v.device)
-            rhs = torch.where(ok[:, None], z - x, 0.0)[..., None]  # (B, d, 1)
-            dv, info = torch.linalg.solve_ex(torch.where(ok[:, None, None], jac, eye), rhs)
-            good = ok & (info == 0) & torch.isfinite(dv[..., 0]).all(dim=1)
-            cur = torch.where(good[:, None], cur + dv[..., 0], cur)
-    accurate = best_res <= rtol * ((z - mu).norm(dim=1) + rtol)
-    return best, best_res, accurate

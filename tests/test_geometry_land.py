@@ -324,6 +324,9 @@ def test_save_and_load_roundtrip(tmp_path) -> None:
     test = z[:5] + 0.1
     torch.testing.assert_close(again.log_prob(test), land.log_prob(test))
     torch.testing.assert_close(again.sample(7, seed=1)[0], land.sample(7, seed=1)[0])
+    assert again.nll_history == land.nll_history
+    assert again.nll_difference_std_errors == land.nll_difference_std_errors
+    assert len(again.nll_difference_std_errors) == len(again.nll_history) - 1
     with pytest.raises(ValueError, match="state has 2 components, this mixture 3"):
         LANDMixture(LinearEmbed(A_LIN), 3).load_state_dict(land.state_dict())
 
