@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["solve_block_tridiagonal", "solve_spd_block_tridiagonal"]
+__all__ = ["block_tridiagonal_matvec", "solve_block_tridiagonal", "solve_spd_block_tridiagonal"]
 
 
 def solve_block_tridiagonal(diag: Tensor, off: Tensor, rhs: Tensor) -> Tensor:
@@ -67,3 +67,13 @@ def solve_spd_block_tridiagonal(diag: Tensor, off: Tensor, rhs: Tensor) -> Tenso
     if n * d <= 128:
         return _solve_dense(diag, off, rhs)
     return solve_block_tridiagonal(diag, off, rhs)
+
+
+def block_tridiagonal_matvec(diag: Tensor, off: Tensor, v: Tensor) -> Tensor:
+    """``A v`` for symmetric block-tridiagonal ``A`` (shapes as in
+    :func:`solve_block_tridiagonal`; ``v (b, n, d)``)."""
+    out = (diag @ v[..., None])[..., 0]  # (b, n, d)
+    if diag.shape[1] > 1:
+        out[:, :-1] += (off @ v[:, 1:, :, None])[..., 0]
+        out[:, 1:] += (off.transpose(2, 3) @ v[:, :-1, :, None])[..., 0]
+    return out

@@ -39,7 +39,9 @@ class GeodesicResult:
             (``>= lengths**2``; equal for equal segments).
         chord_lengths: ``(B,)`` chord sums on the ``N`` nodes (a lower bound; for reference).
         converged: ``(B,)`` bool; stationary and faithful and measured and not reverted.
-        stationary: ``(B,)`` bool; the first-order test passed on the optimized objective.
+        stationary: ``(B,)`` bool; the stationarity test passed on the optimized objective
+            (first order, and for ``optimizer="lm"`` on decoders with second derivatives no
+            second-order step on the exact Hessian lowers the length by more than ``rtol``).
         faithful: ``(B,)`` bool; the objective's length agreed with the measured length to
             ``length_rtol`` (the sub-point resolution was fine enough).
         sub_steps: ``(B,)`` int64, sub-points per segment of the final objective.

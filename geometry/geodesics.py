@@ -24,6 +24,15 @@ refreshed after ``_MAX_FROZEN`` of them, after a rejected step and before the st
 counts; each forward-mode pass covers at most ``2**22`` embedded values (windows of a curve's
 points where one curve is larger).
 
+A Gauss-Newton model is positive semi-definite and overstates the curvature of a length, so LM
+also stops on saddle points (a curve balanced on the crest of a variance wall) and on slow
+slopes; wherever the decoder has second derivatives, the kept curve of every pair then tries
+second-order steps on the exact Hessian (:mod:`geometry.negative_curvature`: Newton steps in a
+Krylov space built by Lanczos, preconditioned by the Gauss-Newton matrix, and the lowest
+curvature direction where it is negative), and a curve whose measured length drops by more than
+``rtol`` there is optimized again from that point (with the same steps inside the LM), so
+``stationary`` means that no such step lowers the length by more than ``rtol``.
+
 Resolution, level by level: a curve starts at the fewest sub-points ``m`` (``sub_steps`` times
 a power of two) at which the sub-point length of its start agrees with the start's measured
 length (:func:`geometry.curves.measure_curve_lengths`, to ``rtol``); forward passes only. When
@@ -59,7 +68,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -89,7 +98,7 @@ from geometry.geodesic_starts import (
     auxiliary_graph_points,
     start_curves,
 )
-from geometry.polyline_lm import LMTerms, levenberg_marquardt
+from geometry.polyline_lm import LMTerms, leave_saddles, levenberg_marquardt
 from geometry.sub_point_length import (
     sub_point_gradient,
     sub_point_length_hvp,
@@ -122,6 +131,8 @@ def _lm(
     max_iterations: int,
     chunk_size: int,
     bar: tqdm,
+    saddle_rtol: float | None = None,
+    energy_phase: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """LM on interior nodes ``x (B, n, d)`` for the length at ``m`` sub-points per segment:
     first on the segment energy ``(N - 1) sum_i lambda_i^2`` (well conditioned: it fixes where
@@ -138,6 +149,11 @@ def _lm(
     is taken, and after an accepted step up to ``_MAX_FROZEN`` frozen-model steps: the same
     Gauss-Newton matrix with the exact gradient by one reverse pass); below that dimension a
     forward pass costs about as much as the terms.
+
+    With ``saddle_rtol`` the length phase also tries second-order steps where it is stationary
+    (``levenberg_marquardt``'s ``saddle_hessian``, moves that lower the length by more than
+    ``saddle_rtol``); ``energy_phase=False`` skips the energy phase (a run from a second-order
+    step, which the energy phase would slide along the curve, possibly into another basin).
 
     Returns:
         Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
@@ -168,16 +184,21 @@ def _lm(
         return sub_point_gradient(embed, xs, a, b, m, rows, energy=True)
 
     d = x.shape[2]
-    newton = d >= _NEWTON_MIN_DIM and _has_hessian_products(embed, x, z0, z1, m, chunk_size)
+    products = _has_hessian_products(embed, x, z0, z1, m, chunk_size)
+    newton = d >= _NEWTON_MIN_DIM and products
     # trial steps judged by forward passes alone where a pass is much cheaper than the terms
     frozen = _MAX_FROZEN if newton else 0
-    x, _, its0, _ = levenberg_marquardt(
-        energy_terms, x, z0, z1, tolerance, max_iterations, bar, energy_values if newton else None,
-        gradient=energy_gradient, max_frozen=frozen,
-    )  # fmt: skip
+    its0 = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    if energy_phase:
+        x, _, its0, _ = levenberg_marquardt(
+            energy_terms, x, z0, z1, tolerance, max_iterations, bar,
+            energy_values if newton else None, gradient=energy_gradient, max_frozen=frozen,
+        )  # fmt: skip
     x, stationary, iterations, tm = levenberg_marquardt(
         terms, x, z0, z1, tolerance, max_iterations, bar, values if newton else None,
         hessian if newton else None, d // 2, gradient=gradient, max_frozen=frozen,
+        saddle_hessian=hessian if products and saddle_rtol is not None else None,
+        saddle_objective=values, saddle_rtol=saddle_rtol or 0.0,
     )  # fmt: skip
     return x, stationary, iterations + its0, tm.L, tm.noise
 
@@ -251,7 +272,8 @@ def _solve_lm(
             continue
         x, stat, its, L_obj, noise = _lm(
             embed, curves[todo, 1:-1], z0[todo], z1[todo], m, opts.tolerance,
-            opts.max_iterations, opts.chunk_size, bar,
+            opts.max_iterations, opts.chunk_size, bar, opts.rtol if opts.polish else None,
+            energy_phase=not opts.polish,
         )  # fmt: skip
         trial = curves[todo].clone()
         trial[:, 1:-1] = x
@@ -371,6 +393,8 @@ class _Options:
     start_slack: float = 1.0
     max_num_nodes: int = 0  # 0: no node refinement
     node_rtol: float = 1e-2
+    second_order: bool = True  # second-order steps from every pair's kept curve
+    polish: bool = False  # a run from a second-order step: no energy phase, second-order steps
 
 
 def connecting_geodesics(
@@ -397,6 +421,7 @@ def connecting_geodesics(
     sub_steps: int | None = None,
     max_sub_steps: int = 32,
     revert_rtol: float = 1e-3,
+    second_order: bool = True,
     chunk_size: int = 8192,
     progress: bool = False,
 ) -> GeodesicResult:
@@ -464,6 +489,11 @@ def connecting_geodesics(
         max_sub_steps: most sub-points per segment.
         revert_rtol: an optimized curve measured longer than its start is replaced by the
             start; ``converged`` is cleared unless it was longer by at most this relative amount.
+        second_order: with ``optimizer="lm"``, try second-order steps on the exact Hessian
+            from every pair's kept curve (see the module docstring: they leave saddle points
+            and slow slopes that the Gauss-Newton model cannot see) and optimize again where
+            the measured length drops by more than ``rtol``. ``False`` skips them (cheaper; then
+            ``stationary`` is the Gauss-Newton test only, which a saddle point passes).
         chunk_size: at most this many rows per ``embed`` call (forward mode uses ``d`` rows per
             point); the optimizer's forward-mode passes and Hessian graphs also hold at most
             ``2**22`` embedded values (rows times ``D'``), so that they stay cache-sized on wide
@@ -515,9 +545,12 @@ def connecting_geodesics(
         raise ValueError("init='curves' needs init_curves of shape (B, M, d)")
     if init == "graph" and graph_points is None:
         raise ValueError("init='graph' needs graph_points (P, d), e.g. the data codes")
+    if not isinstance(second_order, bool):
+        raise ValueError(f"second_order must be True or False, got {second_order!r}")
     opts = _Options(
         tolerance, max_iterations, lr, float(rtol), sub_steps, max_sub_steps, revert_rtol,
         chunk_size, float(start_slack), max_num_nodes, float(node_rtol),
+        second_order=second_order,
     )  # fmt: skip
     z0, z1 = z0.detach(), z1.detach()
     if init == "line" and graph_points is None and auxiliary_points > 0 and len(z0):
@@ -641,11 +674,68 @@ def _solve(
     bar.close()
     assert best is not None
     best.iterations += coarse_iterations
+    if optimizer == "lm" and opts.second_order:
+        best = _leave_saddle_points(embed, best, opts, bar)
     _never_longer_than(embed, best, primary, opts)
     best = _refine_nodes(embed, best, optimizer, opts, bar)
     for name, value in best.__dict__.items():
         getattr(out, name)[live] = value.to(getattr(out, name).dtype)
     return out
+
+
+def _leave_saddle_points(
+    embed: Embed, best: GeodesicResult, opts: _Options, bar: tqdm
+) -> GeodesicResult:
+    """Second-order trial steps (:func:`geometry.negative_curvature.second_order_step`: exact
+    Newton steps in a Krylov space and the lowest curvature direction) from every stationary
+    curve of ``best``, judged by its objective (at the sub-points it was solved at); curves
+    whose objective drops by more than ``max(tolerance, rtol)`` and whose measured length
+    drops by more than ``rtol`` are optimized again from there (with the same search inside
+    the LM, for saddles met on the way) and the measurably shorter result is kept. A
+    Gauss-Newton model is positive semi-definite and overstates the curvature of a length: it
+    cannot see a saddle point (a curve balanced on the crest of a variance wall) and calls
+    slow slopes flat. Nothing happens on decoders without second derivatives by autograd."""
+    B, N, d = best.curves.shape
+    cand = best.stationary.nonzero().flatten()  # a reverted curve is its start: searched too
+    if N < 3 or cand.numel() == 0:
+        return best
+    rows = _pass_rows(embed, best.curves[:1, 0], opts.chunk_size)
+    starts = best.curves.clone()
+    moved: list[Tensor] = []
+    for m in best.sub_steps[cand].unique().tolist():
+        idx = cand[best.sub_steps[cand] == m]
+        x, a, b = starts[idx, 1:-1].clone(), starts[idx, 0], starts[idx, -1]
+        if not _has_hessian_products(embed, x, a, b, m, opts.chunk_size):
+            return best
+
+        def hessian(xs: Tensor, za: Tensor, zb: Tensor, m: int = m) -> Callable[[Tensor], Tensor]:
+            return sub_point_length_hvp(embed, xs, za, zb, m, rows)
+
+        def values(xs: Tensor, za: Tensor, zb: Tensor, m: int = m) -> Tensor:
+            return sub_point_values(embed, xs, za, zb, m, opts.chunk_size)
+
+        tm = sub_point_length_terms(embed, x, a, b, m, rows)
+        every = torch.arange(idx.numel(), device=idx.device)
+        went = leave_saddles(
+            hessian, values, x, a, b, every, tm, max(opts.tolerance, opts.rtol), tm.noise
+        )
+        starts[idx[went], 1:-1] = x[went].to(starts.dtype)
+        moved.append(idx[went])
+    todo = torch.cat(moved)
+    if todo.numel() > 0:
+        # the objective judged the moves at the curve's sub-points: keep those whose measured
+        # length is below the curve's by more than rtol (a move can cut a corner)
+        meas = _measure(embed, starts[todo], opts)
+        drop = meas.lengths.double() < best.lengths[todo].double() * (1 - opts.rtol)
+        todo = todo[drop & meas.converged]
+    if todo.numel() == 0:
+        return best
+    # a saddle is not stationary: the curve kept there (should its new run be longer) says so
+    best.stationary[todo] = False
+    best.converged[todo] = False
+    res = _optimise_one_start(embed, starts[todo], "lm", replace(opts, polish=True), bar)
+    res.initial_lengths = best.initial_lengths[todo]  # the pair's start, not the saddle's
+    return better_at(best, res, todo)
 
 
 def _final_num_nodes(num_nodes: int, max_num_nodes: int) -> int:

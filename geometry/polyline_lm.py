@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from geometry.block_tridiagonal import solve_spd_block_tridiagonal
+from geometry.block_tridiagonal import block_tridiagonal_matvec, solve_spd_block_tridiagonal
+from geometry.negative_curvature import second_order_step
 
 __all__ = [
     "GradientFn",
@@ -31,6 +32,7 @@ __all__ = [
     "ObjectiveFn",
     "TERM_FIELDS",
     "TermsFn",
+    "leave_saddles",
     "levenberg_marquardt",
     "terms_by_chunks",
 ]
@@ -101,6 +103,9 @@ def levenberg_marquardt(
     cg_iterations: int = 8,
     gradient: GradientFn | None = None,
     max_frozen: int = 0,
+    saddle_hessian: HessianFn | None = None,
+    saddle_objective: ObjectiveFn | None = None,
+    saddle_rtol: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, LMTerms]:
     """Batched Levenberg-Marquardt on interior nodes ``x (B, n, d)`` between ``z0``, ``z1``.
 
@@ -133,6 +138,17 @@ def levenberg_marquardt(
             ``max_frozen`` times in a row; a step rejected on a kept matrix gets a fresh one, and
             the stationarity test is only passed with a fresh matrix.
         max_frozen: most consecutive frozen-model steps per curve (0: none).
+        saddle_hessian: ``(x, z0, z1) -> (v -> H v)`` as ``hessian``; with
+            ``saddle_objective`` (or ``objective``), a curve that passes the stationarity test
+            also tries second-order steps on the exact Hessian
+            (:func:`geometry.negative_curvature.second_order_step`: Newton steps in a Krylov
+            space, and the lowest curvature direction where that is negative); if the
+            objective drops there by more than ``saddle_rtol`` (or the stationarity
+            threshold), the curve moves and goes on. A Gauss-Newton model cannot see a saddle
+            point and calls slow slopes of a length flat.
+        saddle_objective: ``(x, z0, z1) -> S`` for that search (default ``objective``).
+        saddle_rtol: the search moves a curve only if the objective drops by more than this
+            relative amount (at least ``tolerance``), e.g. the resolution of the reported length.
 
     Returns:
         Final nodes (a copy), stationary mask ``(B,)``, iterations ``(B,)`` and the terms at
@@ -179,6 +195,19 @@ def levenberg_marquardt(
             tm.put(idx, terms(x[idx], z0[idx], z1[idx]))
             frozen[idx] = 0
         done &= ~stale
+        if saddle_hessian is not None and it < max_iterations and bool(done.any()):
+            moved = leave_saddles(
+                saddle_hessian, saddle_objective or objective, x, z0, z1, act[done], ta.take(
+                    done.nonzero().flatten()), max(tolerance, saddle_rtol), noise,
+            )  # fmt: skip
+            if moved.numel():
+                tm.put(moved, terms(x[moved], z0[moved], z1[moved]))
+                frozen[moved] = 0
+                iterations[moved] += 1
+                lam[moved], nu[moved] = 1e-4, 2.0  # a new start for the damping
+                esc = torch.isin(act, moved)
+                done &= ~esc
+                recheck = recheck | esc  # tested again, with fresh terms, next iteration
         stationary[act[done]] = True
         keep = ~done & (lam_a <= 1e12)
         active[act[~keep]] = False
@@ -241,6 +270,61 @@ def levenberg_marquardt(
             bar.update(1)
             bar.set_postfix(active=int(act.numel()))
     return x, stationary, iterations, tm
+
+
+def leave_saddles(
+    hessian: HessianFn,
+    objective: ObjectiveFn | None,
+    x: Tensor,
+    z0: Tensor,
+    z1: Tensor,
+    idx: Tensor,
+    ta: LMTerms,
+    tolerance: float,
+    noise: Tensor,
+) -> Tensor:
+    """Moves the curves ``idx`` that sit on a saddle of the objective (in place in ``x``) and
+    returns their indices: those whose second-order trial steps lower the objective by more
+    than ``tolerance * S + noise``.
+
+    Args:
+        hessian: ``(x, z0, z1) -> (v -> H v)`` at the curves' nodes.
+        objective: ``(x, z0, z1) -> S``.
+        x: ``(B, n, d)`` interior nodes of all curves (modified in place at ``idx``).
+        z0, z1: ``(B, d)`` end points.
+        idx: ``(b,)`` the curves to search.
+        ta: the terms at ``x[idx]`` (gradient and Gauss-Newton preconditioner).
+        tolerance: relative decrease a move must exceed.
+        noise: ``(B,)`` roundoff level of the objective.
+    """
+    if objective is None:
+        raise ValueError("the saddle search needs an objective (saddle_objective or objective)")
+    a, b = z0[idx], z1[idx]
+    scale = (b - a).double().norm(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
+
+    def values(xs: Tensor, owner: Tensor) -> Tensor:
+        return objective(xs, a[owner], b[owner])
+
+    d = x.shape[2]
+    eye = torch.eye(d, dtype=torch.float64, device=x.device)
+    mean_diag = ta.diag.diagonal(dim1=2, dim2=3).mean(dim=(1, 2))  # (b,)
+    pdiag = (
+        ta.diag
+        + (1e-10 * mean_diag.clamp_min(torch.finfo(torch.float64).tiny))[:, None, None, None] * eye
+    )  # (b, n, d, d): the Gauss-Newton matrix, as in the stationarity test
+
+    def solve(r: Tensor) -> Tensor:
+        return solve_spd_block_tridiagonal(pdiag, ta.off, r)
+
+    def mass(v: Tensor) -> Tensor:
+        return block_tridiagonal_matvec(pdiag, ta.off, v)
+
+    cand, gain = second_order_step(
+        hessian(x[idx], a, b), values, x[idx], ta.S, ta.g, scale, solve, mass
+    )
+    move = gain > tolerance * ta.S + noise[idx]
+    x[idx[move]] = cand[move]
+    return idx[move]
 
 
 def _newton_cg(
