@@ -151,7 +151,7 @@ def second_order_step(
     coef = -gy[:, None, :] / (theta[:, None, :] + mu[:, :, None])  # (b, ladder, k)
     y = torch.einsum("bkj,blj->blk", Y, coef)  # (b, ladder, k)
     path = torch.einsum("kbnd,blk->blnd", Q, y)  # (b, ladder, n, d)
-    # the lowest Ritz vector both ways, where its curvature is negative (else zero steps)
+    # the lowest Ritz vector both ways (tried only where its curvature is negative)
     v = torch.einsum("kbnd,bk->bnd", Q, Y[:, :, 0])
     v = v / _dot(v, v).sqrt().clamp_min(1e-300)[:, None, None]
     t = scale.double()[:, None] * 2.0 ** -torch.arange(
@@ -159,13 +159,13 @@ def second_order_step(
     )  # (b, ladder)
     t = torch.cat([t, -t], dim=1)
     sideways = t[:, :, None, None] * v[:, None]  # (b, 2 ladder, n, d)
-    steps_ = torch.cat([path, sideways], dim=1)  # (b, L, n, d)
-    trial = x[:, None] + steps_.to(x.dtype)
+    moves = torch.cat([path, sideways], dim=1)  # (b, L, n, d)
+    trial = x[:, None] + moves.to(x.dtype)
     L = trial.shape[1]
     owner = torch.arange(b, device=dev).repeat_interleave(L)
     # no node moves farther than ``scale``: a huge step would be judged by an objective whose
     # sub-points no longer resolve the curve
-    near = steps_.norm(dim=3).amax(dim=2) <= scale.double()[:, None]  # (b, L)
+    near = moves.norm(dim=3).amax(dim=2) <= scale.double()[:, None]  # (b, L)
     near[:, ladder:] &= theta[:, :1] < 0  # sideways steps only along negative curvature
     finite = (torch.isfinite(trial).flatten(2).all(dim=2) & near).reshape(-1)  # (b L,)
     flat = trial.reshape(b * L, n, d)
