@@ -10,8 +10,9 @@ two nodes), and the solver minimizes the polyline's length at that resolution,
 variance walls).
 
 Solver (``optimizer="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch
-(:mod:`geometry.polyline_lm`) on that length (:mod:`geometry.sub_point_length`: exact gradient,
-block-tridiagonal Gauss-Newton model, forward-mode Jacobians). Each run first minimizes the
+(:mod:`geometry.polyline_lm`, driven by :mod:`geometry.sub_point_lm`) on that length
+(:mod:`geometry.sub_point_length`: exact gradient, block-tridiagonal Gauss-Newton model,
+forward-mode Jacobians). Each run first minimizes the
 segment energy ``(N - 1) sum_i lambda_i^2`` at the same sub-points (its minimizers are the
 length's with equal segments; its model is better conditioned, since the length does not care
 where the nodes sit along the curve, and on steep variance walls it reaches shorter minima),
@@ -20,7 +21,7 @@ Newton steps (conjugate gradients on the exact Hessian, preconditioned by the Ga
 since the Gauss-Newton model of a length, which is not a sum of squares, converges only linearly.
 There (where trial steps are judged by forward passes alone) an accepted step is followed by
 frozen-model steps: the last Gauss-Newton matrix with the exact gradient by one reverse pass,
-refreshed after ``_MAX_FROZEN`` of them, after a rejected step and before the stationarity test
+refreshed after ``MAX_FROZEN`` of them, after a rejected step and before the stationarity test
 counts; each forward-mode pass covers at most ``2**22`` embedded values (windows of a curve's
 points where one curve is larger).
 
@@ -67,7 +68,6 @@ convergence test is stagnation of the best energy (then the same faithfulness te
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -98,130 +98,13 @@ from geometry.geodesic_starts import (
     auxiliary_graph_points,
     start_curves,
 )
-from geometry.polyline_lm import LMTerms, leave_saddles, levenberg_marquardt
-from geometry.sub_point_length import (
-    sub_point_gradient,
-    sub_point_length_hvp,
-    sub_point_length_terms,
-    sub_point_values,
-)
+from geometry.sub_point_lm import leave_sub_point_saddles, sub_point_lm
 
 __all__ = ["GeodesicResult", "connecting_geodesics"]
 
 _COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through first
 _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
 _COARSE_MAX_ITERATIONS = 20  # step limit per phase of the coarse stage (it only seeds)
-_NEWTON_MIN_DIM = 4  # latent dimension from which the length phase takes Newton-CG steps
-_MAX_FROZEN = 8  # most consecutive frozen-model LM steps (where trial steps are forward-only)
-_PASS_ELEMENTS = 1 << 22  # most embedded values (rows x D') per forward-mode pass or Hessian graph
-
-
-# --------------------------------------------------------------------------------------------
-# The sub-point length objective (LM)
-# --------------------------------------------------------------------------------------------
-
-
-def _lm(
-    embed: Embed,
-    x: Tensor,
-    z0: Tensor,
-    z1: Tensor,
-    m: int,
-    tolerance: float,
-    max_iterations: int,
-    chunk_size: int,
-    bar: tqdm,
-    saddle_rtol: float | None = None,
-    energy_phase: bool = True,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """LM on interior nodes ``x (B, n, d)`` for the length at ``m`` sub-points per segment:
-    first on the segment energy ``(N - 1) sum_i lambda_i^2`` (well conditioned: it fixes where
-    the nodes sit along the curve), then on the length ``sum_i lambda_i`` from there; each
-    phase at most ``max_iterations`` steps.
-
-    The length is not a sum of squares: its Gauss-Newton model drops the second derivatives of the
-    decoder and LM on it converges linearly. From latent dimension ``_NEWTON_MIN_DIM``
-    on, every length step also tries a truncated Newton step on its exact Hessian (``d // 2``
-    Hessian-vector products at most, preconditioned by the Gauss-Newton solve); a
-    product costs about one reverse pass, the Gauss-Newton model ``d`` forward-mode tangents,
-    so below that dimension the products would cost more than the steps they save. With the
-    Newton steps, trial steps are judged by forward passes alone (the Jacobians only where a step
-    is taken, and after an accepted step up to ``_MAX_FROZEN`` frozen-model steps: the same
-    Gauss-Newton matrix with the exact gradient by one reverse pass); below that dimension a
-    forward pass costs about as much as the terms.
-
-    With ``saddle_rtol`` the length phase also tries second-order steps where it is stationary
-    (``levenberg_marquardt``'s ``saddle_hessian``, moves that lower the length by more than
-    ``saddle_rtol``); ``energy_phase=False`` skips the energy phase (a run from a second-order
-    step, which the energy phase would slide along the curve, possibly into another basin).
-
-    Returns:
-        Final nodes (a copy), stationary mask, iterations ``(B,)``, the objective's length
-        ``sum_i lambda_i`` ``(B,)`` at the final nodes and its roundoff level (float64).
-    """
-
-    rows = _pass_rows(embed, z0, chunk_size)
-
-    def terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
-        return sub_point_length_terms(embed, xs, a, b, m, rows)
-
-    def energy_terms(xs: Tensor, a: Tensor, b: Tensor) -> LMTerms:
-        return sub_point_length_terms(embed, xs, a, b, m, rows, energy=True)
-
-    def values(xs: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        return sub_point_values(embed, xs, a, b, m, chunk_size)
-
-    def energy_values(xs: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        return sub_point_values(embed, xs, a, b, m, chunk_size, energy=True)
-
-    def hessian(xs: Tensor, a: Tensor, b: Tensor) -> Callable[[Tensor], Tensor]:
-        return sub_point_length_hvp(embed, xs, a, b, m, rows)
-
-    def gradient(xs: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return sub_point_gradient(embed, xs, a, b, m, rows)
-
-    def energy_gradient(xs: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return sub_point_gradient(embed, xs, a, b, m, rows, energy=True)
-
-    d = x.shape[2]
-    products = _has_hessian_products(embed, x, z0, z1, m, chunk_size)
-    newton = d >= _NEWTON_MIN_DIM and products
-    # trial steps judged by forward passes alone where a pass is much cheaper than the terms
-    frozen = _MAX_FROZEN if newton else 0
-    its0 = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    if energy_phase:
-        x, _, its0, _ = levenberg_marquardt(
-            energy_terms, x, z0, z1, tolerance, max_iterations, bar,
-            energy_values if newton else None, gradient=energy_gradient, max_frozen=frozen,
-        )  # fmt: skip
-    x, stationary, iterations, tm = levenberg_marquardt(
-        terms, x, z0, z1, tolerance, max_iterations, bar, values if newton else None,
-        hessian if newton else None, d // 2, gradient=gradient, max_frozen=frozen,
-        saddle_hessian=hessian if products and saddle_rtol is not None else None,
-        saddle_objective=values, saddle_rtol=saddle_rtol or 0.0,
-    )  # fmt: skip
-    return x, stationary, iterations + its0, tm.L, tm.noise
-
-
-def _pass_rows(embed: Embed, z: Tensor, chunk_size: int) -> int:
-    """Rows per forward-mode pass (and points per Hessian graph) of the LM terms: at most
-    ``chunk_size`` and at most ``_PASS_ELEMENTS`` embedded values (``D'`` per row, read off
-    ``embed`` at the first point of ``z (B, d)``), so that a pass's tangents stay cache-sized
-    on wide decoders; at least one row."""
-    width = int(embed_flat(embed, z[:1]).shape[1])
-    return max(1, min(chunk_size, _PASS_ELEMENTS // max(1, width)))
-
-
-def _has_hessian_products(
-    embed: Embed, x: Tensor, z0: Tensor, z1: Tensor, m: int, chunk_size: int
-) -> bool:
-    """Whether ``embed`` has second derivatives by autograd (double backward), tried on the
-    first curve of ``x (B, n, d)``; e.g. ``torch.cdist`` has none."""
-    try:
-        sub_point_length_hvp(embed, x[:1], z0[:1], z1[:1], m, chunk_size)(torch.zeros_like(x[:1]))
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,11 +153,12 @@ def _solve_lm(
         todo = (level == k).nonzero().flatten()
         if todo.numel() == 0:
             continue
-        x, stat, its, L_obj, noise = _lm(
+        run = sub_point_lm(
             embed, curves[todo, 1:-1], z0[todo], z1[todo], m, opts.tolerance,
             opts.max_iterations, opts.chunk_size, bar, opts.rtol if opts.polish else None,
             energy_phase=not opts.polish,
         )  # fmt: skip
+        x, stat, its, L_obj, noise = run.x, run.stationary, run.iterations, run.length, run.noise
         trial = curves[todo].clone()
         trial[:, 1:-1] = x
         meas = _measure(embed, trial, opts)
@@ -332,11 +216,11 @@ def _coarse_lm(
     measured: the result only seeds the fine stage. Returns the curves, their objective's
     length ``(B,)`` and the iterations ``(B,)``."""
     z0, z1 = start[:, 0], start[:, -1]
-    x, _, its, L_obj, _ = _lm(
+    run = sub_point_lm(
         embed, start[:, 1:-1], z0, z1, _COARSE_SUB_STEPS, max(opts.tolerance, 1e-3),
         min(opts.max_iterations, _COARSE_MAX_ITERATIONS), opts.chunk_size, bar,
     )  # fmt: skip
-    return torch.cat([z0[:, None], x, z1[:, None]], dim=1), L_obj, its
+    return torch.cat([z0[:, None], run.x, z1[:, None]], dim=1), run.length, run.iterations
 
 
 def _solve_adam(embed: Embed, start: Tensor, opts: _Options, bar: tqdm) -> _Solved:
@@ -699,26 +583,15 @@ def _leave_saddle_points(
     cand = best.stationary.nonzero().flatten()  # a reverted curve is its start: searched too
     if N < 3 or cand.numel() == 0:
         return best
-    rows = _pass_rows(embed, best.curves[:1, 0], opts.chunk_size)
     starts = best.curves.clone()
     moved: list[Tensor] = []
     for m in best.sub_steps[cand].unique().tolist():
         idx = cand[best.sub_steps[cand] == m]
         x, a, b = starts[idx, 1:-1].clone(), starts[idx, 0], starts[idx, -1]
-        if not _has_hessian_products(embed, x, a, b, m, opts.chunk_size):
+        min_decrease = max(opts.tolerance, opts.rtol)
+        went = leave_sub_point_saddles(embed, x, a, b, m, min_decrease, opts.chunk_size)
+        if went is None:  # no second derivatives by autograd
             return best
-
-        def hessian(xs: Tensor, za: Tensor, zb: Tensor, m: int = m) -> Callable[[Tensor], Tensor]:
-            return sub_point_length_hvp(embed, xs, za, zb, m, rows)
-
-        def values(xs: Tensor, za: Tensor, zb: Tensor, m: int = m) -> Tensor:
-            return sub_point_values(embed, xs, za, zb, m, opts.chunk_size)
-
-        tm = sub_point_length_terms(embed, x, a, b, m, rows)
-        every = torch.arange(idx.numel(), device=idx.device)
-        went = leave_saddles(
-            hessian, values, x, a, b, every, tm, max(opts.tolerance, opts.rtol), tm.noise
-        )
         starts[idx[went], 1:-1] = x[went].to(starts.dtype)
         moved.append(idx[went])
     todo = torch.cat(moved)

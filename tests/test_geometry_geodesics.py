@@ -9,7 +9,9 @@ import torch
 
 import geometry as G
 import geometry.geodesics as geodesics_module
+import geometry.sub_point_lm as sub_point_lm_module
 from geometry import block_tridiagonal
+from geometry.sub_point_lm import SubPointLM
 from geometry.toy_models import (
     LinearEmbed,
     SphereEmbed,
@@ -129,13 +131,13 @@ def test_passes_on_a_wide_decoder_are_bounded_and_change_nothing(monkeypatch) ->
     those of the unbounded passes (d = 4, so the Newton steps run too)."""
     wide = ToyMLPDecoder(latent_dim=4, data_dim=1 << 14, hidden_dims=(16,), seed=3).double()
     z = torch.randn(6, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    assert geodesics_module._pass_rows(wide.embed, z, 8192) == 256
-    assert geodesics_module._pass_rows(wide.embed, z, 64) == 64
+    assert sub_point_lm_module.pass_rows(wide.embed, z, 8192) == 256
+    assert sub_point_lm_module.pass_rows(wide.embed, z, 64) == 64
     narrow = ToyMLPDecoder(latent_dim=4, data_dim=200, seed=3).double()
-    assert geodesics_module._pass_rows(narrow.embed, z, 8192) == 8192
+    assert sub_point_lm_module.pass_rows(narrow.embed, z, 8192) == 8192
     opts = {"num_nodes": 8, "bent_starts": 0}
     bounded = G.connecting_geodesics(wide.embed, z[:3], z[3:], **opts)
-    monkeypatch.setattr(geodesics_module, "_PASS_ELEMENTS", 1 << 40)
+    monkeypatch.setattr(sub_point_lm_module, "PASS_ELEMENTS", 1 << 40)
     unbounded = G.connecting_geodesics(wide.embed, z[:3], z[3:], **opts)
     torch.testing.assert_close(bounded.curves, unbounded.curves, rtol=1e-9, atol=1e-12)
     assert torch.equal(bounded.iterations, unbounded.iterations)
@@ -185,12 +187,13 @@ def test_no_curve_is_returned_longer_than_its_initial_curve(
         curves = torch.cat([z0[:, None], worse, z1[:, None]], dim=1)
         L = G.measure_curve_lengths(embed, curves).lengths.double()  # a faithful objective
         ok = torch.ones(B, dtype=torch.bool)
-        return worse, ok, torch.ones(B, dtype=torch.long), L, torch.zeros(B, dtype=L.dtype)
+        its = torch.ones(B, dtype=torch.long)
+        return SubPointLM(worse, ok, its, L, torch.zeros(B, dtype=L.dtype))
 
     z0, z1 = z[0:10:2], z[1:10:2]
     start = G.connecting_geodesics(rbf.embed, z0, z1, num_nodes=10, max_iterations=0).curves
-    monkeypatch.setattr(geodesics_module, "_lm", bad_lm)
-    one_level = dict(sub_steps=4, max_sub_steps=4)  # one call of _lm for all curves
+    monkeypatch.setattr(geodesics_module, "sub_point_lm", bad_lm)
+    one_level = dict(sub_steps=4, max_sub_steps=4)  # one LM call for all curves
     res = G.connecting_geodesics(
         rbf.embed, z0, z1, num_nodes=10, init_curves=start, reparametrize=False,
         second_order=False, **one_level,

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import geometry as G
+import geometry.geodesics as geodesics_module
 from geometry.block_tridiagonal import block_tridiagonal_matvec, solve_spd_block_tridiagonal
 from geometry.negative_curvature import lanczos, second_order_step
 from geometry.polyline_lm import levenberg_marquardt
@@ -184,6 +185,36 @@ def test_the_solver_leaves_the_saddle_from_the_straight_line() -> None:
         bump.embed, a, b, num_nodes=13, bent_starts=0, auxiliary_points=0, second_order=False
     )
     assert float(first.lengths) > 0.99 * crest and bool(first.stationary.all())
+
+
+def test_a_second_order_move_that_is_not_measurably_shorter_is_dropped(monkeypatch) -> None:
+    """The second-order steps are judged by the objective at the curve's sub-points, which can
+    cut a corner; a move is only kept where the measured length drops by more than rtol. A
+    trial step that reports every curve moved but zigzags them (longer by measurement) changes
+    nothing: the curves, lengths and flags are those without the second-order steps."""
+    bump = _Bump()
+    a = torch.tensor([[-1.0, 0.0], [-1.0, 0.1]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 0.0], [1.0, -0.1]], dtype=torch.float64)
+    calls = []
+
+    def zigzag(embed, x, z0, z1, m, min_decrease, chunk_size):  # noqa: ANN001, ANN202
+        calls.append(x.shape)
+        x[:, ::2, 1] += 0.05  # in place, as the real trial step moves its curves
+        x[:, 1::2, 1] -= 0.05
+        return torch.arange(x.shape[0])
+
+    opts = {"num_nodes": 13, "bent_starts": 0, "auxiliary_points": 0}
+    off = G.connecting_geodesics(bump.embed, a, b, second_order=False, **opts)
+    monkeypatch.setattr(geodesics_module, "leave_sub_point_saddles", zigzag)
+    res = G.connecting_geodesics(bump.embed, a, b, **opts)
+    assert calls, "the second-order stage was not reached"
+    zig = off.curves.clone()
+    zig[:, 1:-1:2, 1] += 0.05
+    zig[:, 2:-1:2, 1] -= 0.05
+    assert (G.measure_curve_lengths(bump.embed, zig).lengths > off.lengths).all()
+    assert torch.equal(res.curves, off.curves) and torch.equal(res.lengths, off.lengths)
+    assert torch.equal(res.stationary, off.stationary)
+    assert torch.equal(res.converged, off.converged)
 
 
 def test_second_order_must_be_a_bool() -> None:

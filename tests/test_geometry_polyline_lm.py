@@ -7,7 +7,6 @@ import torch
 
 import geometry as G
 from geometry.chord_contractions import chord_contractions
-from geometry.geodesics import _has_hessian_products
 from geometry.node_energy import minimize_node_energy, node_energy_terms
 from geometry.polyline_lm import levenberg_marquardt
 from geometry.sub_point_length import (
@@ -16,6 +15,7 @@ from geometry.sub_point_length import (
     sub_point_length_terms,
     sub_point_values,
 )
+from geometry.sub_point_lm import has_hessian_products
 from geometry.toy_models import LinearEmbed, ToyMLPDecoder, ToyRBFDecoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -232,8 +232,8 @@ def test_hessian_products_are_probed_before_use() -> None:
     w = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     a, b = x[:, 0] + 1, x[:, -1] - 1
-    assert _has_hessian_products(lambda z: torch.tanh(z @ w.T), x, a, b, 2, 100)
-    assert not _has_hessian_products(
+    assert has_hessian_products(lambda z: torch.tanh(z @ w.T), x, a, b, 2, 100)
+    assert not has_hessian_products(
         lambda z: _OnceDifferentiableTanh.apply(z @ w.T), x, a, b, 2, 100
     )
 
