@@ -136,8 +136,9 @@ def geodesic_and_straight(
     paths, _ = shortest_path_curves(graph, src, tgt, on_disconnected="inf")  # (P, M, d)
     z0, z1 = codes[src], codes[tgt]  # (P, d)
     res = connecting_geodesics(
-        embed, z0, z1, init_curves=paths, num_nodes=num_nodes, rtol=rtol, progress=progress
-    )
+        embed, z0, z1, init_curves=paths, num_nodes=num_nodes, max_num_nodes=num_nodes,
+        rtol=rtol, progress=progress,
+    )  # fmt: skip
     lines = straight_lines(z0, z1, num_nodes)  # (P, num_nodes, d)
     line_len = curve_length(embed, lines, rtol=rtol)
     path_len = curve_length(embed, paths, rtol=rtol)

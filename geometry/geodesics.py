@@ -53,8 +53,10 @@ is built over the batch's end points and seeded uniform points (``auxiliary_poin
 start for routes around variance walls. Later starts run only where they measure below
 ``1 + start_slack`` times the best curve so far; the measurably shorter result is kept.
 
-Node count: with ``max_num_nodes`` every solved curve is doubled in nodes (same polyline) and
-optimized again while its measured length drops by more than ``node_rtol``.
+Node count: every solved curve is doubled in nodes (same polyline) and optimized again while
+its measured length drops by more than ``node_rtol``, up to ``max_num_nodes`` (by default two
+doublings: ``4 (num_nodes - 1) + 1``); where the first doubling gains little it costs little,
+since the doubled polyline is already stationary.
 
 Outputs: ``lengths`` are the measured lengths of the returned polylines (``length_errors`` their
 error estimates, at relative tolerance ``length_rtol``). No returned curve is longer than its
@@ -344,10 +346,12 @@ def connecting_geodesics(
             stage) are optimized only for pairs where their measured length is below
             ``1 + start_slack`` times the best result so far: a start much longer than an
             optimized curve is in a worse route.
-        max_num_nodes: refine the node count up to this many nodes (default ``num_nodes``: no
-            refinement). A polyline of few nodes cannot follow a geodesic that bends around
-            variance walls: its best length can be whole percents above the geodesic distance.
-            With refinement, every solved curve gets a node inserted in the middle of each
+        max_num_nodes: refine the node count up to this many nodes (default
+            ``4 (num_nodes - 1) + 1``: up to two doublings, for ``num_nodes > 2``; ``num_nodes``:
+            no refinement). A
+            polyline of few nodes cannot follow a geodesic that bends around variance walls:
+            its best length can be whole percents above the geodesic distance. With
+            refinement, every solved curve gets a node inserted in the middle of each
             segment (the same polyline, ``2 N - 1`` nodes) and is optimized again; curves whose
             length drops by more than ``node_rtol`` go on doubling while
             ``2 N - 1 <= max_num_nodes``. ``curves`` then has the finest node count the settings
@@ -407,8 +411,8 @@ def connecting_geodesics(
     check_positive_int(max_iterations, "max_iterations", minimum=0)
     check_positive_int(chunk_size, "chunk_size")
     check_positive_int(bent_starts, "bent_starts", minimum=0)
-    if max_num_nodes is None:
-        max_num_nodes = num_nodes
+    if max_num_nodes is None:  # two nodes are the straight segment: nothing to refine
+        max_num_nodes = 4 * (num_nodes - 1) + 1 if num_nodes > 2 else num_nodes
     check_positive_int(max_num_nodes, "max_num_nodes", minimum=num_nodes)
     if not (isinstance(node_rtol, (int, float)) and 0 < node_rtol < 1):
         raise ValueError(f"node_rtol must be a number in (0, 1), got {node_rtol!r}")

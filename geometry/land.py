@@ -99,8 +99,8 @@ class LANDMixture:
         shooting_rtol: with ``newton_steps > 0``, a log map is converged when ``Exp_mu(v)``
             lands within this times ``||z - mu||`` of ``z``.
         geodesic_options: keyword arguments of :func:`geometry.connecting_geodesics` (defaults:
-            ``num_nodes=24, tolerance=1e-6, bent_starts=0``; the velocity's direction needs a
-            tightly converged curve).
+            ``num_nodes=24, tolerance=1e-6, bent_starts=0``, and ``max_num_nodes=num_nodes``:
+            no node refinement; the velocity's direction needs a tightly converged curve).
         on_collapse: ``"raise"`` or ``"reset"`` (see module docstring).
         base_measure: ``"riemannian"`` (densities with respect to ``sqrt(det M(z)) dz``) or
             ``"lebesgue"`` (``dz``); see :mod:`geometry.land_normaliser`.

@@ -146,7 +146,7 @@ def squared_geodesic_distance(
             the end-tangent formula's).
         return_result: also return the :class:`SquaredDistanceResult`.
         **geodesic_options: forwarded to :func:`geometry.connecting_geodesics` (``init``,
-            ``graph_points``, ...).
+            ``graph_points``, ...; ``max_num_nodes`` defaults to ``num_nodes`` here).
 
     Returns:
         ``(B,)`` squared distances on ``z0``'s device and dtype (and the result, if asked).
@@ -169,7 +169,8 @@ def squared_geodesic_distance(
         )
     check_positive_int(max_iterations, "max_iterations", minimum=0)
     polish = {"tolerance": tolerance, "max_iterations": max_iterations}
-    options = {"num_nodes": num_nodes, **geodesic_options}
+    # E_N on num_nodes nodes: no node refinement unless geodesic_options ask for it
+    options = {"num_nodes": num_nodes, "max_num_nodes": num_nodes, **geodesic_options}
     holder: list[SquaredDistanceResult] = []
     value = SquaredGeodesicDistance.apply(z0, z1, embed, options, polish, holder)
     res = holder[0]

@@ -80,7 +80,9 @@ def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) ->
     1 % (0.1 % on 90 %): they are minima, not saddles. (Before the negative-curvature search, 3
     of 12 were saddles on wall crests that Adam left, by 1.9 to 3.0 %.)"""
     z = _codes(walled, 24, seed=3)
-    res = G.connecting_geodesics(walled.embed, z[:12], z[12:], num_nodes=12, max_iterations=300)
+    res = G.connecting_geodesics(
+        walled.embed, z[:12], z[12:], num_nodes=12, max_iterations=300, max_num_nodes=12
+    )  # at a fixed node count: the stationarity of the polylines themselves
     assert res.converged.float().mean() >= 0.5
     ours = _fine(walled.embed, res.curves)
     polished = _adam_on_polyline(walled.embed, res.curves, steps=300)
@@ -90,16 +92,12 @@ def test_converged_curves_are_stationary_for_an_independent_optimiser(walled) ->
     assert (theirs[c] >= ours[c] * 0.999).float().mean() >= 0.9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (#10): the default solver still reports 4 of 16 curves converged in "
-    "a minimum 1.6-3.5 % longer than a plain Adam run from the straight line (8 nodes; other "
-    "basins, second-order stationary: the auxiliary graph start does not catch them)",
-)
 def test_a_worse_minimum_is_not_reported_converged(walled) -> None:
     """The chord-energy solver (one sub-point) reports stationary curves that a plain Adam run
     from the same start beats by > 1 %; the default solver finds a curve within 1 % of that
-    reference or says it has not converged."""
+    reference or says it has not converged. (At a fixed 8 nodes it reported 4 of 16 curves
+    converged 1.6-3.5 % above the reference; the default node refinement, up to 29 nodes here,
+    takes them below it, or flags them where the node count has not converged.)"""
     z = _codes(walled, 32, seed=5)
     z0, z1 = z[:16], z[16:]
     old = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=8, sub_steps=1, max_sub_steps=1)
@@ -110,8 +108,14 @@ def test_a_worse_minimum_is_not_reported_converged(walled) -> None:
     assert worse.sum() >= 2  # the defect is real for the chord objective
     assert not old.converged[worse].any()
     res = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=8)
-    ok = (_fine(walled.embed, res.curves) <= 1.01 * ref) | ~res.converged
+    ours = _fine(walled.embed, res.curves)
+    ok = (ours <= 1.01 * ref) | ~res.converged
     assert ok.all()
+    # a curve is flagged for a reason: here 8 nodes are too few, and the last node doubling
+    # still gained more than node_rtol (the refined curves are shorter than at a fixed count)
+    assert (res.converged | (res.node_gains > 1e-2)).all()
+    fixed = G.connecting_geodesics(walled.embed, z0, z1, num_nodes=8, max_num_nodes=8)
+    assert (ours <= _fine(walled.embed, fixed.curves) * (1 + 2e-3)).all()
 
 
 def test_far_off_the_data_terminates_without_nan(walled) -> None:
@@ -139,7 +143,7 @@ def test_identical_end_points_give_zero_length_curves(walled) -> None:
 def test_empty_batch_gives_empty_results(walled) -> None:
     z = torch.zeros(0, 2, dtype=torch.float64)
     res = G.connecting_geodesics(walled.embed, z, z, num_nodes=7)
-    assert res.curves.shape == (0, 7, 2) and len(res) == 0
+    assert res.curves.shape == (0, 25, 2) and len(res) == 0  # 4 (7 - 1) + 1 nodes by default
     assert res.lengths.shape == (0,) and res.converged.shape == (0,)
 
 
@@ -151,7 +155,7 @@ def test_points_of_another_dtype_than_the_model_are_named() -> None:
 
 
 def test_global_start_and_node_refinement_reach_the_data_graph_routes(walled) -> None:
-    """Codes-free defaults at d = 2 (the auxiliary graph start) plus node refinement against an
+    """Codes-free defaults at d = 2 (the auxiliary graph start and node refinement) against an
     independent reference that knows the data: a graph over 400 data-like codes refined on 64
     nodes. Line starts on 24 nodes alone miss routes around the walls by whole percents."""
     z = _codes(walled, 32, seed=7)
@@ -160,8 +164,8 @@ def test_global_start_and_node_refinement_reach_the_data_graph_routes(walled) ->
     ref = G.connecting_geodesics(
         walled.embed, z0, z1, init="graph", graph_points=codes, num_nodes=64
     )
-    line = G.connecting_geodesics(walled.embed, z0, z1, auxiliary_points=0)
-    ours = G.connecting_geodesics(walled.embed, z0, z1, max_num_nodes=93)
+    line = G.connecting_geodesics(walled.embed, z0, z1, auxiliary_points=0, max_num_nodes=24)
+    ours = G.connecting_geodesics(walled.embed, z0, z1)  # the defaults: refined up to 93 nodes
     best = torch.minimum(_fine(walled.embed, ref.curves), _fine(walled.embed, line.curves))
     assert (_fine(walled.embed, line.curves) > 1.02 * best).sum() >= 2  # the defect is real
     ratio = _fine(walled.embed, ours.curves) / best

@@ -79,7 +79,7 @@ def test_node_refinement_converges_sphere_lengths_to_great_circles() -> None:
     z0, z1 = torch.stack([theta[0], phi[0]], 1), torch.stack([theta[1], phi[1]], 1)
     sphere = SphereEmbed()
     gc = sphere.great_circle(z0, z1)
-    coarse = G.connecting_geodesics(sphere, z0, z1, num_nodes=4)
+    coarse = G.connecting_geodesics(sphere, z0, z1, num_nodes=4, max_num_nodes=4)
     fine = G.connecting_geodesics(sphere, z0, z1, num_nodes=4, max_num_nodes=60, node_rtol=1e-3)
     assert coarse.curves.shape == (16, 4, 2) and fine.curves.shape == (16, 49, 2)
     assert coarse.node_gains.isnan().all()
@@ -191,12 +191,14 @@ def test_no_curve_is_returned_longer_than_its_initial_curve(
         return SubPointLM(worse, ok, its, L, torch.zeros(B, dtype=L.dtype))
 
     z0, z1 = z[0:10:2], z[1:10:2]
-    start = G.connecting_geodesics(rbf.embed, z0, z1, num_nodes=10, max_iterations=0).curves
+    start = G.connecting_geodesics(
+        rbf.embed, z0, z1, num_nodes=10, max_iterations=0, max_num_nodes=10
+    ).curves
     monkeypatch.setattr(geodesics_module, "sub_point_lm", bad_lm)
     one_level = dict(sub_steps=4, max_sub_steps=4)  # one LM call for all curves
     res = G.connecting_geodesics(
         rbf.embed, z0, z1, num_nodes=10, init_curves=start, reparametrize=False,
-        second_order=False, **one_level,
+        second_order=False, max_num_nodes=10, **one_level,
     )  # fmt: skip
     assert (res.lengths <= res.initial_lengths).all()
     assert not res.reverted[:2].any() and res.converged[:2].all()
@@ -218,8 +220,9 @@ def test_unconverged_curves_are_flagged(rbf: ToyRBFDecoder) -> None:
     z = _codes(rbf, 12, seed=3)
     line = G.straight_lines(z[:6], z[6:], 2)  # given curves: one stage, no coarse one
     res = G.connecting_geodesics(
-        rbf.embed, z[:6], z[6:], init_curves=line, max_iterations=1, tolerance=0.0
-    )
+        rbf.embed, z[:6], z[6:], init_curves=line, max_iterations=1, tolerance=0.0,
+        max_num_nodes=24,
+    )  # fmt: skip
     assert not res.converged.any()
     assert (res.iterations == 2).all()  # one step of each phase (energy, then length)
 
@@ -237,8 +240,11 @@ def test_other_latent_dimensions(d: int) -> None:
     dec = ToyRBFDecoder(latent_dim=d, data_dim=16, num_centers=4, seed=d).double()
     z = _codes(dec, 8, seed=d)
     res = G.connecting_geodesics(dec.embed, z[:4], z[4:], num_nodes=10, max_iterations=1000)
-    assert res.curves.shape == (4, 10, d)
-    assert res.converged.all() and (res.lengths <= res.initial_lengths).all()
+    assert res.curves.shape == (4, 37, d)  # the default node refinement: up to 4 (10 - 1) + 1
+    assert res.stationary.all() and res.faithful.all()
+    assert (res.lengths <= res.initial_lengths).all()
+    # converged also says that the last node doubling gained at most node_rtol
+    assert torch.equal(res.converged, res.node_gains <= 1e-2)
 
 
 def test_conv_decoder_geodesics() -> None:
