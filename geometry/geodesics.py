@@ -102,7 +102,9 @@ from geometry.geodesic_starts import (
 )
 from geometry.sub_point_lm import leave_sub_point_saddles, sub_point_lm
 
-__all__ = ["GeodesicResult", "connecting_geodesics"]
+__all__ = ["NUM_NODES", "GeodesicResult", "connecting_geodesics"]
+
+NUM_NODES = 24  # default nodes per curve, end points included
 
 _COARSE_NODES = 6  # nodes of the coarse stage that the line starts go through first
 _COARSE_SUB_STEPS = 8  # sub-points per segment of the coarse stage
@@ -160,11 +162,11 @@ def _solve_lm(
             opts.max_iterations, opts.chunk_size, bar, opts.rtol if opts.polish else None,
             energy_phase=not opts.polish,
         )  # fmt: skip
-        x, stat, its, L_obj, noise = run.x, run.stationary, run.iterations, run.length, run.noise
+        stat = run.stationary
         trial = curves[todo].clone()
-        trial[:, 1:-1] = x
+        trial[:, 1:-1] = run.x
         meas = _measure(embed, trial, opts)
-        good = _agrees(L_obj, meas, opts.rtol, noise)
+        good = _agrees(run.length, meas, opts.rtol, run.noise)
         L_best = measured.lengths[todo].double()
         shorter = meas.lengths.double() <= L_best
         keep = todo[shorter]
@@ -176,7 +178,7 @@ def _solve_lm(
         put_measured(measured, keep, take_measured(meas, shorter))
         stationary[todo], faithful[todo] = stat, good
         sub_steps[todo] = m
-        iterations[todo] += its
+        iterations[todo] += run.iterations
         level[todo[stat & ~good]] = k + 1  # stationary but unfaithful: finer
     reverted = rejected & ~accepted
     return _Solved(
@@ -288,7 +290,7 @@ def connecting_geodesics(
     z0: Tensor,
     z1: Tensor,
     *,
-    num_nodes: int = 24,
+    num_nodes: int = NUM_NODES,
     init: str = "line",
     init_curves: Tensor | None = None,
     graph_points: Tensor | None = None,
@@ -348,10 +350,9 @@ def connecting_geodesics(
             optimized curve is in a worse route.
         max_num_nodes: refine the node count up to this many nodes (default
             ``4 (num_nodes - 1) + 1``: up to two doublings, for ``num_nodes > 2``; ``num_nodes``:
-            no refinement). A
-            polyline of few nodes cannot follow a geodesic that bends around variance walls:
-            its best length can be whole percents above the geodesic distance. With
-            refinement, every solved curve gets a node inserted in the middle of each
+            no refinement). A polyline of few nodes cannot follow a geodesic that bends around
+            variance walls: its best length can be whole percents above the geodesic distance.
+            With refinement, every solved curve gets a node inserted in the middle of each
             segment (the same polyline, ``2 N - 1`` nodes) and is optimized again; curves whose
             length drops by more than ``node_rtol`` go on doubling while
             ``2 N - 1 <= max_num_nodes``. ``curves`` then has the finest node count the settings

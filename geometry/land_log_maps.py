@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from geometry._checks import Embed
+from geometry.geodesics import NUM_NODES
 from geometry.graph import knn_graph, shortest_path_curves
 from geometry.land_normaliser import exp_and_jacobian, exp_map_or_nan
 from geometry.maps import log_map
@@ -87,7 +88,7 @@ def mixture_log_maps(
     opts = dict(geodesic_options)
     # no node refinement unless asked for: the log maps' cost and measured accuracy are those
     # of their own node count (the README's LAND figures)
-    opts.setdefault("max_num_nodes", opts.get("num_nodes", 24))
+    opts.setdefault("max_num_nodes", opts.get("num_nodes", NUM_NODES))
     if graph_k > 0:
         opts["init_curves"] = graph_starts(embed, z, means, graph_points, graph_k)
     v, res = log_map(embed, z0, z1, **opts)

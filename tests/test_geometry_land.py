@@ -449,6 +449,23 @@ def test_euclidean_gmm_interface_matches_its_parameters(tmp_path) -> None:
     torch.testing.assert_close(again.log_prob(test), gmm.log_prob(test))
 
 
+def test_log_maps_keep_their_node_count() -> None:
+    """The LAND's log maps run at their own node count (the solver's node refinement is off
+    unless geodesic_options ask for it): the same velocities as with max_num_nodes pinned to
+    num_nodes, others with refinement."""
+    z = _sphere_data(seed=5)[:6]
+    means = torch.tensor([[math.pi / 2, 0.0], [1.2, 0.4]], dtype=F64)
+
+    def velocities(**options: int) -> torch.Tensor:
+        land = LANDMixture(SphereEmbed(), 2, progress=False, geodesic_options=options)
+        land.graph_points = z
+        return land.log_maps(z, means)[0]
+
+    default = velocities()
+    assert torch.equal(default, velocities(max_num_nodes=24))
+    assert not torch.allclose(default, velocities(max_num_nodes=47), rtol=1e-6, atol=0)
+
+
 def test_sphere_log_maps_match_the_closed_form() -> None:
     """All points to all means in one batch, graph starts on the codes, against the sphere."""
     z = _sphere_data(seed=5)[:8]
