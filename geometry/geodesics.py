@@ -12,11 +12,14 @@ variance walls).
 Solver (``optimizer="lm"``): per-curve Levenberg-Marquardt, vectorised over the batch
 (:mod:`geometry.polyline_lm`, driven by :mod:`geometry.sub_point_lm`) on that length
 (:mod:`geometry.sub_point_length`: exact gradient, block-tridiagonal Gauss-Newton model,
-forward-mode Jacobians). Each run first minimizes the
+forward-mode Jacobians). The coarse stage of the line starts (below) first minimizes the
 segment energy ``(N - 1) sum_i lambda_i^2`` at the same sub-points (its minimizers are the
 length's with equal segments; its model is better conditioned, since the length does not care
-where the nodes sit along the curve, and on steep variance walls it reaches shorter minima),
-then the length from there; from latent dimension 4 on the length phase also tries truncated
+where the nodes sit along the curve), then the length from there. The fine stage minimizes the
+length directly, from curves placed at equal Riemannian arc length (coarse results, graph
+paths, given curves) or already solved (node doublings): an energy phase there spent as many
+steps as the length phase and, on walled decoders, stopped in longer curves (see the README's
+benchmarks). From latent dimension 4 on the length phase also tries truncated
 Newton steps (conjugate gradients on the exact Hessian, preconditioned by the Gauss-Newton solve),
 since the Gauss-Newton model of a length, which is not a sum of squares, converges only linearly.
 There (where trial steps are judged by forward passes alone) an accepted step is followed by
@@ -160,7 +163,7 @@ def _solve_lm(
         run = sub_point_lm(
             embed, curves[todo, 1:-1], z0[todo], z1[todo], m, opts.tolerance,
             opts.max_iterations, opts.chunk_size, bar, opts.rtol if opts.polish else None,
-            energy_phase=not opts.polish,
+            energy_phase=False,
         )  # fmt: skip
         stat = run.stationary
         trial = curves[todo].clone()
@@ -282,7 +285,7 @@ class _Options:
     max_num_nodes: int = 0  # 0: no node refinement
     node_rtol: float = 1e-2
     second_order: bool = True  # second-order steps from every pair's kept curve
-    polish: bool = False  # a run from a second-order step: no energy phase, second-order steps
+    polish: bool = False  # a run from a second-order step: second-order steps inside the LM
 
 
 def connecting_geodesics(

@@ -224,7 +224,7 @@ def test_unconverged_curves_are_flagged(rbf: ToyRBFDecoder) -> None:
         max_num_nodes=24,
     )  # fmt: skip
     assert not res.converged.any()
-    assert (res.iterations == 2).all()  # one step of each phase (energy, then length)
+    assert (res.iterations == 1).all()  # one length step (the fine stage has no energy phase)
 
 
 def test_zero_length_pairs_and_two_nodes(rbf: ToyRBFDecoder) -> None:
