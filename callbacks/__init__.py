@@ -5,7 +5,8 @@ Geometry during training: :class:`GeodesicDistanceStats` (geodesic-vs-straight-l
 results through a :class:`GeodesicResultStore`; :class:`ReconstructionImages`. The pipeline's
 own: :class:`EpochSeeder`, :class:`RunInfo`, :class:`EpochEndCheckpoint` and the
 :class:`AtomicCheckpointIO` plugin, :class:`LogLinesProgressBar`, :class:`HistoryPosition`. Subclass
-:class:`EpochScheduledCallback` for epoch-end work of your own.
+:class:`EpochScheduledCallback` for epoch-end work of your own. The training benchmark's:
+:class:`PairedEpochTimer`.
 """
 
 from callbacks.checkpointing import AtomicCheckpointIO, EpochEndCheckpoint
@@ -15,6 +16,7 @@ from callbacks.geodesic_results import GeodesicResult, GeodesicResultStore
 from callbacks.geodesic_stats import GeodesicDistanceStats
 from callbacks.history_position import HistoryPosition
 from callbacks.pair_statistics import PairStatistics
+from callbacks.paired_epoch_timer import PairedEpochTimer
 from callbacks.progress import LogLinesProgressBar, make_progress_bar
 from callbacks.reconstructions import ReconstructionImages
 from callbacks.run_info import RunInfo
@@ -32,6 +34,7 @@ __all__ = [
     "HistoryPosition",
     "LogLinesProgressBar",
     "PairStatistics",
+    "PairedEpochTimer",
     "ReconstructionImages",
     "RunInfo",
     "make_progress_bar",

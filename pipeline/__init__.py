@@ -14,7 +14,8 @@ Example::
     )
     summary["stage2"]["metrics"]["val/elbo"]
 
-``scripts/train.py`` is its command line (:mod:`pipeline.cli`).
+``scripts/train.py`` is its command line (:mod:`pipeline.cli`); ``scripts/distance_matrix.py``
+(:mod:`pipeline.distance_matrix_cli`) writes a trained model's geodesic distance matrix.
 """
 
 from pipeline.errors import UserError

@@ -1,5 +1,5 @@
-"""The geodesic benchmark's pieces: the synthetic decoder family, the independent Adam reference,
-the length measurement, and a smoke run of ``scripts/benchmark_geodesics.py`` (slow)."""
+"""The geodesic benchmark's pieces (:mod:`benchmarks`): the synthetic decoder family, the
+independent Adam reference, the length measurement, and a smoke run of its command line (slow)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import geometry as G
+from benchmarks import decoders, geodesics, geodesics_cli, measure, methods
 from geometry.toy_models import (
     WALL_STEEPNESS,
     LinearEmbed,
@@ -19,7 +20,6 @@ from geometry.toy_models import (
     ToyMLPDecoder,
     walled_decoder,
 )
-from scripts import benchmark_geodesics as bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,7 +71,7 @@ def test_reference_adam_finds_straight_lines_and_great_circles() -> None:
     A = torch.randn(5, 3, generator=g, dtype=torch.float64)
     z0, z1 = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g)
     z1 = z1.double()
-    lin = bench.run_reference_adam(LinearEmbed(A), z0, z1, num_nodes=8, iterations=50, lr=0.02)
+    lin = methods.run_reference_adam(LinearEmbed(A), z0, z1, num_nodes=8, iterations=50, lr=0.02)
     exact = ((z1 - z0) @ A.T).norm(dim=1)
     torch.testing.assert_close(lin["reported"], exact, rtol=1e-9, atol=0)  # the line is optimal
     sphere = SphereEmbed()
@@ -80,11 +80,11 @@ def test_reference_adam_finds_straight_lines_and_great_circles() -> None:
     phi = torch.tensor([[-1.2, 0.0], [1.2, 2.5]], dtype=torch.float64)
     p0 = torch.stack([theta[0], phi[0]], dim=1)  # (2, 2)
     p1 = torch.stack([theta[1], phi[1]], dim=1)
-    res = bench.run_reference_adam(sphere, p0, p1, num_nodes=32, iterations=800, lr=0.02)
+    res = methods.run_reference_adam(sphere, p0, p1, num_nodes=32, iterations=800, lr=0.02)
     great = sphere.great_circle(p0, p1)
     line = G.chord_length(sphere, G.straight_lines(p0, p1, 257))
     assert bool((line > great * 1.05).all())  # the start is measurably off
-    fine = bench.chord_sum(sphere, G.subdivide_curves(res["curves"], 16))
+    fine = measure.chord_sum(sphere, G.subdivide_curves(res["curves"], 16))
     torch.testing.assert_close(fine, great, rtol=2e-3, atol=0)
 
 
@@ -93,26 +93,30 @@ def test_fine_lengths_and_ratio_statistics() -> None:
     z0 = torch.zeros(3, 2, dtype=torch.float64)
     z1 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=torch.float64)
     curves = G.straight_lines(z0, z1, 5)
-    args = bench.parse_args(["--decoders", "tanh_d8", "--fixed-measure", "--fine-substeps", "8"])
-    lengths, how = bench.fine_lengths(LinearEmbed(A), curves, args)
+    args = geodesics_cli.parse_args(
+        ["--decoders", "tanh_d8", "--fixed-measure", "--fine-substeps", "8"]
+    )
+    lengths, how = measure.fine_lengths(LinearEmbed(A), curves, args)
     torch.testing.assert_close(lengths, ((z1 - z0) @ A.T).norm(dim=1))
     assert how.startswith("every segment split 8 times")
-    stats = bench.ratio_stats(torch.tensor([1.0, 1.005, 1.02, 1.5]))
+    stats = geodesics.ratio_stats(torch.tensor([1.0, 1.005, 1.02, 1.5]))
     assert stats["n_gt_1.01"] == 2 and stats["frac_gt_1.01"] == 0.5 and stats["max"] == 1.5
-    err = bench.error_stats(torch.tensor([0.9, 1.0]), torch.tensor([1.0, 1.0], dtype=torch.float64))
+    err = geodesics.error_stats(
+        torch.tensor([0.9, 1.0]), torch.tensor([1.0, 1.0], dtype=torch.float64)
+    )
     assert math.isclose(err["max_abs"], 0.1, rel_tol=1e-6)
     assert math.isclose(err["min_signed"], -0.1, rel_tol=1e-6)
 
 
 def test_bad_options_are_clear_errors(capsys) -> None:
     with pytest.raises(SystemExit, match="unknown decoder 'mlp_d3'"):
-        bench.parse_args(["--decoders", "mlp_d3"])
+        geodesics_cli.parse_args(["--decoders", "mlp_d3"])
     with pytest.raises(SystemExit, match="--pairs is too small: 1"):
-        bench.parse_args(["--pairs", "1"])
+        geodesics_cli.parse_args(["--pairs", "1"])
     with pytest.raises(SystemExit, match="--ours-options must be a JSON object"):
-        bench.resolve_ours_options("[1, 2]", torch.zeros(1, 2))
-    assert bench.parse_decoders("synthetic,wall_soft") == list(bench.SYNTHETIC_DECODERS)
-    assert bench.parse_args(["--checkpoint", "x.ckpt"]).decoder_names == ["mlp_d2"]
+        geodesics.resolve_ours_options("[1, 2]", torch.zeros(1, 2))
+    assert decoders.parse_decoders("synthetic,wall_soft") == list(decoders.SYNTHETIC_DECODERS)
+    assert geodesics_cli.parse_args(["--checkpoint", "x.ckpt"]).decoder_names == ["mlp_d2"]
 
 
 @pytest.mark.slow
@@ -121,7 +125,7 @@ def test_benchmark_smoke_run_on_synthetic_decoders(tmp_path, capsys) -> None:
     cache = tmp_path / "refs.pt"
     argv = ["--decoders", "wall_soft,tanh_d8", "--quick", "--pairs", "3", "--json",
             str(report), "--reference-cache", str(cache)]  # fmt: skip
-    assert bench.main(argv) == 0
+    assert geodesics_cli.main(argv) == 0
     out = capsys.readouterr().out
     assert re.search(r"^wall_soft\s+2\s", out, re.M) and re.search(r"^tanh_d8\s+8\s", out, re.M)
     result = json.loads(report.read_text())
@@ -143,7 +147,7 @@ def test_benchmark_smoke_run_on_synthetic_decoders(tmp_path, capsys) -> None:
     argv = ["--decoders", "wall_soft", "--quick", "--pairs", "3", "--no-stochman", "--json",
             str(report), "--reference-cache", str(cache),
             "--ours-options", '{"max_iterations": 2}']  # fmt: skip
-    assert bench.main(argv) == 0
+    assert geodesics_cli.main(argv) == 0
     again = json.loads(report.read_text())["decoders"]["wall_soft"]
     assert again["methods"]["adam"].get("from_cache") is True
     assert again["per_pair"]["adam"] == result["decoders"]["wall_soft"]["per_pair"]["adam"]

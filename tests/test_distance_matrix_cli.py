@@ -1,4 +1,5 @@
-"""scripts/distance_matrix.py: a real checkpoint, single process and torchrun with 2 gloo ranks."""
+"""scripts/distance_matrix.py (:mod:`pipeline.distance_matrix_cli`): a real checkpoint, single
+process and torchrun with 2 gloo ranks (the script by path)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import geometry as G
 from lightning_modules import TwoStageVAE
-from scripts import distance_matrix
+from pipeline import distance_matrix_cli as distance_matrix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "distance_matrix.py")

@@ -9,6 +9,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = (
+    "benchmarks",
     "callbacks",
     "datamodules",
     "experiments",

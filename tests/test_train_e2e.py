@@ -344,10 +344,10 @@ def test_ddp_two_processes_both_stages(tmp_path):
 
 def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys, monkeypatch):
     """Smoke runs of the benchmarks on tiny settings (they time nothing here; they must work)."""
-    from scripts import benchmark_geodesics, benchmark_training
+    from benchmarks import geodesics_cli, training_cli
 
     assert (
-        benchmark_training.main(
+        training_cli.main(
             [
                 "--epochs",
                 "3",
@@ -373,7 +373,7 @@ def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys, monke
     os.makedirs(scratch)
     monkeypatch.setattr(tempfile, "tempdir", scratch)  # where the benchmark's scratch goes
     assert (
-        benchmark_geodesics.main(
+        geodesics_cli.main(
             [
                 "--checkpoint",
                 ckpt,
@@ -401,9 +401,9 @@ def test_benchmark_scripts_run_end_to_end(tmp_path, reference_run, capsys, monke
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_gpu_benchmark_without_cuda_is_a_clear_error(capsys):
-    from scripts import benchmark_training
+    from benchmarks import training_cli
 
     with pytest.raises(SystemExit) as info:
-        benchmark_training.main(["--accelerator", "gpu"])
+        training_cli.main(["--accelerator", "gpu"])
     assert info.value.code == 2
     assert "--accelerator gpu: no CUDA device is available here" in capsys.readouterr().err
