@@ -16,7 +16,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["lanczos", "second_order_step"]
+__all__ = ["block_tridiagonal_hessian", "exact_pencil", "lanczos", "second_order_step"]
+
+_COLOURS = 3  # a node and its two neighbours: probes on every third node do not overlap
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -85,6 +87,74 @@ def lanczos(
     return T, torch.stack(basis)
 
 
+def block_tridiagonal_hessian(hvp: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+    """The dense matrix of a block tridiagonal operator from ``3 d`` products.
+
+    Every node interacts with its two neighbours only, so a probe that is one coordinate ``j``
+    on every third node (one colour) gives, at each node, column ``j`` of its block with the one
+    node of that colour among itself and its neighbours.
+
+    Args:
+        hvp: ``v (b, n, d) -> H v (b, n, d)``, symmetric and block tridiagonal per batch entry.
+        like: ``(b, n, d)`` tensor giving the shape and device.
+
+    Returns:
+        ``H (b, n d, n d)`` float64 (symmetrized), row and column ``i d + j`` for node ``i``,
+        coordinate ``j``.
+    """
+    b, n, d = like.shape
+    dev = like.device
+    node = torch.arange(n, device=dev)
+    H = torch.zeros(b, n, d, n, d, dtype=torch.float64, device=dev)
+    for c in range(min(_COLOURS, n)):
+        # the column node of every row node: the one of colour c among i - 1, i, i + 1
+        col = node + ((c - node) % _COLOURS + 1) % _COLOURS - 1  # (n,)
+        row = ((col >= 0) & (col < n)).nonzero().flatten()
+        for j in range(d):
+            v = torch.zeros(b, n, d, dtype=torch.float64, device=dev)
+            v[:, node % _COLOURS == c, j] = 1.0
+            hv = hvp(v).double()  # (b, n, d)
+            H[:, row, :, col[row], j] = hv[:, row].transpose(0, 1)
+    H = H.reshape(b, n * d, n * d)
+    return 0.5 * (H + H.transpose(1, 2))
+
+
+def exact_pencil(
+    hvp: Callable[[Tensor], Tensor], mass_diag: Tensor, mass_off: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """The pencil ``H v = theta M v`` on the whole space, in the output format of
+    :func:`lanczos`: ``T = L^-1 H L^-T`` and the ``M``-orthonormal basis ``Q = L^-T`` for the
+    Cholesky factor ``M = L L^T``, with ``H`` from :func:`block_tridiagonal_hessian` (``3 d``
+    products, fewer than Lanczos takes for small ``d``).
+
+    Args:
+        hvp: ``v (b, n, d) -> H v (b, n, d)``, block tridiagonal.
+        mass_diag: ``(b, n, d, d)`` diagonal blocks of a positive definite ``M``.
+        mass_off: ``(b, n - 1, d, d)`` its blocks ``M_{i, i + 1}``.
+
+    Returns:
+        ``T (b, n d, n d)`` and ``Q (n d, b, n, d)`` (float64), or None where ``M`` has no
+        Cholesky factor.
+    """
+    b, n, d, _ = mass_diag.shape
+    M = torch.zeros(b, n, d, n, d, dtype=torch.float64, device=mass_diag.device)
+    i = torch.arange(n, device=mass_diag.device)
+    M[:, i, :, i] = mass_diag.double().transpose(0, 1)
+    M[:, i[:-1], :, i[1:]] = mass_off.double().transpose(0, 1)
+    M[:, i[1:], :, i[:-1]] = mass_off.double().transpose(2, 3).transpose(0, 1)
+    M = M.reshape(b, n * d, n * d)
+    L, info = torch.linalg.cholesky_ex(M)
+    if bool((info != 0).any()):
+        return None
+    H = block_tridiagonal_hessian(hvp, mass_diag[..., 0])
+    eye = torch.eye(n * d, dtype=torch.float64, device=M.device).expand(b, -1, -1)
+    Linv = torch.linalg.solve_triangular(L, eye, upper=False)  # (b, nd, nd)
+    T = Linv @ H @ Linv.transpose(1, 2)
+    T = 0.5 * (T + T.transpose(1, 2))
+    Q = Linv.transpose(1, 2)  # columns M-orthonormal
+    return T, Q.permute(2, 0, 1).reshape(n * d, b, n, d)
+
+
 def second_order_step(
     hvp: Callable[[Tensor], Tensor],
     objective: Callable[[Tensor, Tensor], Tensor],
@@ -96,11 +166,13 @@ def second_order_step(
     mass: Callable[[Tensor], Tensor] | None = None,
     steps: int = 16,
     ladder: int = 8,
+    mass_blocks: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The best of a batch of second-order trial steps on the exact Hessian, per curve.
 
     Lanczos (``steps`` products, started from ``M^-1`` times the gradient plus a fixed
-    perturbation, in the inner product of ``M``) projects the exact Hessian on a Krylov space
+    perturbation, in the inner product of ``M``; or the whole space, see ``mass_blocks``)
+    projects the exact Hessian on a Krylov space
     ``Q``: ``T = Q^T H Q``, gradient ``Q^T g``. Trial steps, all judged by ``objective`` alone:
 
     - the trust-region path of that model, ``s(mu) = -Q (T + mu)^-1 Q^T g`` for ``ladder``
@@ -126,6 +198,9 @@ def second_order_step(
             curvatures (see :func:`lanczos`; default the identity).
         steps: Lanczos steps.
         ladder: trial steps per family (shifts; lengths per direction).
+        mass_blocks: the blocks ``(diag (b, n, d, d), off (b, n - 1, d, d))`` of ``M`` when
+            ``M`` and the Hessian are block tridiagonal: where ``3 d < steps`` the whole
+            pencil is then used (:func:`exact_pencil`, ``3 d`` products) instead of Lanczos.
 
     Returns:
         The best trial nodes ``(b, n, d)`` (``x`` where no trial lowers the objective) and the
@@ -139,7 +214,12 @@ def second_order_step(
     g = g.double()
     gn = g / _dot(g, g).sqrt().clamp_min(1e-300)[:, None, None]
     wn = wiggle / _dot(wiggle, wiggle).sqrt()[:, None, None]
-    T, Q = lanczos(hvp, gn + 0.5 * wn, steps, solve, mass)  # (b, k, k), (k, b, n, d)
+    pencil = None
+    if mass_blocks is not None and _COLOURS * d < steps:  # fewer products than Lanczos
+        pencil = exact_pencil(hvp, *mass_blocks)
+    if pencil is None:
+        pencil = lanczos(hvp, gn + 0.5 * wn, steps, solve, mass)
+    T, Q = pencil  # (b, k, k), (k, b, n, d)
     theta, Y = torch.linalg.eigh(T)  # (b, k), (b, k, k)
     gq = torch.einsum("kbnd,bnd->bk", Q, g)  # (b, k)
     gy = torch.einsum("bkj,bk->bj", Y, gq)  # the gradient in the Ritz basis

@@ -320,8 +320,9 @@ def leave_saddles(
         return block_tridiagonal_matvec(pdiag, ta.off, v)
 
     cand, gain = second_order_step(
-        hessian(x[idx], a, b), values, x[idx], ta.S, ta.g, scale, solve, mass
-    )
+        hessian(x[idx], a, b), values, x[idx], ta.S, ta.g, scale, solve, mass,
+        mass_blocks=(pdiag, ta.off),
+    )  # fmt: skip
     move = gain > tolerance * ta.S + noise[idx]
     x[idx[move]] = cand[move]
     return idx[move]

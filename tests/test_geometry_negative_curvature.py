@@ -9,7 +9,12 @@ import torch
 import geometry as G
 import geometry.geodesics as geodesics_module
 from geometry.block_tridiagonal import block_tridiagonal_matvec, solve_spd_block_tridiagonal
-from geometry.negative_curvature import lanczos, second_order_step
+from geometry.negative_curvature import (
+    block_tridiagonal_hessian,
+    exact_pencil,
+    lanczos,
+    second_order_step,
+)
 from geometry.polyline_lm import levenberg_marquardt
 from geometry.sub_point_length import (
     sub_point_gradient,
@@ -84,6 +89,45 @@ def test_lowest_ritz_value_is_the_lowest_eigenvalue(pencil: bool) -> None:
     vec = vec / vec.flatten(1).norm(dim=1)[:, None, None]
     cos = (vec * want).sum(dim=(1, 2)).abs()
     torch.testing.assert_close(cos, torch.ones(b, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("n", "d"), [(1, 2), (2, 3), (7, 2), (8, 1)])
+def test_three_d_probes_give_a_block_tridiagonal_hessian(n: int, d: int) -> None:
+    """Probes on every third node recover every block of a symmetric block tridiagonal matrix
+    (3 d products), against the dense matrix."""
+    diag, off = _spd_blocks(3, n, d, seed=n + d)
+    diag = diag - 4 * torch.eye(d, dtype=torch.float64)  # indefinite: no positivity used
+    calls = []
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return block_tridiagonal_matvec(diag, off, v)
+
+    H = block_tridiagonal_hessian(hvp, torch.zeros(3, n, d, dtype=torch.float64))
+    torch.testing.assert_close(H, _dense(diag, off), rtol=0, atol=1e-12)
+    assert len(calls) == min(3, n) * d
+
+
+def test_the_exact_pencil_has_the_generalized_eigenvalues() -> None:
+    """T = L^-1 H L^-T on the whole space: its eigenvalues are those of H v = theta M v and the
+    basis is M-orthonormal, against a dense solve."""
+    b, n, d = 3, 6, 2
+    Hd, Ho = _spd_blocks(b, n, d, seed=11)
+    Hd = Hd - 5 * torch.eye(d, dtype=torch.float64)  # negative curvature in places
+    Md, Mo = _spd_blocks(b, n, d, seed=12)
+    H, M = _dense(Hd, Ho), _dense(Md, Mo)
+    Li = torch.linalg.inv(torch.linalg.cholesky(M))
+    want = torch.linalg.eigvalsh(Li @ H @ Li.transpose(1, 2))
+    out = exact_pencil(lambda v: block_tridiagonal_matvec(Hd, Ho, v), Md, Mo)
+    assert out is not None
+    T, Q = out
+    torch.testing.assert_close(torch.linalg.eigvalsh(T), want, rtol=1e-9, atol=1e-9)
+    Qf = Q.reshape(n * d, b, n * d).permute(1, 2, 0)  # (b, n d, k) columns
+    eye = torch.eye(n * d, dtype=torch.float64).expand(b, -1, -1)
+    torch.testing.assert_close(Qf.transpose(1, 2) @ M @ Qf, eye, rtol=0, atol=1e-9)
+    Md_bad = Md.clone()
+    Md_bad[0, 0] = -torch.eye(d, dtype=torch.float64)  # not positive definite: no pencil
+    assert exact_pencil(lambda v: v, Md_bad, Mo) is None
 
 
 class _Bump:
@@ -250,4 +294,19 @@ def test_on_a_convex_quadratic_the_best_trial_is_the_newton_step() -> None:
 
     scale = torch.full((b,), 100.0, dtype=torch.float64)
     _, gain = second_order_step(hvp, quadratic, x, S, g, scale, steps=n * d, ladder=12)
+    torch.testing.assert_close(S - gain, S_star, rtol=0, atol=1e-4 * float((S - S_star).min()))
+    # the whole pencil (3 d products): A is dense here, so it is given as one block (n = 1)
+    blocks = (A[:, None], torch.zeros(b, 0, n * d, n * d, dtype=torch.float64))
+    flat_x, flat_g = x.reshape(b, 1, n * d), g.reshape(b, 1, n * d)
+
+    def flat_hvp(v: torch.Tensor) -> torch.Tensor:
+        return (A @ v.reshape(b, n * d, 1)).reshape(b, 1, n * d)
+
+    def flat_quadratic(xs: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        return quadratic(xs.reshape(-1, n, d), owner)
+
+    _, gain = second_order_step(
+        flat_hvp, flat_quadratic, flat_x, S, flat_g, scale, ladder=12, steps=3 * n * d + 1,
+        mass_blocks=blocks,
+    )  # fmt: skip
     torch.testing.assert_close(S - gain, S_star, rtol=0, atol=1e-4 * float((S - S_star).min()))
