@@ -28,19 +28,16 @@ def source_state() -> str:
         ``"<short hash>"``, with ``" + uncommitted changes in geometry/"`` when it has some, or
         ``"not a git checkout"``.
     """
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", REPO_ROOT, *args], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", REPO_ROOT, "status", "--porcelain", "geometry"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "geometry")
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
     return head + (" + uncommitted changes in geometry/" if dirty else "")  # fmt: skip
