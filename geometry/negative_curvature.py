@@ -19,6 +19,7 @@ from torch import Tensor
 __all__ = ["block_tridiagonal_hessian", "exact_pencil", "lanczos", "second_order_step"]
 
 _COLOURS = 3  # a node and its two neighbours: probes on every third node do not overlap
+_MAX_DENSE = 256  # most unknowns per curve (n d) for which the whole pencil is formed densely
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -199,8 +200,9 @@ def second_order_step(
         steps: Lanczos steps.
         ladder: trial steps per family (shifts; lengths per direction).
         mass_blocks: the blocks ``(diag (b, n, d, d), off (b, n - 1, d, d))`` of ``M`` when
-            ``M`` and the Hessian are block tridiagonal: where ``3 d < steps`` the whole
-            pencil is then used (:func:`exact_pencil`, ``3 d`` products) instead of Lanczos.
+            ``M`` and the Hessian are block tridiagonal: where ``3 d < steps`` (fewer
+            products) and ``n d <= 256`` (small dense matrices) the whole pencil is then used
+            (:func:`exact_pencil`, ``3 d`` products) instead of Lanczos.
 
     Returns:
         The best trial nodes ``(b, n, d)`` (``x`` where no trial lowers the objective) and the
@@ -215,7 +217,7 @@ def second_order_step(
     gn = g / _dot(g, g).sqrt().clamp_min(1e-300)[:, None, None]
     wn = wiggle / _dot(wiggle, wiggle).sqrt()[:, None, None]
     pencil = None
-    if mass_blocks is not None and _COLOURS * d < steps:  # fewer products than Lanczos
+    if mass_blocks is not None and _COLOURS * d < steps and n * d <= _MAX_DENSE:
         pencil = exact_pencil(hvp, *mass_blocks)
     if pencil is None:
         pencil = lanczos(hvp, gn + 0.5 * wn, steps, solve, mass)
