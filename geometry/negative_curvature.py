@@ -124,18 +124,21 @@ def exact_pencil(
     hvp: Callable[[Tensor], Tensor], mass_diag: Tensor, mass_off: Tensor
 ) -> tuple[Tensor, Tensor] | None:
     """The pencil ``H v = theta M v`` on the whole space, in the output format of
-    :func:`lanczos`: ``T = L^-1 H L^-T`` and the ``M``-orthonormal basis ``Q = L^-T`` for the
-    Cholesky factor ``M = L L^T``, with ``H`` from :func:`block_tridiagonal_hessian` (``3 d``
-    products, fewer than Lanczos takes for small ``d``).
+    :func:`lanczos`: ``T = Q^T H Q`` for the ``M``-orthonormal basis ``Q = U Sigma^-1/2`` of the
+    eigendecomposition ``M = U Sigma U^T``, with ``H`` from :func:`block_tridiagonal_hessian`
+    (``3 d`` products, fewer than Lanczos takes for small ``d``). Directions where ``M`` is
+    nearly singular (``Sigma`` below ``1e-10`` of its largest value: for a length's Gauss-Newton
+    matrix, nodes sliding along the curve) are left out, as zero basis vectors with zero rows
+    and columns of ``T`` (as after a breakdown of :func:`lanczos`).
 
     Args:
         hvp: ``v (b, n, d) -> H v (b, n, d)``, block tridiagonal.
-        mass_diag: ``(b, n, d, d)`` diagonal blocks of a positive definite ``M``.
+        mass_diag: ``(b, n, d, d)`` diagonal blocks of a symmetric positive semi-definite ``M``.
         mass_off: ``(b, n - 1, d, d)`` its blocks ``M_{i, i + 1}``.
 
     Returns:
-        ``T (b, n d, n d)`` and ``Q (n d, b, n, d)`` (float64), or None where ``M`` has no
-        Cholesky factor.
+        ``T (b, n d, n d)`` and ``Q (n d, b, n, d)`` (float64), or None where the
+        decomposition or ``T`` is not finite.
     """
     b, n, d, _ = mass_diag.shape
     M = torch.zeros(b, n, d, n, d, dtype=torch.float64, device=mass_diag.device)
@@ -144,15 +147,17 @@ def exact_pencil(
     M[:, i[:-1], :, i[1:]] = mass_off.double().transpose(0, 1)
     M[:, i[1:], :, i[:-1]] = mass_off.double().transpose(2, 3).transpose(0, 1)
     M = M.reshape(b, n * d, n * d)
-    L, info = torch.linalg.cholesky_ex(M)
-    if bool((info != 0).any()):
+    if not bool(torch.isfinite(M).all()):
         return None
+    sigma, U = torch.linalg.eigh(0.5 * (M + M.transpose(1, 2)))  # (b, nd), (b, nd, nd)
+    tiny = torch.finfo(torch.float64).tiny
+    keep = sigma > 1e-10 * sigma.amax(dim=1, keepdim=True).clamp_min(tiny)  # (b, nd)
+    Q = U * torch.where(keep, sigma.clamp_min(tiny).rsqrt(), 0.0)[:, None]  # (b, nd, nd)
     H = block_tridiagonal_hessian(hvp, mass_diag[..., 0])
-    eye = torch.eye(n * d, dtype=torch.float64, device=M.device).expand(b, -1, -1)
-    Linv = torch.linalg.solve_triangular(L, eye, upper=False)  # (b, nd, nd)
-    T = Linv @ H @ Linv.transpose(1, 2)
+    T = Q.transpose(1, 2) @ H @ Q
     T = 0.5 * (T + T.transpose(1, 2))
-    Q = Linv.transpose(1, 2)  # columns M-orthonormal
+    if not bool(torch.isfinite(T).all()):
+        return None
     return T, Q.permute(2, 0, 1).reshape(n * d, b, n, d)
 
 

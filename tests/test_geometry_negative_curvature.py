@@ -125,9 +125,19 @@ def test_the_exact_pencil_has_the_generalized_eigenvalues() -> None:
     Qf = Q.reshape(n * d, b, n * d).permute(1, 2, 0)  # (b, n d, k) columns
     eye = torch.eye(n * d, dtype=torch.float64).expand(b, -1, -1)
     torch.testing.assert_close(Qf.transpose(1, 2) @ M @ Qf, eye, rtol=0, atol=1e-9)
-    Md_bad = Md.clone()
-    Md_bad[0, 0] = -torch.eye(d, dtype=torch.float64)  # not positive definite: no pencil
-    assert exact_pencil(lambda v: v, Md_bad, Mo) is None
+    # a singular M (node 0 decoupled with a zero block): its null space is left out of the
+    # basis (zero vectors, zero rows and columns of T), the rest stays M-orthonormal
+    Md0, Mo0 = Md.clone(), Mo.clone()
+    Md0[:, 0], Mo0[:, 0] = 0.0, 0.0
+    out = exact_pencil(lambda v: block_tridiagonal_matvec(Hd, Ho, v), Md0, Mo0)
+    assert out is not None
+    T0, Q0 = out
+    Qf0 = Q0.reshape(n * d, b, n * d).permute(1, 2, 0)
+    kept = Qf0.norm(dim=1) > 0  # (b, n d)
+    assert (kept.sum(dim=1) == (n - 1) * d).all()
+    gram = Qf0.transpose(1, 2) @ _dense(Md0, Mo0) @ Qf0
+    torch.testing.assert_close(gram, torch.diag_embed(kept.double()), rtol=0, atol=1e-9)
+    assert torch.isfinite(T0).all() and (T0[~kept] == 0).all()
 
 
 class _Bump:
