@@ -5,8 +5,10 @@ overstates the curvature, so a solver that stops when that model predicts no dec
 at saddle points of the exact objective (a curve balanced on the crest of a variance wall, where
 a direction of negative curvature still lowers the length) and on slow slopes that the exact
 Hessian sees. This module projects the exact Hessian on a small Krylov space per curve (Lanczos
-on Hessian-vector products in the inner product of the Gauss-Newton matrix) and tries the exact
-model's damped Newton steps and its lowest curvature direction, judged by the objective itself.
+on Hessian-vector products in the inner product of the Gauss-Newton matrix) or, where that takes
+fewer products (small ``d``), forms it on the whole space from probes on every third node (the
+Hessian of a polyline objective is block tridiagonal), and tries the exact model's damped Newton
+steps and its lowest curvature direction, judged by the objective itself.
 """
 
 from __future__ import annotations
